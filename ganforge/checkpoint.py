@@ -1,0 +1,199 @@
+"""Checkpoints without pickle: safetensors for tensors, JSON for everything else.
+
+A checkpoint is a folder ``<out_dir>/checkpoints/step-00001000/``::
+
+    generator.safetensors  discriminator.safetensors  generator_ema.safetensors (if EMA)
+    optimizer_g.safetensors  optimizer_d.safetensors    tensors of the optimizer states
+    rng-rank0.safetensors ...                           torch/CUDA/NumPy RNG state per rank
+    meta.json                                           step, data position, recipe, plugin
+                                                        versions, non-tensor state, file sizes
+
+It is written into a hidden temporary folder, flushed, then renamed into place, so a crash
+mid-write leaves the previous checkpoint intact; ``meta.json`` is written last and lists
+every file with its size, so a truncated or incomplete folder is recognised. Loading never
+unpickles anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ganforge.errors import CheckpointError
+
+FORMAT_VERSION = 1
+PREFIX = "step-"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    _fsync_file(path)
+
+
+def model_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with shared tensors cloned (safetensors refuses aliased storage)."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# ------------------------------------------------------------------------- optimizer state
+def split_optimizer_state(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    rest: dict[str, Any] = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value
+            else:
+                rest.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "state": rest}
+
+
+def join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta["state"].items():
+        state.setdefault(int(pid), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# ------------------------------------------------------------------------------- RNG state
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["numpy"] = torch.from_numpy(keys.astype(np.int64))
+    meta = {"python": _to_json(random.getstate()), "numpy": [kind, int(pos), int(has_gauss), float(gauss)]}
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, pos, has_gauss, gauss = meta["numpy"]
+    np.random.set_state((kind, tensors["numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(_from_json(meta["python"]))
+
+
+def _to_json(x: Any) -> Any:
+    return [_to_json(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _from_json(x: Any) -> Any:
+    return tuple(_from_json(v) for v in x) if isinstance(x, list) else x
+
+
+# ------------------------------------------------------------------------------ save/load
+def write_checkpoint(final: Path, tensors: dict[str, dict[str, torch.Tensor]],
+                     meta: dict[str, Any], pause_hook: Any = None) -> Path:
+    """Write ``{file stem: tensors}`` and ``meta`` atomically into folder ``final``."""
+    final = Path(final)
+    tmp = final.parent / f".tmp-{final.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    files = {}
+    for stem, group in tensors.items():
+        path = tmp / f"{stem}.safetensors"
+        _save_tensors(group, path)
+        files[path.name] = path.stat().st_size
+    if pause_hook is not None:  # tests: a chance to kill the process mid-write
+        pause_hook(tmp)
+    meta = dict(meta, format=FORMAT_VERSION, files=files)
+    with open(tmp / "meta.json", "w") as f:
+        json.dump(meta, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return final
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """Read and check a checkpoint's meta.json and file sizes; CheckpointError if invalid."""
+    folder = Path(folder)
+    meta_path = folder / "meta.json"
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint {folder} does not exist (or is not a folder)")
+    if not meta_path.is_file():
+        raise CheckpointError(f"checkpoint {folder} has no meta.json: it is incomplete")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{meta_path} is corrupted ({err})") from None
+    for name, size in meta.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint file {path} is missing")
+        if path.stat().st_size != size:
+            raise CheckpointError(
+                f"checkpoint file {path} has {path.stat().st_size} bytes, expected {size}: "
+                f"it is truncated or damaged"
+            )
+    return meta
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; CheckpointError naming the file if it is damaged."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint file {path} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"checkpoint file {path} is corrupted ({err})") from None
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Checkpoint folders, oldest first (temporary folders excluded)."""
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+
+
+def rotate(ckpt_dir: Path, keep: int) -> None:
+    for old in list_checkpoints(ckpt_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_valid(ckpt_dir: Path, log: Any = print) -> Path | None:
+    """The newest checkpoint that passes :func:`read_meta`; invalid newer ones are logged."""
+    for folder in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            read_meta(folder)
+            for name in read_meta(folder)["files"]:
+                load_tensors(folder / name)
+            return folder
+        except CheckpointError as err:
+            log(f"skipping invalid checkpoint: {err}")
+    return None
+
+
+def load_generator_weights(folder: Path, ema: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights only (EMA when present and asked for) and meta, for sampling and evaluation."""
+    meta = read_meta(folder)
+    name = "generator_ema" if ema and "generator_ema.safetensors" in meta["files"] else "generator"
+    return load_tensors(Path(folder) / f"{name}.safetensors"), meta

@@ -1,0 +1,176 @@
+"""The ``ganforge`` command line.
+
+    ganforge train RECIPE [key.sub=value ...]     train (RECIPE: a YAML path or a name in recipes/)
+    ganforge sample CHECKPOINT --n N --out FILE   samples as a PNG grid, .safetensors or .npz
+    ganforge eval CHECKPOINT [--metric NAME]      the recipe's metrics on generated samples
+    ganforge plugins [--json]                     every registered part and where it comes from
+
+Errors in the user's input print one line (``error: ...``) and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from ganforge.errors import GanforgeError
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ganforge.config import load_recipe
+    from ganforge.engine import train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    train(recipe)
+    return 0
+
+
+def _load_for_sampling(checkpoint: str, ema: bool):
+    import torch
+
+    from ganforge import checkpoint as ckpt
+    from ganforge.config import recipe_from_dict
+    from ganforge.engine import build_models
+    from ganforge.manager import get_plugin_manager
+
+    folder = Path(checkpoint)
+    if folder.is_dir() and not (folder / "meta.json").exists() and (folder / "checkpoints").is_dir():
+        latest = ckpt.latest_valid(folder / "checkpoints")  # a run folder: take its newest
+        if latest is None:
+            raise GanforgeError(f"no valid checkpoint in {folder / 'checkpoints'}")
+        folder = latest
+    weights, meta = ckpt.load_generator_weights(folder, ema=ema)
+    recipe = recipe_from_dict(meta["recipe"])
+    registry = get_plugin_manager().registry
+    G, D = build_models(recipe, registry, tuple(meta["sample_shape"]))
+    G.load_state_dict(weights)
+    G.eval()
+    loss = registry.build("loss", recipe.loss.name, recipe.loss.args)
+    objective = registry.build("objective", recipe.objective.name, recipe.objective.args,
+                               generator=G, discriminator=D, loss=loss, z_dim=recipe.train.z_dim)
+    return G, objective, recipe, meta, torch
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    G, objective, recipe, meta, torch = _load_for_sampling(args.checkpoint, not args.no_ema)
+    out = Path(args.out)
+    if out.suffix not in (".png", ".safetensors", ".npz"):
+        raise GanforgeError(f"--out must end in .png, .safetensors or .npz, got '{out.name}'")
+    if args.n < 1:
+        raise GanforgeError(f"--n must be at least 1, got {args.n}")
+    gen = torch.Generator().manual_seed(args.seed)
+    with torch.no_grad():
+        samples = torch.cat([
+            objective.generate(G, objective.noise(min(1024, args.n - i), "cpu", gen)).float()
+            for i in range(0, args.n, 1024)
+        ])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".png":
+        from ganforge import plots
+
+        if samples.dim() == 2:
+            plots.save_scatter(samples, samples[:0], out, f"{recipe.name}: step {meta['step']}")
+        else:
+            plots.save_grid(samples, out)
+    elif out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"samples": samples.contiguous()}, str(out))
+    else:
+        import numpy as np
+
+        np.savez(out, samples=samples.numpy())
+    print(f"wrote {len(samples)} samples of shape {tuple(samples.shape[1:])} to {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ganforge.engine import evaluate_samples
+    from ganforge.manager import get_plugin_manager
+
+    G, objective, recipe, meta, torch = _load_for_sampling(args.checkpoint, not args.no_ema)
+    registry = get_plugin_manager().registry
+    names = args.metric or [m.name for m in recipe.metrics]
+    if not names:
+        raise GanforgeError(f"the recipe names no metrics; pass --metric NAME "
+                            f"(registered: {', '.join(registry.names('metric'))})")
+    args_by_name = {m.name: m.args for m in recipe.metrics}
+    dataset = registry.build("dataset", recipe.data.name, recipe.data.args, root=recipe.data.root,
+                             download=False)
+    metrics = {n: registry.build("metric", n, args_by_name.get(n, {}), dataset=dataset) for n in names}
+    gen = torch.Generator().manual_seed(args.seed)
+    with torch.no_grad():
+        samples = objective.generate(G, objective.noise(args.n, "cpu", gen)).float()
+    results = evaluate_samples(samples, dataset, metrics)
+    print(json.dumps({"checkpoint": str(args.checkpoint), "step": meta["step"], **results}, indent=1))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from ganforge.manager import get_plugin_manager, plural
+
+    pm = get_plugin_manager()
+    entries = pm.registry.entries()
+    rows = [{
+        "kind": e.kind, "name": e.name, "description": e.description, "plugin": e.plugin.name,
+        "distribution": e.plugin.distribution, "version": e.plugin.version,
+    } for e in entries]
+    if args.json:
+        print(json.dumps({"parts": rows, "failed": pm.failed}, indent=1))
+        return 0
+    width = max((len(r["name"]) for r in rows), default=4)
+    kind = None
+    for r in rows:
+        if r["kind"] != kind:
+            kind = r["kind"]
+            print(f"\n{plural(kind)}:")
+        source = f"{r['plugin']} ({r['distribution'] or 'registered by hand'} {r['version'] or ''})".rstrip()
+        print(f"  {r['name']:<{width}}  {r['description']}  [{source}]")
+    for name, error in pm.failed.items():
+        print(f"\nFAILED plugin '{name}': {error}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganforge", description="Train GANs at any scale.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train from a recipe")
+    p.add_argument("recipe", help="a recipe YAML file, or the name of one in recipes/")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=500")
+    p.set_defaults(func=cmd_train)
+    for name, func, helptext in (("sample", cmd_sample, "write samples from a checkpoint"),
+                                 ("eval", cmd_eval, "evaluate a checkpoint's generator")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("checkpoint", help="a checkpoint folder (or a run folder: its newest)")
+        p.add_argument("--n", type=int, default=64 if name == "sample" else 2500, help="number of samples")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
+        if name == "sample":
+            p.add_argument("--out", required=True, help="FILE.png, FILE.safetensors or FILE.npz")
+        else:
+            p.add_argument("--metric", action="append", help="metric name (repeatable); default: the recipe's")
+        p.set_defaults(func=func)
+    p = sub.add_parser("plugins", help="list every registered part and the plugin providing it")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _warning_line
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GanforgeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Recipes: the typed configuration of a training run.
+
+A recipe is a YAML file holding only what differs from the defaults below. Every key is
+checked: an unknown key is refused with a did-you-mean, a value of the wrong type is refused
+with the expected type. Command-line overrides use dotted keys (``train.steps=500``); values
+are parsed as YAML (``log.wandb=true``, ``optim.betas=[0.0,0.99]``).
+
+A part (generator, discriminator, loss, objective, dataset, metric, penalty) is a name from the
+plugin registry plus ``args`` for its factory; ``loss: hinge`` is short for
+``loss: {name: hinge}``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from ganforge.errors import ConfigError, did_you_mean
+
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass
+class Part:
+    """A registered part by name, with the keyword arguments for its factory."""
+
+    name: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Penalty:
+    """A discriminator regulariser applied every ``every`` D steps with ``weight``."""
+
+    name: str = ""
+    weight: float = 1.0
+    every: int = 1
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Data:
+    name: str = "toy_grid"
+    root: str | None = None  # folder holding the files; see each dataset's error for defaults
+    download: bool = False  # let torchvision download MNIST / Fashion-MNIST / CIFAR-10
+    args: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 64
+    num_workers: int = 0  # DataLoader workers for datasets that are not held in memory
+
+
+@dataclass
+class Optim:
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    weight_decay: float = 0.0
+
+
+@dataclass
+class Train:
+    steps: int = 1000  # generator steps
+    n_critic: int = 1  # discriminator steps per generator step
+    z_dim: int = 100
+    precision: str = "no"  # no | bf16 | fp16 (Accelerate mixed precision)
+    ema: float = 0.0  # decay of the generator's exponential moving average; 0 = off
+    ema_start: int = 0  # generator step at which EMA averaging starts (copies before)
+    cpu: bool = False  # train on the CPU even when a GPU is present
+    nonfinite: str = "skip"  # skip | stop: what a NaN/Inf loss does to its step
+    max_nonfinite: int = 10  # with skip: stop after this many non-finite steps in a row
+
+
+@dataclass
+class Log:
+    every: int = 100  # steps between logged losses
+    sample_every: int = 1000  # steps between sample grids / scatter plots; 0 = only at the end
+    n_samples: int = 64  # size of the fixed noise batch for sample grids
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end
+    keep: int = 3  # checkpoints kept
+    eval_every: int = 0  # steps between metric evaluations; 0 = only at the end
+    eval_samples: int = 2500
+    wandb: bool = False  # log to Weights & Biases through Accelerate's tracker
+    wandb_project: str = "ganforge"
+    progress: bool = True
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    seed: int = 0
+    out_dir: str | None = None  # default: runs/<name>
+    resume: str | None = None  # a checkpoint folder, or "auto" for the newest in out_dir
+    data: Data = field(default_factory=Data)
+    generator: Part = field(default_factory=lambda: Part("mlp"))
+    discriminator: Part = field(default_factory=lambda: Part("mlp"))
+    loss: Part = field(default_factory=lambda: Part("bce"))
+    penalties: list[Penalty] = field(default_factory=list)
+    objective: Part = field(default_factory=lambda: Part("unconditional"))
+    metrics: list[Part] = field(default_factory=list)
+    optim: Optim = field(default_factory=Optim)
+    train: Train = field(default_factory=Train)
+    log: Log = field(default_factory=Log)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.out_dir) if self.out_dir else Path("runs") / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------ conversion
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        return origin.__name__
+    if tp is type(None):
+        return "null"
+    return "a mapping" if dataclasses.is_dataclass(tp) else getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(value, option, where)
+            except ConfigError:
+                continue
+        raise _type_error(value, tp, where)
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _type_error(value, tp, where)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and "name" in {f.name for f in dataclasses.fields(tp)}:
+            value = {"name": value}  # "loss: hinge" shorthand
+        if not isinstance(value, dict):
+            raise _type_error(value, tp, where)
+        return _from_dict(tp, value, where)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(value, tp, where)
+        return [_convert(v, item, f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(value, tp, where)
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _type_error(value, tp, where)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _type_error(value, tp, where)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise _type_error(value, tp, where)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _type_error(value, tp, where)
+    raise TypeError(f"unsupported config type {tp!r} at {where}")  # a bug in ganforge
+
+
+def _type_error(value: Any, tp: Any, where: str) -> ConfigError:
+    return ConfigError(
+        f"Recipe key '{where}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
+    )
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in hints:
+            section = f"'{where}'" if where else "the recipe"
+            raise ConfigError(
+                f"Unknown recipe key '{path}'.{did_you_mean(str(key), names)} "
+                f"Keys of {section}: {', '.join(names)}"
+            )
+        kwargs[key] = _convert(value, hints[key], path)
+    return cls(**kwargs)
+
+
+# ------------------------------------------------------------------------------ public API
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.steps=500"`` -> (["train", "steps"], 500)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"Override '{text}' must look like key.sub=value (e.g. train.steps=500)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Override '{text}': value is not valid YAML ({err})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node: Any = data
+        for i, key in enumerate(keys[:-1]):
+            nxt = node[int(key)] if isinstance(node, list) else node.get(key)
+            if isinstance(nxt, str) and keys[i + 1] in ("name", "args"):
+                nxt = {"name": nxt}  # expand the "loss: hinge" shorthand to edit it
+            if nxt is None:
+                nxt = {}
+            if isinstance(node, list):
+                node[int(key)] = nxt
+            else:
+                node[key] = nxt
+            node = nxt
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"Override '{text}': '{'.'.join(keys[: i + 1])}' is not a section")
+        if isinstance(node, list):
+            node[int(keys[-1])] = value
+        else:
+            node[keys[-1]] = value
+    return data
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A recipe path, or a bare name looked up in ./recipes and in ganforge's own recipes."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    here = Path(__file__).resolve().parent.parent / "recipes"
+    candidates = [Path("recipes") / f"{name_or_path}.yaml", here / f"{name_or_path}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for d in (Path("recipes"), here) if d.is_dir() for p in d.glob("*.yaml")})
+    raise ConfigError(
+        f"Recipe '{name_or_path}' not found (looked at {path} and "
+        f"{', '.join(str(c) for c in candidates)}). Known recipes: {', '.join(known) or 'none'}."
+        f"{did_you_mean(path.stem, known)}"
+    )
+
+
+def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = None,
+                data: dict[str, Any] | None = None) -> Recipe:
+    """Load a recipe from a file (or a dict) and apply dotted overrides."""
+    raw: dict[str, Any] = {}
+    if name_or_path is not None:
+        path = find_recipe(name_or_path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"Recipe {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"Recipe {path} must be a mapping of keys, got {type(raw).__name__}")
+    if data:
+        raw.update(data)
+    raw = apply_overrides(raw, list(overrides or []))
+    recipe = _from_dict(Recipe, raw)
+    validate(recipe)
+    return recipe
+
+
+def recipe_from_dict(data: dict[str, Any]) -> Recipe:
+    recipe = _from_dict(Recipe, data)
+    validate(recipe)
+    return recipe
+
+
+def validate(recipe: Recipe) -> None:
+    """Checks that need more than types."""
+    t = recipe.train
+    if t.precision not in PRECISIONS:
+        raise ConfigError(
+            f"train.precision must be one of {', '.join(PRECISIONS)}, got '{t.precision}'"
+            f"{did_you_mean(t.precision, PRECISIONS)}"
+        )
+    if t.nonfinite not in ("skip", "stop"):
+        raise ConfigError(f"train.nonfinite must be 'skip' or 'stop', got '{t.nonfinite}'")
+    for key in ("steps", "n_critic", "z_dim"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    if not 0.0 <= t.ema < 1.0:
+        raise ConfigError(f"train.ema is a decay in [0, 1), got {t.ema} (0 turns EMA off)")
+    if recipe.data.batch_size < 1:
+        raise ConfigError(f"data.batch_size must be >= 1, got {recipe.data.batch_size}")
+    if len(recipe.optim.betas) != 2:
+        raise ConfigError(f"optim.betas needs two numbers, got {recipe.optim.betas}")
+    for i, p in enumerate(recipe.penalties):
+        if p.every < 1:
+            raise ConfigError(f"penalties.{i}.every must be >= 1, got {p.every}")
+    for key in ("every", "keep", "n_samples", "eval_samples"):
+        if getattr(recipe.log, key) < 1:
+            raise ConfigError(f"log.{key} must be >= 1, got {getattr(recipe.log, key)}")
+    for part in ("generator", "discriminator", "loss", "objective"):
+        if not getattr(recipe, part).name:
+            raise ConfigError(f"Recipe key '{part}.name' is empty: name a registered {part}")

@@ -1,0 +1,186 @@
+"""The ganforge plugin contract: every hook a plugin can implement.
+
+A plugin is a module (or any object) with functions named after these hooks and marked with
+:data:`ganforge.hookimpl`. Built-in plugins (``plugins/`` in the repository, installed as
+``ganforge.plugins``) and third-party packages are loaded the same way, through the
+``ganforge`` entry-point group::
+
+    [project.entry-points.ganforge]
+    my_plugin = "my_package.my_module"
+
+Hooks are called with keyword arguments only; an implementation may accept any subset of a
+hook's parameters.
+
+Component hooks receive a ``register`` callable (see :class:`ganforge.manager.Register`)::
+
+    register(name, factory, description=None)
+
+``factory`` is called with keyword arguments when a recipe asks for ``name``; what it receives
+is documented on each hook below. The recipe's ``args`` for that part are passed as extra
+keyword arguments. ``description`` defaults to the first line of the factory's docstring.
+Names are unique per kind: two plugins registering the same generator name is an error.
+
+Lifecycle hooks receive the :class:`ganforge.engine.TrainState` of the running job. They are
+called on the main process only, and their return value is ignored.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ganforge.engine import TrainState
+    from ganforge.manager import Register
+
+PROJECT_NAME = "ganforge"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+# --------------------------------------------------------------------------------------------
+# component hooks: called once, when the plugin manager builds its registry
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ganforge_register_generators(register: Register) -> None:
+    """Register generator factories.
+
+    Called once when the registry is built. Each factory is called as
+    ``factory(z_dim=int, out_shape=tuple[int, ...], **args)`` and must return an
+    ``nn.Module`` mapping a ``(batch, z_dim)`` noise tensor (or whatever the objective feeds it)
+    to samples of shape ``(batch, *out_shape)``. ``out_shape`` is ``(C, H, W)`` for images and
+    ``(D,)`` for vector data. A factory that cannot produce ``out_shape`` raises ``ValueError``
+    saying which shapes it supports.
+
+    :param register: call ``register(name, factory, description=None)`` once per generator.
+    """
+
+
+@hookspec
+def ganforge_register_discriminators(register: Register) -> None:
+    """Register discriminator factories.
+
+    Called once when the registry is built. Each factory is called as
+    ``factory(in_shape=tuple[int, ...], **args)`` and must return an ``nn.Module`` mapping
+    ``(batch, *in_shape)`` samples to ``(batch,)`` or ``(batch, 1)`` *logits* (no sigmoid: the
+    losses work on logits so that they are safe under mixed precision). A factory that cannot
+    take ``in_shape`` raises ``ValueError`` saying which shapes it supports.
+
+    :param register: call ``register(name, factory, description=None)`` once per discriminator.
+    """
+
+
+@hookspec
+def ganforge_register_losses(register: Register) -> None:
+    """Register adversarial losses.
+
+    Called once when the registry is built. Each factory is called as ``factory(**args)`` and
+    returns an object with two methods working on discriminator logits:
+    ``d_loss(real_logits, fake_logits) -> Tensor`` and ``g_loss(fake_logits) -> Tensor``
+    (scalars; :class:`ganforge.plugins.losses.Loss` is a convenient base class).
+
+    :param register: call ``register(name, factory, description=None)`` once per loss.
+    """
+
+
+@hookspec
+def ganforge_register_penalties(register: Register) -> None:
+    """Register discriminator regularisation penalties (R1, gradient penalty, ...).
+
+    Called once when the registry is built. Each factory is called as ``factory(**args)`` and
+    returns a callable ``penalty(D, real, fake) -> Tensor`` giving a scalar that is added to the
+    discriminator loss. The engine applies it every ``every`` steps and multiplies it by
+    ``weight * every`` (lazy regularisation, as in StyleGAN2), in fp32.
+
+    :param register: call ``register(name, factory, description=None)`` once per penalty.
+    """
+
+
+@hookspec
+def ganforge_register_objectives(register: Register) -> None:
+    """Register training objectives: how a batch becomes discriminator and generator losses.
+
+    Called once when the registry is built. The built-in ``unconditional`` objective is the
+    classic G(z) vs data game; a class-conditional GAN or an image-to-image model (pix2pix)
+    plugs in here without touching the engine. Each factory is called as
+    ``factory(generator=nn.Module, discriminator=nn.Module, loss=Loss, z_dim=int, **args)`` and
+    returns an object implementing :class:`ganforge.plugins.objectives.Objective`.
+
+    :param register: call ``register(name, factory, description=None)`` once per objective.
+    """
+
+
+@hookspec
+def ganforge_register_datasets(register: Register) -> None:
+    """Register datasets.
+
+    Called once when the registry is built. Each factory is called as
+    ``factory(root=str | None, download=bool, **args)`` and returns a
+    ``torch.utils.data.Dataset`` whose items are float tensors scaled to the generator's output
+    range (images in [-1, 1]) or ``(sample, label)`` pairs, and which has a ``sample_shape``
+    attribute. Returning a :class:`ganforge.data.TensorDataset` (data held in memory) lets the
+    engine fetch whole batches at once. Missing files raise
+    :class:`ganforge.errors.DatasetError` saying where the factory looked and which file names it
+    expects.
+
+    :param register: call ``register(name, factory, description=None)`` once per dataset.
+    """
+
+
+@hookspec
+def ganforge_register_metrics(register: Register) -> None:
+    """Register evaluation metrics.
+
+    Called once when the registry is built. Each factory is called as
+    ``factory(dataset=Dataset, **args)`` and returns a callable
+    ``metric(samples: Tensor, dataset) -> dict[str, float]``; ``samples`` are generated
+    samples on the CPU in the dataset's value range. The keys are logged as ``eval/<key>``.
+
+    :param register: call ``register(name, factory, description=None)`` once per metric.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# lifecycle hooks: called by the engine while it trains (main process only)
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ganforge_train_start(state: TrainState) -> None:
+    """Called once after the models, optimizers and data are built and prepared, before the
+    first step (also when resuming from a checkpoint: ``state.step`` is then non-zero).
+
+    :param state: the running job; ``state.config`` is the full recipe.
+    """
+
+
+@hookspec
+def ganforge_step_end(state: TrainState, logs: dict[str, Any]) -> None:
+    """Called after every generator step (that is after ``n_critic`` discriminator steps and one
+    generator step).
+
+    :param state: the running job; ``state.step`` counts completed generator steps.
+    :param logs: the step's scalar values (``loss_d``, ``loss_g``, ``d_real``, ``d_fake``,
+        ...) as Python floats. They are only materialised on log steps; on other steps ``logs``
+        is empty to avoid a device synchronisation per step.
+    """
+
+
+@hookspec
+def ganforge_checkpoint_saved(state: TrainState, path: str) -> None:
+    """Called after a checkpoint has been completely written and renamed into place.
+
+    :param state: the running job.
+    :param path: the checkpoint folder.
+    """
+
+
+@hookspec
+def ganforge_train_end(state: TrainState) -> None:
+    """Called once when training stops, normally or by interruption, after the last checkpoint
+    and plots are written.
+
+    :param state: the running job; ``state.step`` is the last completed step.
+    """

@@ -1,0 +1,61 @@
+"""CIFAR-10 from its python batches (``cifar-10-batches-py``) in a local folder.
+
+The batches are Python pickles, the format the dataset ships in; only load files you trust.
+With ``data.download=true`` torchvision downloads them first. Images are held in memory as
+uint8, optionally resized once at load time (``size: 64`` for a DCGAN at 64x64).
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganforge import hookimpl
+from ganforge.data import TensorDataset
+from ganforge.errors import DatasetError
+
+SPLITS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def cifar10(*, root: str | None, download: bool, split: str = "train", size: int = 32,
+            limit: int | None = None):
+    """CIFAR-10 (Krizhevsky 2009), 3x32x32 (or resized), from the python batches."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got '{split}'")
+    folder = Path(root) if root else Path("data") / "cifar10"
+    if download:
+        import torchvision.datasets as tvd
+
+        tvd.CIFAR10(str(folder), train=(split == "train"), download=True)
+    candidates = [folder / "cifar-10-batches-py", folder]
+    base = next((c for c in candidates if all((c / n).is_file() for n in SPLITS[split])), None)
+    if base is None:
+        raise DatasetError(
+            f"CIFAR-10 {split} batches not found: looked in {' and '.join(map(str, candidates))} "
+            f"for {', '.join(SPLITS[split])}. Set data.root to the folder holding "
+            f"cifar-10-batches-py, or data.download=true to let torchvision fetch it"
+        )
+    arrays, labels = [], []
+    for name in SPLITS[split]:
+        try:
+            with open(base / name, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+            arrays.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(entry["labels"])
+        except Exception as err:  # noqa: BLE001 - any damage to the file is the same problem
+            raise DatasetError(f"{base / name}: not a CIFAR-10 batch ({err})") from None
+    data = torch.from_numpy(np.concatenate(arrays))
+    if limit is not None:
+        data, labels = data[:limit], labels[:limit]
+    if size != 32:
+        from torchvision.transforms.v2.functional import resize
+
+        data = torch.cat([resize(chunk, [size, size], antialias=True) for chunk in data.split(4096)])
+    return TensorDataset(data, torch.tensor(labels, dtype=torch.int64), num_classes=10)
+
+
+@hookimpl
+def ganforge_register_datasets(register):
+    register("cifar10", cifar10)

@@ -1,0 +1,107 @@
+"""DCGAN generator and discriminator.
+
+Radford, Metz, Chintala, "Unsupervised Representation Learning with Deep Convolutional Generative
+Adversarial Networks" (2015), https://arxiv.org/abs/1511.06434: transposed convolutions with
+BatchNorm and ReLU in G (tanh out), strided convolutions with BatchNorm and LeakyReLU(0.2) in D
+(no BN on D's first layer), weights from N(0, 0.02).
+
+Sizes: 28x28 (via a 7x7 base map; not in the paper, which works at 64x64) and powers of two
+from 16 to 256 (4x4 base map), any number of channels. D returns logits (no sigmoid).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ganforge import hookimpl
+
+__all__ = ["DCGANDiscriminator", "DCGANGenerator"]
+
+
+def _plan(shape: Sequence[int]) -> tuple[int, int, int]:
+    """(channels, base map size, number of x2 resolution steps) for an image shape."""
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(f"needs square images (C, H, H), got samples of shape {tuple(shape)}")
+    channels, size = shape[0], shape[1]
+    if size == 28:
+        return channels, 7, 2
+    steps = size.bit_length() - 3  # 4 * 2**steps == size
+    if size < 16 or size > 256 or 4 * 2**steps != size:
+        raise ValueError(
+            f"supports 28x28 and 16, 32, 64, 128, 256 pixel squares; got {size}x{size}. "
+            f"Resize the data (e.g. data.args.size=64 for an image folder)"
+        )
+    return channels, 4, steps
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, z_dim: int, out_shape: Sequence[int], ngf: int = 64):
+        super().__init__()
+        channels, base, steps = _plan(out_shape)
+        width = ngf * 2 ** (steps - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim, width, base, 1, 0, bias=False),
+            nn.BatchNorm2d(width), nn.ReLU(True),
+        ]
+        for _ in range(steps - 1):
+            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(width // 2), nn.ReLU(True)]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.z_dim = z_dim
+        self.apply(_init_weights)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(z.shape[0], self.z_dim, 1, 1))
+
+
+class DCGANDiscriminator(nn.Module):
+    def __init__(self, in_shape: Sequence[int], ndf: int = 64):
+        super().__init__()
+        channels, base, steps = _plan(in_shape)
+        layers: list[nn.Module] = [nn.Conv2d(channels, ndf, 4, 2, 1, bias=False),
+                                   nn.LeakyReLU(0.2, inplace=True)]
+        width = ndf
+        for _ in range(steps - 1):
+            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(width * 2), nn.LeakyReLU(0.2, inplace=True)]
+            width *= 2
+        layers.append(nn.Conv2d(width, 1, base, 1, 0, bias=False))
+        self.net = nn.Sequential(*layers)
+        self.apply(_init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).view(-1)
+
+
+def dcgan_generator(*, z_dim: int, out_shape: Sequence[int], ngf: int = 64) -> DCGANGenerator:
+    """DCGAN generator (Radford et al. 2015) for 28x28 and 16..256 px square images."""
+    return DCGANGenerator(z_dim, out_shape, ngf)
+
+
+def dcgan_discriminator(*, in_shape: Sequence[int], ndf: int = 64) -> DCGANDiscriminator:
+    """DCGAN discriminator (Radford et al. 2015) returning logits."""
+    return DCGANDiscriminator(in_shape, ndf)
+
+
+@hookimpl
+def ganforge_register_generators(register):
+    register("dcgan", dcgan_generator)
+
+
+@hookimpl
+def ganforge_register_discriminators(register):
+    register("dcgan", dcgan_discriminator)

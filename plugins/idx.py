@@ -1,0 +1,108 @@
+"""MNIST and Fashion-MNIST from their IDX files.
+
+Reads ``train-images-idx3-ubyte`` / ``train-labels-idx1-ubyte`` (and ``t10k-*`` for the test
+split), gzip-compressed (``.gz``) or raw, from ``data.root`` itself (a flat folder, as the
+original distribution ships them) or from torchvision's layout ``<root>/MNIST/raw`` (or
+``FashionMNIST/raw``). With ``data.download=true`` torchvision downloads them into that layout
+first; otherwise nothing is ever downloaded. The images are held in memory as uint8.
+
+The IDX parser is ours (20 lines) because torchvision's reader takes neither .gz files nor a
+flat folder; it checks the header and the file size, so a truncated file is a clear error.
+"""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganforge import hookimpl
+from ganforge.data import TensorDataset
+from ganforge.errors import DatasetError
+
+__all__ = ["find_idx_files", "read_idx"]
+
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (.gz or raw) into an array of its declared shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:
+        raise DatasetError(f"{path}: cannot read IDX file ({err}); the file is damaged") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    expected = offset + int(np.prod(dims))
+    if len(raw) != expected:
+        raise DatasetError(
+            f"{path}: header says {dims} values ({expected} bytes) but the file has {len(raw)} "
+            f"bytes; the file is truncated or damaged"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def find_idx_files(root: Path, subdir: str, split: str) -> tuple[Path, Path]:
+    folders = [root, root / subdir / "raw", root / "raw"]
+    found = []
+    for stem in FILES[split]:
+        for folder in folders:
+            hits = [folder / f"{stem}{ext}" for ext in (".gz", "") if (folder / f"{stem}{ext}").is_file()]
+            if hits:
+                found.append(hits[0])
+                break
+        else:
+            raise DatasetError(
+                f"{subdir} {split} files not found: looked in {', '.join(str(f) for f in folders)} "
+                f"for {' and '.join(n + '[.gz]' for n in FILES[split])}. Set data.root to the "
+                f"folder that holds them, or data.download=true to let torchvision fetch them"
+            )
+    return found[0], found[1]
+
+
+def _load(name: str, subdir: str, torchvision_cls: str, root: str | None, download: bool,
+          split: str, limit: int | None) -> TensorDataset:
+    if split not in FILES:
+        raise ValueError(f"split must be 'train' or 'test', got '{split}'")
+    folder = Path(root) if root else Path("data") / name
+    if download:
+        import torchvision.datasets as tvd
+
+        getattr(tvd, torchvision_cls)(str(folder), train=(split == "train"), download=True)
+    images_path, labels_path = find_idx_files(folder, subdir, split)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DatasetError(
+            f"{images_path} ({images.shape}) and {labels_path} ({labels.shape}) do not match: "
+            f"expected N x H x W images and N labels"
+        )
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    data = torch.from_numpy(images.copy()).unsqueeze(1)  # N, 1, H, W uint8
+    return TensorDataset(data, torch.from_numpy(labels.astype(np.int64)), num_classes=10)
+
+
+def mnist(*, root: str | None, download: bool, split: str = "train", limit: int | None = None):
+    """MNIST digits (LeCun et al.), 1x28x28, from IDX files (.gz or raw)."""
+    return _load("mnist", "MNIST", "MNIST", root, download, split, limit)
+
+
+def fashion_mnist(*, root: str | None, download: bool, split: str = "train",
+                  limit: int | None = None):
+    """Fashion-MNIST (Xiao et al.), 1x28x28, from IDX files (.gz or raw)."""
+    return _load("fashion_mnist", "FashionMNIST", "FashionMNIST", root, download, split, limit)
+
+
+@hookimpl
+def ganforge_register_datasets(register):
+    register("mnist", mnist)
+    register("fashion_mnist", fashion_mnist)

@@ -1,0 +1,91 @@
+"""Adversarial losses, all computed from discriminator logits in fp32.
+
+Working on logits (``softplus`` forms instead of ``log(sigmoid(.))``) keeps them finite and
+valid under autocast, where ``nn.BCELoss`` is refused.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ganforge import hookimpl
+
+__all__ = ["BCE", "Hinge", "LeastSquares", "Loss", "Minimax", "Wasserstein"]
+
+
+class Loss:
+    """Base class: ``d_loss(real_logits, fake_logits)`` and ``g_loss(fake_logits)``.
+
+    ``probabilistic`` says whether ``sigmoid(logit)`` is a probability that the sample is
+    real (so ganforge logs mean D(x), D(G(z)) as probabilities) or a critic score (logged raw).
+    """
+
+    probabilistic = False
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, logits: torch.Tensor) -> torch.Tensor:
+        """What is logged as D(x): a probability for BCE-type losses, else the raw score."""
+        return torch.sigmoid(logits) if self.probabilistic else logits
+
+
+class BCE(Loss):
+    """Non-saturating BCE: L_D = -log D(x) - log(1 - D(G(z))), L_G = -log D(G(z))."""
+
+    probabilistic = True
+
+    def d_loss(self, real, fake):
+        return F.softplus(-real.float()).mean() + F.softplus(fake.float()).mean()
+
+    def g_loss(self, fake):
+        return F.softplus(-fake.float()).mean()
+
+
+class Minimax(BCE):
+    """Saturating minimax BCE (Goodfellow et al. 2014): G minimises log(1 - D(G(z)))."""
+
+    def g_loss(self, fake):
+        return -F.softplus(fake.float()).mean()
+
+
+class Hinge(Loss):
+    """Hinge loss (Lim & Ye 2017; SAGAN, BigGAN)."""
+
+    def d_loss(self, real, fake):
+        return F.relu(1.0 - real.float()).mean() + F.relu(1.0 + fake.float()).mean()
+
+    def g_loss(self, fake):
+        return -fake.float().mean()
+
+
+class Wasserstein(Loss):
+    """Wasserstein critic loss (Arjovsky et al. 2017); pair it with penalty 'gp' (WGAN-GP)."""
+
+    def d_loss(self, real, fake):
+        return fake.float().mean() - real.float().mean()
+
+    def g_loss(self, fake):
+        return -fake.float().mean()
+
+
+class LeastSquares(Loss):
+    """Least-squares GAN (Mao et al. 2017), targets 1 for real and 0 for fake."""
+
+    def d_loss(self, real, fake):
+        return 0.5 * ((real.float() - 1.0) ** 2).mean() + 0.5 * (fake.float() ** 2).mean()
+
+    def g_loss(self, fake):
+        return 0.5 * ((fake.float() - 1.0) ** 2).mean()
+
+
+@hookimpl
+def ganforge_register_losses(register):
+    register("bce", BCE)
+    register("minimax", Minimax)
+    register("hinge", Hinge)
+    register("wgan", Wasserstein)
+    register("lsgan", LeastSquares)

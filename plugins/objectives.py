@@ -1,0 +1,94 @@
+"""Training objectives: how a batch of data becomes D and G losses.
+
+The engine owns optimizers, precision, devices and the order of updates; an objective owns
+what is fed to G and D. ``unconditional`` is the classic game between G(z) and the data. A
+class-conditional GAN (labels to G and D) or an image-to-image model (pix2pix: G sees an input
+image, D sees pairs) is another objective registered by a plugin; the engine does not change.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ganforge import hookimpl
+
+__all__ = ["DOutput", "Objective", "Unconditional"]
+
+
+@dataclass
+class DOutput:
+    """The discriminator step's loss, the real and fake samples it used (for penalties) and
+    detached scalar statistics to log."""
+
+    loss: torch.Tensor
+    real: torch.Tensor
+    fake: torch.Tensor
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Objective:
+    """Interface of an objective (see :class:`Unconditional` for the reference)."""
+
+    def noise(self, n: int, device: torch.device | str = "cpu",
+              generator: torch.Generator | None = None) -> Any:
+        """Generator inputs for ``n`` samples (used for the fixed sample grid and evaluation)."""
+        raise NotImplementedError
+
+    def generate(self, G: nn.Module, noise: Any) -> torch.Tensor:
+        """Samples from generator ``G`` (which may be the EMA copy) for ``noise``."""
+        raise NotImplementedError
+
+    def d_loss(self, batch: Any) -> DOutput:
+        """Discriminator loss for one batch from the data loader."""
+        raise NotImplementedError
+
+    def g_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Generator loss; ``batch`` is the last batch the D step saw (for conditioning)."""
+        raise NotImplementedError
+
+
+class Unconditional(Objective):
+    """Unconditional GAN: G(z) with z ~ N(0, I) against the data; labels are ignored."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, loss: Any, z_dim: int):
+        self.G, self.D, self.loss, self.z_dim = generator, discriminator, loss, z_dim
+
+    @staticmethod
+    def _real(batch: Any) -> torch.Tensor:
+        return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+    def noise(self, n, device="cpu", generator=None):
+        return torch.randn(n, self.z_dim, device=device, generator=generator)
+
+    def generate(self, G, noise):
+        return G(noise)
+
+    def d_loss(self, batch):
+        real = self._real(batch)
+        z = self.noise(real.shape[0], real.device)
+        with torch.no_grad():  # D's step needs no graph through G
+            fake = self.G(z)
+        real_logits, fake_logits = self.D(real), self.D(fake)
+        loss = self.loss.d_loss(real_logits, fake_logits)
+        stats = {"d_real": self.loss.score(real_logits.detach().float()).mean(),
+                 "d_fake": self.loss.score(fake_logits.detach().float()).mean()}
+        return DOutput(loss, real, fake, stats)
+
+    def g_loss(self, batch):
+        real = self._real(batch)
+        fake_logits = self.D(self.G(self.noise(real.shape[0], real.device)))
+        loss = self.loss.g_loss(fake_logits)
+        return loss, {"d_fake_g": self.loss.score(fake_logits.detach().float()).mean()}
+
+
+def unconditional(*, generator, discriminator, loss, z_dim):
+    """Unconditional GAN: G(z), z ~ N(0, I), against the data (labels ignored)."""
+    return Unconditional(generator, discriminator, loss, z_dim)
+
+
+@hookimpl
+def ganforge_register_objectives(register):
+    register("unconditional", unconditional)

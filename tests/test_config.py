@@ -1,0 +1,62 @@
+import pytest
+
+from ganforge.config import Recipe, load_recipe, recipe_from_dict
+from ganforge.errors import ConfigError
+
+
+def test_defaults_and_overrides_are_typed():
+    r = load_recipe("toy_grid", ["train.steps=500", "optim.betas=[0.0,0.99]", "log.wandb=true",
+                                 "loss=hinge", "generator.args.hidden=[8,8]"])
+    assert r.train.steps == 500
+    assert r.optim.betas == [0.0, 0.99]
+    assert r.log.wandb is True
+    assert r.loss.name == "hinge" and r.loss.args == {}
+    assert r.generator.args["hidden"] == [8, 8] and r.generator.args["batchnorm"] is False
+    assert r.optim.lr_g == pytest.approx(1e-4)  # from the recipe file, not the default
+
+
+def test_override_name_of_shorthand_part_keeps_working():
+    r = load_recipe("toy_grid", ["loss.name=lsgan"])
+    assert r.loss.name == "lsgan"
+
+
+def test_unknown_key_did_you_mean():
+    with pytest.raises(ConfigError, match=r"Unknown recipe key 'train.stpes'.*Did you mean 'steps'"):
+        load_recipe("toy_grid", ["train.stpes=10"])
+    with pytest.raises(ConfigError, match=r"Unknown recipe key 'optimizer'.*Did you mean 'optim'"):
+        recipe_from_dict({"optimizer": {}})
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.steps=ten", r"'train.steps' must be int, got str 'ten'"),
+    ("train.steps=1.5", r"'train.steps' must be int"),
+    ("log.wandb=3", r"'log.wandb' must be bool"),
+    ("optim.lr_g=[1]", r"'optim.lr_g' must be float"),
+    ("data=5", r"'data' must be a mapping"),
+])
+def test_wrong_types(override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_recipe("toy_grid", [override])
+
+
+def test_value_checks():
+    with pytest.raises(ConfigError, match="train.precision must be one of no, bf16, fp16.*'bf16'"):
+        load_recipe("toy_grid", ["train.precision=bf61"])
+    with pytest.raises(ConfigError, match="train.ema is a decay"):
+        load_recipe("toy_grid", ["train.ema=1.5"])
+    with pytest.raises(ConfigError, match="must look like key.sub=value"):
+        load_recipe("toy_grid", ["train.steps"])
+
+
+def test_unknown_recipe_lists_known():
+    with pytest.raises(ConfigError, match=r"Recipe 'toy_grd' not found.*Known recipes:.*toy_ring.*Did you mean 'toy_grid'"):
+        load_recipe("toy_grd")
+
+
+def test_every_shipped_recipe_loads():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+    assert {p.stem for p in recipes} >= {"mnist_seed", "mnist_dcgan", "cifar10_dcgan", "toy_ring", "toy_grid"}
+    for path in recipes:
+        assert isinstance(load_recipe(str(path)), Recipe)

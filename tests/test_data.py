@@ -1,0 +1,128 @@
+"""Dataset plugins on generated files (and the real MNIST when ../shared/data/mnist exists)."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import SHARED_MNIST, make_mnist_like, write_idx
+from ganforge.errors import DatasetError
+from ganforge.manager import PluginManager
+
+REG = PluginManager().registry
+
+
+def build(name, root, **args):
+    return REG.build("dataset", name, args, root=str(root), download=False)
+
+
+@pytest.mark.parametrize("layout", ["flat_gz", "flat_raw", "torchvision"])
+def test_mnist_layouts(tmp_path, layout):
+    if layout == "torchvision":
+        make_mnist_like(tmp_path / "MNIST" / "raw", n=64, compress=False)
+    else:
+        make_mnist_like(tmp_path, n=64, compress=layout == "flat_gz")
+    ds = build("mnist", tmp_path)
+    assert len(ds) == 64 and ds.sample_shape == (1, 28, 28)
+    x, y = ds.__getitems__([0, 1, 2])
+    assert x.shape == (3, 1, 28, 28) and x.dtype == torch.float32
+    assert x.min() == -1.0 and x.max() == 1.0
+    assert y.dtype == torch.int64
+
+
+def test_fashion_mnist_uses_its_torchvision_folder(tmp_path):
+    make_mnist_like(tmp_path / "FashionMNIST" / "raw", n=32)
+    assert len(build("fashion_mnist", tmp_path)) == 32
+
+
+def test_missing_files_say_where_and_what(tmp_path):
+    with pytest.raises(DatasetError) as err:
+        build("mnist", tmp_path / "nowhere")
+    msg = str(err.value)
+    assert str(tmp_path / "nowhere") in msg and str(tmp_path / "nowhere" / "MNIST" / "raw") in msg
+    assert "train-images-idx3-ubyte[.gz]" in msg and "train-labels-idx1-ubyte[.gz]" in msg
+    assert "data.root" in msg
+
+
+def test_truncated_idx_is_a_clear_error(tmp_path):
+    make_mnist_like(tmp_path, n=16, compress=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DatasetError, match="truncated or damaged"):
+        build("mnist", tmp_path)
+    path.write_bytes(b"\x01\x02\x03\x04garbage")
+    with pytest.raises(DatasetError, match="bad magic number"):
+        build("mnist", tmp_path)
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs the real MNIST in ../shared/data/mnist; "
+                    "the same code is tested on generated IDX files above")
+def test_real_mnist_statistics():
+    ds = build("mnist", SHARED_MNIST)
+    assert len(ds) == 60000
+    raw = ds.data.float() / 255
+    assert raw.mean().item() == pytest.approx(0.1307, abs=1e-3)
+    assert torch.bincount(ds.labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert len(build("mnist", SHARED_MNIST, split="test")) == 10000
+
+
+def test_cifar10_batches(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"data": rng.integers(0, 256, (10, 3072), dtype=np.uint8), "labels": list(range(10))}
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f)
+    ds = build("cifar10", tmp_path)
+    assert len(ds) == 50 and ds.sample_shape == (3, 32, 32)
+    assert build("cifar10", tmp_path, size=64).sample_shape == (3, 64, 64)
+    assert len(build("cifar10", tmp_path, split="test")) == 10
+    with pytest.raises(DatasetError, match="data_batch_1"):
+        build("cifar10", tmp_path / "empty")
+
+
+def test_image_folder(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(tmp_path / "a" / "red.png")
+    Image.new("L", (20, 20), 0).save(tmp_path / "a" / "b" / "black.jpg")
+    ds = build("image_folder", tmp_path, size=16)
+    assert len(ds) == 2 and ds.sample_shape == (3, 16, 16)
+    assert torch.allclose(ds[1][0], torch.ones(16, 16))  # red channel of the red image
+    assert torch.allclose(ds[0], -torch.ones(3, 16, 16))  # black
+    with pytest.raises(DatasetError, match="no images found under"):
+        build("image_folder", _empty(tmp_path))
+
+
+def _empty(tmp_path):
+    p = tmp_path / "empty"
+    p.mkdir()
+    return p
+
+
+def test_toy_mixtures_match_their_definition():
+    grid = REG.build("dataset", "toy_grid", {"n": 5000}, root=None, download=False)
+    assert grid.means.shape == (25, 2) and set(grid.means[:, 0].tolist()) == {-4.0, -2.0, 0.0, 2.0, 4.0}
+    residual = grid.data - grid.means[grid.labels]
+    assert residual.std().item() == pytest.approx(0.05, rel=0.05)
+    ring = REG.build("dataset", "toy_ring", {}, root=None, download=False)
+    assert torch.allclose(ring.means.norm(dim=1), torch.ones(8))
+    assert torch.allclose(ring.means[2], torch.tensor([0.0, 1.0]), atol=1e-6)
+    assert (ring.data - ring.means[ring.labels]).std().item() == pytest.approx(0.01, rel=0.05)
+
+
+def test_mixture_metric_known_answers():
+    from ganforge.plugins.mixture_metrics import mixture_stats
+    from ganforge.plugins.toy import grid_means
+
+    means = grid_means()
+    everywhere = means.repeat(4, 1)
+    s = mixture_stats(everywhere, means, 0.05)
+    assert s["modes"] == 25 and s["high_quality"] == 1.0 and s["reverse_kl"] == pytest.approx(0.0)
+    one = means[:1].repeat(100, 1)
+    s = mixture_stats(one, means, 0.05)
+    assert s["modes"] == 1 and s["reverse_kl"] == pytest.approx(np.log(25))
+    off = means + 1.0  # between modes
+    s = mixture_stats(off, means, 0.05)
+    assert s["modes"] == 0 and s["high_quality"] == 0.0

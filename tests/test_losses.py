@@ -1,0 +1,75 @@
+"""Losses and penalties against independent formulas."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganforge.manager import PluginManager
+
+REG = PluginManager().registry
+real = torch.tensor([2.0, -1.0, 0.5])
+fake = torch.tensor([-3.0, 0.2, 1.0])
+
+
+def test_bce_matches_bce_with_logits_and_the_textbook_formula():
+    loss = REG.build("loss", "bce")
+    ones, zeros = torch.ones(3), torch.zeros(3)
+    expected_d = F.binary_cross_entropy_with_logits(real, ones) + F.binary_cross_entropy_with_logits(fake, zeros)
+    assert torch.allclose(loss.d_loss(real, fake), expected_d)
+    dx, dgz = torch.sigmoid(real), torch.sigmoid(fake)
+    assert torch.allclose(loss.d_loss(real, fake), (-dx.log()).mean() + (-(1 - dgz).log()).mean())
+    assert torch.allclose(loss.g_loss(fake), (-dgz.log()).mean())
+
+
+def test_other_losses():
+    mm = REG.build("loss", "minimax")
+    assert torch.allclose(mm.g_loss(fake), (1 - torch.sigmoid(fake)).log().mean())
+    hinge = REG.build("loss", "hinge")
+    assert torch.allclose(hinge.d_loss(real, fake), torch.relu(1 - real).mean() + torch.relu(1 + fake).mean())
+    assert torch.allclose(hinge.g_loss(fake), -fake.mean())
+    w = REG.build("loss", "wgan")
+    assert torch.allclose(w.d_loss(real, fake), fake.mean() - real.mean())
+    ls = REG.build("loss", "lsgan")
+    assert torch.allclose(ls.d_loss(real, fake), 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake ** 2).mean())
+    assert torch.allclose(ls.g_loss(fake), 0.5 * ((fake - 1) ** 2).mean())
+
+
+def test_losses_are_finite_for_extreme_logits_and_under_bf16():
+    big = torch.tensor([1e4, -1e4])
+    for name in REG.names("loss"):
+        loss = REG.build("loss", name)
+        assert torch.isfinite(loss.d_loss(big, -big)) and torch.isfinite(loss.g_loss(big))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert loss.d_loss(real.bfloat16(), fake.bfloat16()).dtype == torch.float32
+
+
+class Quadratic(torch.nn.Module):
+    """D(x) = sum(a * x^2): grad = 2 a x, known in closed form."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(a))
+
+    def forward(self, x):
+        return (self.a * x.flatten(1) ** 2).sum(1)
+
+
+def test_r1_is_half_mean_squared_gradient_norm():
+    D = Quadratic(1.5)
+    x = torch.randn(8, 3)
+    value = REG.build("penalty", "r1")(D, x, None)
+    expected = 0.5 * ((2 * 1.5 * x) ** 2).sum(1).mean()
+    assert torch.allclose(value, expected)
+    value.backward()  # differentiable w.r.t. D's parameters: d/da = 0.5 * mean(sum(8 a x^2))
+    assert torch.allclose(D.a.grad, (0.5 * 8 * 1.5 * x ** 2).sum(1).mean())
+
+
+def test_gradient_penalty_for_a_linear_critic():
+    w = torch.tensor([3.0, 4.0])  # ||grad|| = 5 everywhere
+    D = torch.nn.Linear(2, 1, bias=False)
+    D.weight.data = w.unsqueeze(0)
+    gp = REG.build("penalty", "gp")
+    value = gp(D, torch.randn(6, 2), torch.randn(6, 2))
+    assert value.item() == pytest.approx((5 - 1) ** 2)
+    assert math.isclose(REG.build("penalty", "gp", {"target": 5.0})(D, torch.randn(2, 2), torch.randn(2, 2)).item(), 0.0, abs_tol=1e-9)

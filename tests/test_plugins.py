@@ -1,0 +1,267 @@
+"""The plugin contract: entry points, isolation, names, hooks."""
+import importlib.metadata
+import sys
+import types
+
+import pytest
+import torch
+
+import ganforge
+from ganforge.config import load_recipe
+from ganforge.engine import train
+from ganforge.errors import ConfigError, PluginError, UnknownNameError
+from ganforge.manager import BUILTIN_PLUGINS, PluginManager, PluginWarning, iter_hook_names
+
+
+def test_builtins_come_through_entry_points():
+    eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="ganforge")}
+    assert set(BUILTIN_PLUGINS) <= set(eps)
+    for name, module in BUILTIN_PLUGINS.items():
+        assert eps[name].value == module
+        assert eps[name].dist.metadata["Name"] == "ganforge"
+    pm = PluginManager(autoload=True)
+    entry = pm.registry.get("generator", "mlp")
+    assert entry.plugin.distribution == "ganforge"
+    assert entry.plugin.version == importlib.metadata.version("ganforge")
+
+
+def test_autoload_off_without_builtins_registry_is_empty(monkeypatch):
+    monkeypatch.setenv("GANFORGE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    bare = PluginManager(builtins=False)
+    assert bare.autoload is False
+    assert bare.registry.entries() == []
+    with pytest.raises(UnknownNameError, match="Registered generators: none"):
+        bare.registry.get("generator", "mlp")
+    # autoload off, built-ins registered by hand: they are back, third-party ones are not
+    by_hand = PluginManager()
+    assert by_hand.registry.get("loss", "bce").plugin.name == "losses"
+    assert set(by_hand.plugin_names()) == set(BUILTIN_PLUGINS)
+
+
+def test_disable_plugins_by_name(monkeypatch):
+    monkeypatch.setenv("GANFORGE_DISABLE_PLUGINS", "dcgan, toy")
+    pm = PluginManager()
+    assert "dcgan" not in pm.registry.names("generator")
+    assert "toy_grid" not in pm.registry.names("dataset")
+    assert "mlp" in pm.registry.names("generator")
+
+
+def test_unknown_name_lists_known_and_suggests():
+    pm = PluginManager()
+    with pytest.raises(UnknownNameError) as err:
+        pm.registry.get("loss", "hinje")
+    msg = str(err.value)
+    assert "Unknown loss 'hinje'" in msg and "Registered losses: bce, hinge, lsgan, minimax, wgan" in msg
+    assert "Did you mean 'hinge'?" in msg
+
+
+class _PluginPart:
+    """A plugin object adding a generator, a loss and a dataset."""
+
+    calls: list = []
+
+    @ganforge.hookimpl
+    def ganforge_register_generators(self, register):
+        def line_generator(*, z_dim, out_shape, scale: float = 1.0):
+            """A linear generator."""
+            _PluginPart.calls.append(("generator", scale))
+            return torch.nn.Sequential(torch.nn.Linear(z_dim, out_shape[0]))
+        register("linear_test", line_generator)
+
+    @ganforge.hookimpl
+    def ganforge_register_losses(self, register):
+        from ganforge.plugins.losses import BCE
+
+        class CountingBCE(BCE):
+            def d_loss(self, real, fake):
+                _PluginPart.calls.append("d_loss")
+                return super().d_loss(real, fake)
+        register("counting_bce", CountingBCE, description="BCE that counts its calls")
+
+    @ganforge.hookimpl
+    def ganforge_register_datasets(self, register):
+        def line_data(*, n: int = 512):
+            from ganforge.data import TensorDataset
+            _PluginPart.calls.append("dataset")
+            x = torch.linspace(-1, 1, n).unsqueeze(1).repeat(1, 2)
+            return TensorDataset(x)
+        register("line_test", line_data)
+
+
+def test_plugin_object_adds_generator_loss_dataset_and_a_run_uses_them(tmp_path):
+    pm = PluginManager()
+    name = pm.register(_PluginPart(), name="test-parts")
+    try:
+        _PluginPart.calls.clear()
+        entry = pm.registry.get("loss", "counting_bce")
+        assert entry.description == "BCE that counts its calls" and entry.plugin.name == "test-parts"
+        recipe = load_recipe("toy_grid", [
+            f"out_dir={tmp_path}", "data.name=line_test", "data.args={n: 256}", "data.batch_size=32",
+            "generator.name=linear_test", "generator.args={scale: 2.0}", "loss=counting_bce",
+            "penalties=[]", "metrics=[]", "train.steps=5", "log.every=1", "log.progress=false",
+        ])
+        state = train(recipe, plugins=pm)
+        assert state.step == 5
+        assert ("generator", 2.0) in _PluginPart.calls and "dataset" in _PluginPart.calls
+        assert _PluginPart.calls.count("d_loss") == 5
+    finally:
+        pm.unregister(name)
+    assert "linear_test" not in pm.registry.names("generator")
+
+
+class _MorePartsPlugin:
+    """A plugin object adding a discriminator, a penalty, an objective and a metric."""
+
+    calls: list = []
+
+    @ganforge.hookimpl
+    def ganforge_register_discriminators(self, register):
+        def tiny_d(*, in_shape):
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_shape[0], 1))
+        register("tiny_d", tiny_d)
+
+    @ganforge.hookimpl
+    def ganforge_register_penalties(self, register):
+        def zero_penalty():
+            def penalty(D, real, fake):
+                _MorePartsPlugin.calls.append("penalty")
+                return D(real).sum() * 0.0
+            return penalty
+        register("zero", zero_penalty)
+
+    @ganforge.hookimpl
+    def ganforge_register_objectives(self, register):
+        from ganforge.plugins.objectives import Unconditional
+
+        class Counting(Unconditional):
+            def g_loss(self, batch):
+                _MorePartsPlugin.calls.append("g_loss")
+                return super().g_loss(batch)
+        register("counting", lambda *, generator, discriminator, loss, z_dim:
+                 Counting(generator, discriminator, loss, z_dim))
+
+    @ganforge.hookimpl
+    def ganforge_register_metrics(self, register):
+        def mean_norm(*, dataset):
+            return lambda samples, ds: {"norm": float(samples.norm(dim=1).mean())}
+        register("mean_norm", mean_norm)
+
+
+def test_plugin_object_adds_discriminator_penalty_objective_metric(tmp_path):
+    pm = PluginManager()
+    pm.register(_MorePartsPlugin(), name="more-parts")
+    _MorePartsPlugin.calls.clear()
+    recipe = load_recipe("toy_grid", [
+        f"out_dir={tmp_path}", "discriminator=tiny_d", "objective=counting",
+        "penalties=[{name: zero, every: 2}]", "metrics=[mean_norm]", "train.steps=6",
+        "log.progress=false", "train.n_critic=2",
+    ])
+    state = train(recipe, plugins=pm)
+    assert _MorePartsPlugin.calls.count("g_loss") == 6
+    assert _MorePartsPlugin.calls.count("penalty") == 6  # 12 D steps, every 2nd
+    assert state.metrics["mean_norm/norm"] > 0
+
+
+def test_duplicate_name_names_both_providers():
+    class Dup:
+        @ganforge.hookimpl
+        def ganforge_register_losses(self, register):
+            register("hinge", lambda: None)
+
+    pm = PluginManager()
+    pm.register(Dup(), name="dup-plugin")
+    with pytest.raises(PluginError, match=r"loss 'hinge' is registered twice: by plugin 'losses' \(ganforge .*\) and by plugin 'dup-plugin'"):
+        pm.registry
+
+
+def test_misspelled_hook_fails_that_plugin_only():
+    class Typo:
+        @ganforge.hookimpl
+        def ganforge_register_loses(self, register):
+            pass
+
+    pm = PluginManager()
+    with pytest.warns(PluginWarning, match="'typo' failed to load.*ganforge_register_loses"):
+        pm.register(Typo(), name="typo")
+    assert "typo" in pm.failed and "typo" not in pm.plugin_names()
+    assert "bce" in pm.registry.names("loss")
+
+
+def test_plugin_failing_on_import_is_isolated(monkeypatch):
+    class FakeDist:
+        metadata = {"Name": "ganforge-broken"}
+        version = "0.0.1"
+
+    class BrokenEntryPoint:
+        name, value, group, dist = "broken", "ganforge_broken_mod", "ganforge", FakeDist()
+
+        def load(self):
+            raise ImportError("No module named 'ganforge_broken_mod'")
+
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: list(real(**kw)) + [BrokenEntryPoint()])
+    with pytest.warns(PluginWarning, match="plugin 'broken' failed to load: ImportError"):
+        pm = PluginManager()
+    assert "bce" in pm.registry.names("loss")
+    with pytest.raises(UnknownNameError, match=r"failed to load and may have provided it: 'broken' \(ImportError"):
+        pm.registry.get("generator", "sngan")
+
+
+def test_api_version_mismatch_is_refused():
+    mod = types.ModuleType("future_plugin")
+    mod.GANFORGE_PLUGIN_API = ganforge.PLUGIN_API_VERSION + 1
+    with pytest.raises(PluginError, match="written for ganforge plugin API 2.*provides API 1"):
+        PluginManager().register(mod, name="future")
+
+
+def test_factory_argument_errors():
+    reg = PluginManager().registry
+    with pytest.raises(ConfigError, match=r"generator 'mlp' has no argument 'hiden'.*Did you mean 'hidden'"):
+        reg.build("generator", "mlp", {"hiden": [3]}, z_dim=2, out_shape=(2,))
+    with pytest.raises(ConfigError, match="argument 'z_dim' is set by ganforge"):
+        reg.build("generator", "mlp", {"z_dim": 3}, z_dim=2, out_shape=(2,))
+
+
+def test_lifecycle_hooks_fire_in_order(tmp_path):
+    events = []
+
+    class Recorder:
+        @ganforge.hookimpl
+        def ganforge_train_start(self, state):
+            events.append(("start", state.step))
+
+        @ganforge.hookimpl
+        def ganforge_step_end(self, state, logs):
+            events.append(("step", state.step, sorted(logs)))
+
+        @ganforge.hookimpl
+        def ganforge_checkpoint_saved(self, state, path):
+            events.append(("checkpoint", state.step, path))
+
+        @ganforge.hookimpl
+        def ganforge_train_end(self, state):
+            events.append(("end", state.step))
+
+    pm = PluginManager()
+    pm.register(Recorder(), name="recorder")
+    recipe = load_recipe("toy_grid", [f"out_dir={tmp_path}", "train.steps=4", "log.every=2",
+                                      "log.checkpoint_every=2", "log.progress=false", "metrics=[]"])
+    train(recipe, plugins=pm)
+    assert events[0] == ("start", 0)
+    steps = [e for e in events if e[0] == "step"]
+    assert [e[1] for e in steps] == [1, 2, 3, 4]
+    assert steps[0][2] == [] and "loss_d" in steps[1][2] and "d_real" in steps[1][2]
+    ckpts = [e for e in events if e[0] == "checkpoint"]
+    assert [e[1] for e in ckpts] == [2, 4] and ckpts[-1][2].endswith("step-00000004")
+    assert events[-1] == ("end", 4)
+
+
+def test_every_hook_is_exercised_by_a_test():
+    """Meta-test: a new hook in the spec module needs a test that names it."""
+    import pathlib
+
+    text = "".join(p.read_text() for p in pathlib.Path(__file__).parent.glob("test_*.py"))
+    missing = [h for h in iter_hook_names() if f"def {h}(" not in text]
+    assert not missing, f"hooks without a test: {missing}"
+    assert len(list(iter_hook_names())) == 11
