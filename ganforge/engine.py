@@ -279,6 +279,9 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
         num_workers=0 if batched else cfg.data.num_workers,
         persistent_workers=not batched and cfg.data.num_workers > 0,
         pin_memory=accelerator.device.type == "cuda" and not batched,
+        # its own generator: starting an epoch must not draw from the global RNG that the
+        # noise comes from, or a resumed run would diverge from an uninterrupted one
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
 
     # models, loss, penalties, optimizers

@@ -1,0 +1,244 @@
+"""Checkpoints: exact resume, atomic writes, corruption, interrupts, non-finite values."""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ganforge
+from ganforge.config import load_recipe
+from ganforge.engine import train
+from ganforge.errors import CheckpointError, GanforgeError
+from ganforge.manager import PluginManager
+
+QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0"]
+
+
+def _final_tensors(out: Path):
+    folder = sorted((out / "checkpoints").iterdir())[-1]
+    return {name: load_file(str(folder / f"{name}.safetensors"))
+            for name in ("generator", "discriminator", "generator_ema")}
+
+
+def _losses(out: Path):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss_d"], r["loss_g"]) for r in rows if "loss_d" in r]
+
+
+def _assert_bitwise_resume(tmp_path, base, n):
+    one = tmp_path / "one"
+    train(load_recipe(None, base + [f"out_dir={one}", f"train.steps={2 * n}"]))
+    two = tmp_path / "two"
+    train(load_recipe(None, base + [f"out_dir={two}", f"train.steps={n}"]))
+    state = train(load_recipe(None, base + [f"out_dir={two}", f"train.steps={2 * n}", "resume=auto"]))
+    assert state.step == 2 * n
+    a, b = _final_tensors(one), _final_tensors(two)
+    for name in a:
+        assert a[name].keys() == b[name].keys()
+        for key in a[name]:
+            assert torch.equal(a[name][key], b[name][key]), f"{name}.{key} differs after resume"
+    assert _losses(one) == _losses(two)
+
+
+def test_exact_resume_mlp_toy(tmp_path):
+    base = ["data.name=toy_grid", "data.args={n: 2048}", "data.batch_size=64", "train.n_critic=2",
+            "penalties=[{name: r1, weight: 0.1, every: 3}]", "train.ema=0.9", "train.z_dim=2",
+            "log.every=5", *QUICK]
+    _assert_bitwise_resume(tmp_path, base, 20)  # 40 batches: stops mid-epoch (32 per epoch)
+
+
+def test_exact_resume_dcgan_on_images(tmp_path, mnist_dir):
+    base = ["data.name=mnist", f"data.root={mnist_dir}", "data.batch_size=16", "generator=dcgan",
+            "discriminator=dcgan", "generator.args={ngf: 8}", "discriminator.args={ndf: 8}",
+            "train.n_critic=2", "penalties=[{name: r1, weight: 1.0, every: 2}]", "train.ema=0.9",
+            "train.z_dim=16", "log.every=3", *QUICK]
+    _assert_bitwise_resume(tmp_path, base, 6)  # 256 images / 16 = 16 batches per epoch; 12 used
+
+
+def _run_once(tmp_path, steps=4, *extra):
+    out = tmp_path / "run"
+    train(load_recipe("toy_grid", [f"out_dir={out}", f"train.steps={steps}", "log.checkpoint_every=2", *QUICK, *extra]))
+    return out
+
+
+def test_loading_never_unpickles(tmp_path, monkeypatch):
+    out = _run_once(tmp_path)
+
+    def refuse(*a, **k):
+        raise AssertionError("pickle used while loading a checkpoint")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    state = train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "resume=auto", *QUICK]))
+    assert state.step == 6
+    files = {p.suffix for p in (out / "checkpoints").rglob("*") if p.is_file()}
+    assert files == {".safetensors", ".json"}
+
+
+def test_rotation_keeps_the_last_k(tmp_path):
+    out = _run_once(tmp_path, 8, "log.keep=2")
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step-00000006", "step-00000008"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "header", "missing", "meta"])
+def test_corrupted_checkpoint_errors_and_auto_falls_back(tmp_path, damage, capsys):
+    out = _run_once(tmp_path)
+    newest = out / "checkpoints" / "step-00000004"
+    target = newest / "generator.safetensors"
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[:-50])
+    elif damage == "header":
+        data = bytearray(target.read_bytes())
+        data[10:20] = b"\xff" * 10  # inside the JSON header
+        target.write_bytes(bytes(data))
+    elif damage == "missing":
+        target.unlink()
+    else:
+        (newest / "meta.json").write_text("{not json")
+    with pytest.raises(CheckpointError) as err:
+        train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", f"resume={newest}", *QUICK]))
+    assert str(newest) in str(err.value)
+    state = train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "resume=auto", *QUICK]))
+    assert "skipping invalid checkpoint" in capsys.readouterr().out
+    assert state.step == 6
+
+
+def test_architecture_mismatch_lists_tensors(tmp_path):
+    out = _run_once(tmp_path)
+    with pytest.raises(CheckpointError, match=r"does not fit this recipe's generator: mismatched tensors .*net\."):
+        train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "resume=auto",
+                                       "generator.args.hidden=[64, 64]", *QUICK]))
+
+
+def test_other_recipe_differences_warn(tmp_path, capsys):
+    out = _run_once(tmp_path)
+    train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "resume=auto", "optim.lr_d=3e-4", *QUICK]))
+    out_text = capsys.readouterr().out
+    assert "resuming with a recipe that differs from the checkpoint's" in out_text
+    assert "optim.lr_d: 0.0001 -> 0.0003" in out_text
+
+
+class NaNLoss:
+    """A test plugin: BCE that returns NaN at chosen D calls."""
+
+    def __init__(self, bad):
+        self.bad, self.calls = set(bad), 0
+
+    @ganforge.hookimpl
+    def ganforge_register_losses(self, register):
+        from ganforge.plugins.losses import BCE
+
+        plugin = self
+
+        class Flaky(BCE):
+            def d_loss(self, real, fake):
+                plugin.calls += 1
+                value = super().d_loss(real, fake)
+                return value * float("nan") if plugin.calls in plugin.bad else value
+        register("flaky", Flaky)
+
+
+def test_nonfinite_steps_are_skipped_and_counted(tmp_path):
+    pm = PluginManager()
+    pm.register(NaNLoss({3, 4}), name="nan")
+    state = train(load_recipe("toy_grid", [f"out_dir={tmp_path}", "loss=flaky", "train.steps=8",
+                                           "log.every=4", *QUICK]), plugins=pm)
+    assert state.skipped == 2 and state.step == 8
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["skipped"] == 2 and all(json.dumps(r).count("NaN") == 0 for r in rows)
+    weights = load_file(str(tmp_path / "checkpoints" / "step-00000008" / "generator.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_nonfinite_policy_stop(tmp_path):
+    pm = PluginManager()
+    pm.register(NaNLoss(set(range(3, 100))), name="nan")
+    with pytest.raises(GanforgeError, match="stopped at step 4: non-finite losses \\(3 in a row\\)"):
+        train(load_recipe("toy_grid", [f"out_dir={tmp_path}", "loss=flaky", "train.steps=50",
+                                       "train.max_nonfinite=3", *QUICK]), plugins=pm)
+    pm2 = PluginManager()
+    pm2.register(NaNLoss({2}), name="nan")
+    with pytest.raises(GanforgeError, match="stopped at step 1"):
+        train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'b'}", "loss=flaky", "train.steps=50",
+                                       "train.nonfinite=stop", *QUICK]), plugins=pm2)
+
+
+SCRIPT = """
+import os, sys, time
+from pathlib import Path
+from ganforge.config import load_recipe
+from ganforge.engine import train
+
+def pause(tmp):
+    if os.environ.get("PAUSE_AT") and tmp.name.endswith(os.environ["PAUSE_AT"]):
+        Path(os.environ["READY"]).write_text(str(tmp))
+        time.sleep(600)
+
+train(load_recipe("toy_grid", sys.argv[1:]), _pause_in_checkpoint=pause)
+"""
+
+
+def _spawn(tmp_path, args, env_extra):
+    env = dict(os.environ, WANDB_MODE="disabled", **env_extra)
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, proc, timeout=120):
+    start = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - start < timeout
+        time.sleep(0.1)
+
+
+def test_sigkill_while_writing_keeps_the_previous_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    ready = tmp_path / "ready"
+    args = [f"out_dir={out}", "train.steps=8", "log.checkpoint_every=2", *QUICK]
+    proc = _spawn(tmp_path, args, {"PAUSE_AT": "step-00000004", "READY": str(ready)})
+    _wait_for(ready, proc)
+    proc.kill()  # SIGKILL in the middle of writing step 4
+    proc.wait()
+    names = [p.name for p in (out / "checkpoints").iterdir()]
+    assert "step-00000002" in names and "step-00000004" not in names
+    state = train(load_recipe("toy_grid", args + ["resume=auto"]))
+    assert state.step == 8
+    assert (out / "checkpoints" / "step-00000008" / "meta.json").exists()
+
+
+def test_sigterm_saves_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    args = [f"out_dir={out}", "train.steps=100000", "log.every=10", *QUICK]
+    proc = _spawn(tmp_path, args, {})
+    _wait_for(out / "metrics.jsonl", proc)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "interrupted by SIGTERM" in stdout and "resume=auto" in stdout
+    saved = sorted((out / "checkpoints").iterdir())
+    assert len(saved) == 1
+    step = json.loads((saved[0] / "meta.json").read_text())["step"]
+    assert 10 <= step < 100000
+
+
+def test_wandb_offline_run_holds_the_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "log.every=2", "log.wandb=true",
+                                   "log.wandb_project=ganforge-test", *QUICK]))
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    data = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
+    assert b"train/loss_d" in data and b"train/images_per_s" in data
+    assert b"toy_grid" in data  # the recipe is the run's config
+    assert (out / "metrics.jsonl").exists()  # the JSONL file is always written
