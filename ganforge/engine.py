@@ -88,9 +88,21 @@ def build_models(recipe: Recipe, registry: Registry, sample_shape: tuple[int, ..
     return G, D
 
 
+_TRAP = (
+    "WORLD_SIZE={world} but Accelerate sees a single process, so each process would train "
+    "alone and all would write the same output folder (this is what `accelerate launch "
+    "--multi_gpu` does on a machine without GPUs). On CPUs launch with ACCELERATE_USE_CPU=1 "
+    "accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m ganforge train RECIPE"
+)
+
+
 def make_accelerator(recipe: Recipe) -> Accelerator:
     t = recipe.train
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    cpu_dist = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    if world > 1 and not torch.cuda.is_available() and not cpu_dist:
+        raise ConfigError(_TRAP.format(world=world))  # would not be distributed at all
+    if world == 1:
         # Accelerate keeps process-wide state; a single process may train several times
         # (notebooks, tests) with different settings.
         from accelerate.state import AcceleratorState, GradientState
@@ -110,12 +122,7 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
         )
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world > 1 and accelerator.num_processes == 1:
-        raise ConfigError(
-            f"WORLD_SIZE={world} but Accelerate sees a single process, so each process would "
-            f"train alone and all would write the same output folder (this is what "
-            f"`accelerate launch --multi_gpu` does on a machine without GPUs). On CPUs launch "
-            f"with recipes/accelerate/cpu_2proc.yaml (ACCELERATE_USE_CPU=1)"
-        )
+        raise ConfigError(_TRAP.format(world=world))
     return accelerator
 
 
