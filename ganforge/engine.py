@@ -423,7 +423,7 @@ def _run(state: TrainState, plugins: PluginManager, penalties, metrics, pause_ho
         if bad:
             state.skipped += 1
             consecutive_bad += 1
-            acc.print(f"step {state.step + 1}: non-finite loss (D {float(loss_d)}, G {float(loss_g)}); "
+            acc.print(f"step {state.step + 1}: non-finite loss (D {float(loss_d.detach())}, G {float(loss_g.detach())}); "
                       f"update skipped ({state.skipped} skipped so far)")
             if t.nonfinite == "stop" or consecutive_bad >= t.max_nonfinite:
                 raise GanforgeError(

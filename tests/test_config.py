@@ -12,7 +12,7 @@ def test_defaults_and_overrides_are_typed():
     assert r.log.wandb is True
     assert r.loss.name == "hinge" and r.loss.args == {}
     assert r.generator.args["hidden"] == [8, 8] and r.generator.args["batchnorm"] is False
-    assert r.optim.lr_g == pytest.approx(1e-4)  # from the recipe file, not the default
+    assert r.optim.lr_g == pytest.approx(1e-3)  # from the recipe file, not the default
 
 
 def test_override_name_of_shorthand_part_keeps_working():

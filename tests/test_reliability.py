@@ -123,7 +123,7 @@ def test_other_recipe_differences_warn(tmp_path, capsys):
     train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "resume=auto", "optim.lr_d=3e-4", *QUICK]))
     out_text = capsys.readouterr().out
     assert "resuming with a recipe that differs from the checkpoint's" in out_text
-    assert "optim.lr_d: 0.0001 -> 0.0003" in out_text
+    assert "optim.lr_d: 0.001 -> 0.0003" in out_text
 
 
 class NaNLoss:
