@@ -542,7 +542,8 @@ def _write_samples(state: TrainState, noise: Any, stem: str) -> Path | None:
         plots.save_scatter(more, data, path, f"{state.config.name}: step {state.step}")
     else:
         plots.save_grid(samples, path)
-    state.accelerator.log({"samples": _wandb_image(path)}, step=state.step) if state.config.log.wandb else None
+    if state.config.log.wandb:
+        state.accelerator.log({"samples": _wandb_image(path)}, step=state.step)
     return path
 
 
