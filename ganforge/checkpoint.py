@@ -183,7 +183,6 @@ def latest_valid(ckpt_dir: Path, log: Any = print) -> Path | None:
     """The newest checkpoint that passes :func:`read_meta`; invalid newer ones are logged."""
     for folder in reversed(list_checkpoints(ckpt_dir)):
         try:
-            read_meta(folder)
             for name in read_meta(folder)["files"]:
                 load_tensors(folder / name)
             return folder
