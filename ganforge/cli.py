@@ -32,8 +32,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_for_sampling(checkpoint: str, ema: bool):
-    import torch
-
     from ganforge import checkpoint as ckpt
     from ganforge.config import recipe_from_dict
     from ganforge.engine import build_models
@@ -54,11 +52,13 @@ def _load_for_sampling(checkpoint: str, ema: bool):
     loss = registry.build("loss", recipe.loss.name, recipe.loss.args)
     objective = registry.build("objective", recipe.objective.name, recipe.objective.args,
                                generator=G, discriminator=D, loss=loss, z_dim=recipe.train.z_dim)
-    return G, objective, recipe, meta, torch
+    return G, objective, recipe, meta
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    G, objective, recipe, meta, torch = _load_for_sampling(args.checkpoint, not args.no_ema)
+    import torch
+
+    G, objective, recipe, meta = _load_for_sampling(args.checkpoint, not args.no_ema)
     out = Path(args.out)
     if out.suffix not in (".png", ".safetensors", ".npz"):
         raise GanforgeError(f"--out must end in .png, .safetensors or .npz, got '{out.name}'")
@@ -94,7 +94,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ganforge.engine import evaluate_samples
     from ganforge.manager import get_plugin_manager
 
-    G, objective, recipe, meta, torch = _load_for_sampling(args.checkpoint, not args.no_ema)
+    import torch
+
+    G, objective, recipe, meta = _load_for_sampling(args.checkpoint, not args.no_ema)
     registry = get_plugin_manager().registry
     names = args.metric or [m.name for m in recipe.metrics]
     if not names:

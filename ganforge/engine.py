@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
@@ -312,12 +312,38 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
     state = TrainState(cfg, accelerator, G, D, ema, opt_g, opt_d, out, dataset, objective, loader)
     set_seed(cfg.seed, device_specific=True)  # from here on, each rank draws its own noise
 
-    # resume, or refuse to overwrite an earlier run
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    # one run per output folder, taken before looking at its checkpoints; every rank learns
+    # whether rank 0 got it, so none is left waiting in a collective when it did not
+    lock, refusal = None, [None]
+    if accelerator.is_main_process:
+        try:
+            lock = _RunLock(out).__enter__()
+        except GanforgeError as err:
+            refusal = [str(err)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(refusal)
+    if refusal[0]:
+        raise GanforgeError(refusal[0])
+    try:
+        _resume_or_refuse(state)
+        _run(state, plugins, penalties, metrics, _pause_in_checkpoint)
+    finally:
+        if lock is not None:
+            lock.__exit__()
+    return state
+
+
+def _resume_or_refuse(state: TrainState) -> None:
+    """Resume from ``recipe.resume`` (a folder or "auto"), or refuse to overwrite a run."""
+    cfg, acc, out = state.config, state.accelerator, state.output_dir
     resume_from = None
     if cfg.resume == "auto":
-        resume_from = ckpt.latest_valid(out / "checkpoints", log=accelerator.print)
+        resume_from = ckpt.latest_valid(out / "checkpoints", log=acc.print)
         if resume_from is None:
-            accelerator.print(f"resume=auto: no valid checkpoint in {out / 'checkpoints'}; starting fresh")
+            acc.print(f"resume=auto: no valid checkpoint in {out / 'checkpoints'}; starting fresh")
     elif cfg.resume:
         resume_from = Path(cfg.resume)
     elif ckpt.list_checkpoints(out / "checkpoints"):
@@ -327,20 +353,7 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
         )
     if resume_from is not None:
         load_checkpoint(state, resume_from)
-        accelerator.print(f"resumed from {resume_from} at step {state.step}")
-
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    lock = _RunLock(out) if accelerator.is_main_process else None
-    if lock is not None:
-        lock.__enter__()
-    try:
-        _run(state, plugins, penalties, metrics, _pause_in_checkpoint)
-    finally:
-        if lock is not None:
-            lock.__exit__()
-    return state
+        acc.print(f"resumed from {resume_from} at step {state.step}")
 
 
 def _batches(state: TrainState, loader: DataLoader):
@@ -456,7 +469,7 @@ def _run(state: TrainState, plugins: PluginManager, penalties, metrics, pause_ho
             logs = {}
             if names:
                 values = acc.reduce(torch.stack([sums[k] for k in names]), reduction="mean") / max(finished_ok, 1)
-                logs = {k: float(v) for k, v in zip(names, values.tolist())}
+                logs = {k: float(v) for k, v in zip(names, values.tolist(), strict=True)}
             logs.update(step=state.step, epoch=state.epoch, skipped=state.skipped,
                         images_per_s=window_steps * t.n_critic * batch_size / max(elapsed, 1e-9))
             state.history.append(logs)
@@ -559,10 +572,7 @@ def _evaluate(state: TrainState, metrics: dict[str, Any]) -> dict[str, float]:
     n = state.config.log.eval_samples
     noise = state.objective.noise(n, state.accelerator.device,
                                   torch.Generator(state.accelerator.device).manual_seed(state.config.seed + 1))
-    samples = generate(state, noise).cpu()
-    results: dict[str, float] = {}
-    for name, metric in metrics.items():
-        results.update({f"{name}/{k}": float(v) for k, v in metric(samples, state.dataset).items()})
+    results = evaluate_samples(generate(state, noise).cpu(), state.dataset, metrics)
     state.metrics = results
     row = {"step": state.step, **{f"eval/{k}": v for k, v in results.items()}}
     state.history.append(row)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED_MNIST, make_mnist_like, write_idx
+from conftest import SHARED_MNIST, make_mnist_like
 from ganforge.errors import DatasetError
 from ganforge.manager import PluginManager
 

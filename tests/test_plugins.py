@@ -1,6 +1,5 @@
 """The plugin contract: entry points, isolation, names, hooks."""
 import importlib.metadata
-import sys
 import types
 
 import pytest
@@ -171,7 +170,7 @@ def test_duplicate_name_names_both_providers():
     pm = PluginManager()
     pm.register(Dup(), name="dup-plugin")
     with pytest.raises(PluginError, match=r"loss 'hinge' is registered twice: by plugin 'losses' \(ganforge .*\) and by plugin 'dup-plugin'"):
-        pm.registry
+        _ = pm.registry  # the registry is built (and the clash found) on first use
 
 
 def test_misspelled_hook_fails_that_plugin_only():

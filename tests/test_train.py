@@ -84,7 +84,7 @@ def test_dcgan_with_bf16_ema_ncritic_and_r1(mnist_dir, tmp_path):
     G = state.accelerator.unwrap_model(state.generator)
     ema = state.ema.module
     assert int(state.ema.n_averaged) == 6
-    assert any(not torch.equal(a, b) for a, b in zip(G.parameters(), ema.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(G.parameters(), ema.parameters(), strict=True))
     assert (tmp_path / "checkpoints" / "step-00000006" / "generator_ema.safetensors").exists()
 
 
@@ -112,7 +112,7 @@ def test_d_is_frozen_during_the_g_step(tmp_path):
         @ganforge.hookimpl
         def ganforge_step_end(self, state):
             after = [p.grad for p in state.discriminator.parameters()]
-            record.append(("unchanged", all(torch.equal(a, b) for a, b in zip(state.objective.before, after))))
+            record.append(("unchanged", all(torch.equal(a, b) for a, b in zip(state.objective.before, after, strict=True))))
             record.append(("requires_grad_back", all(p.requires_grad for p in state.discriminator.parameters())))
 
     pm = PluginManager()
