@@ -70,6 +70,7 @@ class Train:
     ema: float = 0.0  # decay of the generator's exponential moving average; 0 = off
     ema_start: int = 0  # generator step at which EMA averaging starts (copies before)
     cpu: bool = False  # train on the CPU even when a GPU is present
+    sync_bn: bool = False  # SyncBatchNorm in D across processes (CUDA GPUs only)
     nonfinite: str = "skip"  # skip | stop: what a NaN/Inf loss does to its step
     max_nonfinite: int = 10  # with skip: stop after this many non-finite steps in a row
 

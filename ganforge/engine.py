@@ -293,6 +293,11 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
 
     # models, loss, penalties, optimizers
     G, D = build_models(cfg, registry, shape)
+    if t.sync_bn:  # must happen before prepare(); NCCL-only in PyTorch
+        if accelerator.device.type != "cuda":
+            raise ConfigError("train.sync_bn needs CUDA GPUs (SyncBatchNorm has no CPU/gloo "
+                              "implementation); drop it on this machine")
+        D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D)
     loss = registry.build("loss", cfg.loss.name, cfg.loss.args)
     penalties = [(p, registry.build("penalty", p.name, p.args)) for p in cfg.penalties]
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=tuple(cfg.optim.betas),

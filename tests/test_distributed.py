@@ -117,3 +117,141 @@ def test_second_run_on_the_same_folder_is_refused(tmp_path):
             _RunLock(tmp_path).__enter__()
     with _RunLock(tmp_path):  # released: usable again
         pass
+
+
+EQUIV_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    from safetensors.torch import save_file
+    import ganforge
+    from ganforge.config import load_recipe
+    from ganforge.engine import train
+    from ganforge.manager import get_plugin_manager
+    from ganforge.plugins.objectives import DOutput, Unconditional
+
+    class DataNoise(Unconditional):
+        # noise derived from the real batch, so that 2 ranks x B and 1 process x 2B see the
+        # same (data, noise) pairs whatever each rank's RNG does
+        def d_loss(self, batch):
+            real = self._real(batch)
+            fake = self.G(real.flip(1) * 0.7).detach()
+            r, f = self.D(real), self.D(fake)
+            return DOutput(self.loss.d_loss(r, f), real, fake, {})
+
+        def g_loss(self, batch):
+            real = self._real(batch)
+            return self.loss.g_loss(self.D(self.G(real.flip(1) * 0.7))), {}
+
+    class Plugin:
+        @ganforge.hookimpl
+        def ganforge_register_objectives(self, register):
+            register("data_noise", lambda *, generator, discriminator, loss, z_dim:
+                     DataNoise(generator, discriminator, loss, z_dim))
+
+    get_plugin_manager().register(Plugin(), name="data-noise")
+    state = train(load_recipe("toy_grid", sys.argv[1:] + ["objective=data_noise"]))
+    acc = state.accelerator
+    if acc.is_main_process:
+        out = {f"G.{k}": v for k, v in acc.unwrap_model(state.generator).state_dict().items()}
+        out.update({f"D.{k}": v for k, v in acc.unwrap_model(state.discriminator).state_dict().items()})
+        save_file({k: v.contiguous() for k, v in out.items()}, f"{state.output_dir}/weights.safetensors")
+""")
+
+
+def test_two_ranks_batch_b_match_one_process_batch_2b(tmp_path):
+    """Model without BatchNorm, mean-reduced loss (+ lazy R1): DDP averages the gradients,
+    so 2 ranks x B must train exactly like 1 process x 2B (up to float rounding)."""
+    script = tmp_path / "equiv.py"
+    script.write_text(EQUIV_SCRIPT)
+    common = ["log.progress=false", "metrics=[]", "log.sample_every=0", "train.ema=0", "train.steps=8",
+              "data.args={n: 4096}", "penalties=[{name: r1, weight: 0.1, every: 2}]", "train.n_critic=2"]
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), f"out_dir={tmp_path / 'two'}", "data.batch_size=32", *common],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, str(script), f"out_dir={tmp_path / 'one'}", "data.batch_size=64", *common],
+                         env=dict(env, ACCELERATE_USE_CPU="0"), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a = load_file(str(tmp_path / "two" / "weights.safetensors"))
+    b = load_file(str(tmp_path / "one" / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-5, worst
+    # the initial weights, built as the engine builds them: training moved the weights far
+    # more than the tolerance, so the comparison is not vacuous
+    from accelerate.utils import set_seed
+    from ganforge.config import load_recipe
+    from ganforge.engine import build_models
+    from ganforge.manager import PluginManager
+
+    set_seed(0)
+    G0, D0 = build_models(load_recipe("toy_grid"), PluginManager().registry, (2,))
+    moved = max((a[f"G.{k}"] - v).abs().max().item() for k, v in G0.state_dict().items())
+    assert moved > 1e-3, moved
+
+
+PENALTY_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    from accelerate import Accelerator
+    from ganforge.manager import get_plugin_manager
+
+    acc = Accelerator(cpu=True)
+    rank, world = acc.process_index, acc.num_processes
+    reg = get_plugin_manager().registry
+    torch.manual_seed(0)
+    D = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    reference = [p.detach().clone() for p in D.parameters()]
+    opt = torch.optim.SGD(D.parameters(), lr=0.0)
+    D, opt = acc.prepare(D, opt)
+
+    def inputs(r):  # each rank's real and fake batch (different per rank)
+        g = torch.Generator().manual_seed(100 + r)
+        return torch.randn(8, 2, generator=g), torch.randn(8, 2, generator=g)
+
+    results = {}
+    for name in ("r1", "gp"):
+        penalty = reg.build("penalty", name)
+        D.zero_grad()
+        torch.manual_seed(1000 + rank)  # GP's interpolation weights
+        real, fake = inputs(rank)
+        # as in the engine, the penalty is added to a D loss that uses every parameter (here
+        # one with zero weight): DDP needs every parameter in the graph
+        acc.backward(penalty(D, real, fake) + 0.0 * D(real).sum())
+        # (a parameter the penalty does not depend on, like the last bias, gets no gradient)
+        ddp_grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in D.parameters()]
+        # manual: the same penalty on a plain copy of D for each rank's batch, averaged
+        manual = [torch.zeros_like(p) for p in reference]
+        for r in range(world):
+            plain = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+            with torch.no_grad():
+                for p, q in zip(plain.parameters(), reference):
+                    p.copy_(q)
+            torch.manual_seed(1000 + r)
+            grads = torch.autograd.grad(penalty(plain, *inputs(r)), list(plain.parameters()),
+                                        allow_unused=True, materialize_grads=True)
+            manual = [m + g / world for m, g in zip(manual, grads)]
+        results[name] = max((a - b).abs().max().item() for a, b in zip(ddp_grads, manual))
+        results[name + "_scale"] = max(m.abs().max().item() for m in manual)
+    print("RESULT", rank, results, flush=True)
+""")
+
+
+def test_penalties_give_the_gradient_averaged_over_ranks(tmp_path):
+    script = tmp_path / "penalty.py"
+    script.write_text(PENALTY_SCRIPT)
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert len(lines) == 2
+    for line in lines:
+        results = eval(line.split(" ", 2)[2])  # a dict printed by our own script
+        for name in ("r1", "gp"):
+            assert results[f"{name}_scale"] > 1e-3  # a real gradient to compare
+            assert results[name] < 1e-6, (name, results)
+
+
+def test_sync_batchnorm_needs_a_gpu(tmp_path, run_cli):
+    code, _, err = run_cli("train", "toy_grid", f"out_dir={tmp_path}", "train.sync_bn=true")
+    assert code == 2 and "train.sync_bn needs CUDA GPUs" in err
