@@ -1,0 +1,120 @@
+"""Third-party plugin packages: the example distribution and the guide, installed for real."""
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from ganforge.manager import iter_hook_names
+
+REPO = Path(__file__).resolve().parent.parent
+GUIDE = REPO / "docs" / "writing-plugins.md"
+
+
+def pip_install(source: Path, target: Path) -> None:
+    """Build and install a plugin package into ``target`` without network or build isolation."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                           "--no-build-isolation", "--target", str(target), str(source)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def ganforge_cli(target: Path, *args, cwd=REPO):
+    env = dict(os.environ, PYTHONPATH=str(target), WANDB_MODE="disabled")
+    return subprocess.run([sys.executable, "-m", "ganforge", *map(str, args)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def make_cifar_like(root: Path, n: int = 64) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": [0] * n}, f)
+    return root
+
+
+def test_example_distribution_installs_lists_and_trains(tmp_path):
+    target = tmp_path / "site"
+    pip_install(REPO / "plugins" / "ganforge-sngan", target)
+    proc = ganforge_cli(target, "plugins", "--json")
+    assert proc.returncode == 0, proc.stderr
+    parts = {(p["kind"], p["name"]): p for p in json.loads(proc.stdout)["parts"]}
+    for key in [("generator", "sngan"), ("discriminator", "sngan"), ("objective", "diffaugment")]:
+        assert parts[key]["distribution"] == "ganforge-sngan" and parts[key]["version"] == "0.1.0"
+        assert parts[key]["description"]
+    data = make_cifar_like(tmp_path / "cifar")
+    proc = ganforge_cli(target, "train", "cifar10_dcgan", f"data.root={data}", "data.batch_size=8",
+                        f"out_dir={tmp_path / 'run'}", "generator=sngan", "discriminator=sngan",
+                        "generator.args={ch: 16}", "discriminator.args={ch: 16}", "loss=hinge",
+                        "objective=diffaugment", "data.args={size: 32}", "train.steps=3", "log.every=1",
+                        "train.ema=0", "log.progress=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert (tmp_path / "run" / "samples-final.png").exists()
+
+
+def _guide_files() -> dict[str, str]:
+    blocks = re.findall(r"```\w+ file=(\S+)\n(.*?)```", GUIDE.read_text(), re.S)
+    return dict(blocks)
+
+
+def test_the_guides_plugin_works_when_copied_verbatim(tmp_path):
+    files = _guide_files()
+    assert set(files) == {"pyproject.toml", "ganforge_relativistic.py"}
+    package = tmp_path / "ganforge-relativistic"
+    package.mkdir()
+    for name, text in files.items():
+        (package / name).write_text(text)
+    target = tmp_path / "site"
+    pip_install(package, target)
+    proc = ganforge_cli(target, "plugins")
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("relativistic"))
+    assert "Relativistic average BCE" in line and "[relativistic (ganforge-relativistic 0.1.0)]" in line
+    proc = ganforge_cli(target, "train", "toy_grid", "loss=relativistic", f"out_dir={tmp_path / 'run'}",
+                        "train.steps=5", "log.every=5", "log.progress=false", "metrics=[]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the same package with the plugin switched off: the loss is unknown, with a clear message
+    proc = subprocess.run([sys.executable, "-m", "ganforge", "train", "toy_grid", "loss=relativistic",
+                           f"out_dir={tmp_path / 'run2'}"], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(target), WANDB_MODE="disabled",
+                                   GANFORGE_DISABLE_PLUGINS="relativistic"))
+    assert proc.returncode == 2 and "Unknown loss 'relativistic'" in proc.stderr
+
+
+def test_the_guides_hook_table_matches_the_spec_module():
+    table = set(re.findall(r"^\| `(ganforge_\w+)` \|", GUIDE.read_text(), re.M))
+    assert table == set(iter_hook_names())
+
+
+
+def test_example_models_and_diffaugment(monkeypatch):
+    import torch
+
+    monkeypatch.syspath_prepend(str(REPO / "plugins" / "ganforge-sngan" / "src"))
+    from ganforge_sngan.diffaugment import diff_augment
+    from ganforge_sngan.resnet import sngan_discriminator, sngan_generator
+
+    G = sngan_generator(z_dim=32, out_shape=(3, 32, 32), ch=16)
+    D = sngan_discriminator(in_shape=(3, 32, 32), ch=16)
+    x = G(torch.randn(4, 32))
+    assert x.shape == (4, 3, 32, 32)
+    aug = diff_augment(x, "color,translation,cutout")
+    assert aug.shape == x.shape and not torch.equal(aug, x)
+    D(aug).sum().backward()
+    assert all(p.grad is not None for p in G.parameters())  # augmentations are differentiable
+    cut = diff_augment(torch.ones(8, 3, 32, 32), "cutout")
+    cut_share = (cut == 0).float().mean(dim=(1, 2, 3))  # a 16x16 square, clipped at the border
+    assert (cut_share > 0).all() and (cut_share <= 0.25).all()
+    try:
+        sngan_generator(z_dim=8, out_shape=(3, 64, 64))
+    except ValueError as err:
+        assert "built for 32x32" in str(err)
+    else:
+        raise AssertionError("64x64 accepted")
