@@ -188,6 +188,10 @@ def test_two_ranks_batch_b_match_one_process_batch_2b(tmp_path):
     G0, D0 = build_models(load_recipe("toy_grid"), PluginManager().registry, (2,))
     moved = max((a[f"G.{k}"] - v).abs().max().item() for k, v in G0.state_dict().items())
     assert moved > 1e-3, moved
+    # logged losses are averaged over ranks: the same numbers as the single process logs
+    logs = [json.loads((tmp_path / run / "metrics.jsonl").read_text().splitlines()[-1]) for run in ("two", "one")]
+    for key in ("loss_d", "loss_g", "penalty_r1"):
+        assert abs(logs[0][key] - logs[1][key]) < 1e-5, (key, logs)
 
 
 PENALTY_SCRIPT = textwrap.dedent("""
