@@ -4,6 +4,7 @@
     ganforge sample CHECKPOINT --n N --out FILE   samples as a PNG grid, .safetensors or .npz
     ganforge eval CHECKPOINT [--metric NAME]      the recipe's metrics on generated samples
     ganforge plugins [--json]                     every registered part and where it comes from
+    ganforge bench RECIPE [--steps N]             throughput against plain PyTorch loops
 
 Errors in the user's input print one line (``error: ...``) and exit with status 2.
 """
@@ -114,6 +115,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ganforge.bench import run_from_args
+
+    return run_from_args(args)
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from ganforge.manager import get_plugin_manager, plural
 
@@ -158,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--metric", action="append", help="metric name (repeatable); default: the recipe's")
         p.set_defaults(func=func)
+    p = sub.add_parser("bench", help="throughput against plain PyTorch loops (benchmarks/)")
+    from ganforge.bench import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench)
     p = sub.add_parser("plugins", help="list every registered part and the plugin providing it")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)

@@ -12,6 +12,7 @@ plugin registry plus ``args`` for its factory; ``loss: hinge`` is short for
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,25 @@ import yaml
 from ganforge.errors import ConfigError, did_you_mean
 
 PRECISIONS = ("no", "bf16", "fp16")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2 scalars: only true/false are booleans (``precision: no`` stays the
+    string "no") and ``5e-4`` is a float, not a string."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass
@@ -59,6 +79,7 @@ class Optim:
     lr_d: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     weight_decay: float = 0.0
+    lr_decay: str = "none"  # none | linear (to 0 at train.steps), derived from the step: resumable
 
 
 @dataclass
@@ -169,11 +190,6 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
         raise _type_error(value, tp, where)
     if tp is str:
         if isinstance(value, str):
@@ -211,7 +227,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"Override '{text}' must look like key.sub=value (e.g. train.steps=500)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _yaml(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"Override '{text}': value is not valid YAML ({err})") from None
     return key.strip().split("."), value
@@ -266,7 +282,7 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = N
     if name_or_path is not None:
         path = find_recipe(name_or_path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = _yaml(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"Recipe {path} is not valid YAML: {err}") from None
         if not isinstance(raw, dict):
@@ -302,6 +318,8 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"train.ema is a decay in [0, 1), got {t.ema} (0 turns EMA off)")
     if recipe.data.batch_size < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {recipe.data.batch_size}")
+    if recipe.optim.lr_decay not in ("none", "linear"):
+        raise ConfigError(f"optim.lr_decay must be 'none' or 'linear', got '{recipe.optim.lr_decay}'")
     if len(recipe.optim.betas) != 2:
         raise ConfigError(f"optim.betas needs two numbers, got {recipe.optim.betas}")
     for i, p in enumerate(recipe.penalties):

@@ -402,6 +402,11 @@ def _run(state: TrainState, plugins: PluginManager, penalties, metrics, pause_ho
     batch_size = cfg.data.batch_size * acc.num_processes
 
     while state.step < t.steps and not interrupted:
+        if cfg.optim.lr_decay == "linear":  # a function of the step alone: nothing to checkpoint
+            factor = 1.0 - state.step / t.steps
+            for opt, lr in ((opt_d, cfg.optim.lr_d), (opt_g, cfg.optim.lr_g)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * factor
         # --- discriminator: n_critic updates on fresh real batches
         bad = False
         for _ in range(t.n_critic):

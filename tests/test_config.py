@@ -60,3 +60,12 @@ def test_every_shipped_recipe_loads():
     assert {p.stem for p in recipes} >= {"mnist_seed", "mnist_dcgan", "cifar10_dcgan", "toy_ring", "toy_grid"}
     for path in recipes:
         assert isinstance(load_recipe(str(path)), Recipe)
+
+
+def test_yaml_scalars_users_write():
+    r = load_recipe("toy_grid", ["train.precision=no", "optim.lr_g=5e-4", "optim.lr_d=1E-3", "log.wandb=false",
+                                 "train.steps=100"])
+    assert r.train.precision == "no" and r.optim.lr_g == 5e-4 and r.optim.lr_d == 1e-3
+    assert r.log.wandb is False and r.train.steps == 100 and isinstance(r.train.steps, int)
+    with pytest.raises(ConfigError, match="'log.wandb' must be bool, got str 'yes'"):
+        load_recipe("toy_grid", ["log.wandb=yes"])

@@ -50,7 +50,7 @@ def _assert_bitwise_resume(tmp_path, base, n):
 def test_exact_resume_mlp_toy(tmp_path):
     base = ["data.name=toy_grid", "data.args={n: 2048}", "data.batch_size=64", "train.n_critic=2",
             "penalties=[{name: r1, weight: 0.1, every: 3}]", "train.ema=0.9", "train.z_dim=2",
-            "log.every=5", *QUICK]
+            "optim.lr_decay=linear", "log.every=5", *QUICK]
     _assert_bitwise_resume(tmp_path, base, 20)  # 40 batches: stops mid-epoch (32 per epoch)
 
 

@@ -204,3 +204,10 @@ def test_plugins_command_lists_parts_with_their_distribution(run_cli):
     parts = json.loads(out)["parts"]
     row = next(p for p in parts if p["kind"] == "dataset" and p["name"] == "mnist")
     assert row["plugin"] == "idx" and row["distribution"] == "ganforge" and row["description"]
+
+
+def test_linear_lr_decay_is_a_function_of_the_step(tmp_path):
+    state = train(load_recipe("toy_grid", [f"out_dir={tmp_path}", "train.steps=4", "optim.lr_decay=linear",
+                                           "log.progress=false", "metrics=[]"]))
+    assert state.opt_d.param_groups[0]["lr"] == 1e-3 * (1 - 3 / 4)  # set before the 4th step
+    assert state.opt_g.param_groups[0]["lr"] == 1e-3 * (1 - 3 / 4)

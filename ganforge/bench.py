@@ -1,0 +1,307 @@
+"""Throughput benchmark: ganforge's engine against plain PyTorch loops on the same models.
+
+    ganforge bench RECIPE [--steps N] [--warmup W] [overrides ...]
+    python benchmarks/throughput.py RECIPE ...        (the same)
+
+Cases, all in one process and one run (these machines are shared: compare ratios, not
+absolute figures across runs):
+
+- ``ganforge``: the real engine (``ganforge.engine.train``), timed between two generator steps
+  by a lifecycle-hook plugin; samples, metrics and checkpoints are off while timing.
+- ``eager``: a plain PyTorch loop written out by hand: the same models, loss, penalties,
+  n_critic and precision, data already on the device as one tensor, batch indices drawn with
+  ``torch.randint``. Its ratio to ``ganforge`` is the engine's overhead.
+- ``reference`` (MNIST-family recipes only): the loop as users write it: torchvision's MNIST
+  dataset + DataLoader (0 workers, ToTensor + Normalize), fp32 eager, sigmoid + ``nn.BCELoss``.
+
+Reported per case: images/s (real images through D per second), ms per generator step,
+achieved TFLOP/s (FLOPs of one step counted with ``torch.utils.flop_counter``), % of the
+device's peak where it is known (``--peak-tflops`` otherwise), and peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import json
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ganforge.config import Recipe, load_recipe
+from ganforge.hookspecs import hookimpl
+
+#: Dense peak TFLOP/s by (device name fragment, precision), from the vendors' data sheets.
+PEAKS = {("H100", "bf16"): 989.0, ("H100", "fp16"): 989.0, ("H100", "no"): 67.0,
+         ("H200", "bf16"): 989.0, ("H200", "fp16"): 989.0, ("H200", "no"): 67.0}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process-wide, MiB
+
+
+class _Timer:
+    """A lifecycle-hook plugin: wall time between generator step ``warmup`` and the last."""
+
+    def __init__(self, warmup: int, total: int):
+        self.warmup, self.total, self.start, self.end = warmup, total, None, None
+
+    @hookimpl
+    def ganforge_step_end(self, state):
+        if state.step in (self.warmup, self.total):
+            _sync(state.accelerator.device)
+            now = time.perf_counter()
+            if state.step == self.warmup:
+                self.start = now
+            else:
+                self.end = now
+
+
+def time_ganforge(recipe: Recipe, warmup: int, steps: int) -> dict[str, Any]:
+    from ganforge.engine import train
+    from ganforge.manager import PluginManager
+
+    pm = PluginManager()
+    timer = _Timer(warmup, warmup + steps)
+    pm.register(timer, name="bench-timer")
+    with tempfile.TemporaryDirectory() as tmp:
+        recipe.out_dir, recipe.train.steps = tmp, warmup + steps
+        recipe.log.sample_every = recipe.log.eval_every = recipe.log.checkpoint_every = 0
+        recipe.log.progress, recipe.metrics, recipe.log.every = False, [], warmup + steps
+        state = train(recipe, plugins=pm)
+    return {"seconds": timer.end - timer.start, "device": state.accelerator.device}
+
+
+def _setup(recipe: Recipe, device: torch.device):
+    from accelerate.utils import set_seed
+
+    from ganforge.engine import build_models
+    from ganforge.manager import PluginManager
+
+    registry = PluginManager().registry
+    set_seed(recipe.seed)
+    dataset = registry.build("dataset", recipe.data.name, recipe.data.args, root=recipe.data.root,
+                             download=False)
+    G, D = build_models(recipe, registry, tuple(dataset.sample_shape))
+    loss = registry.build("loss", recipe.loss.name, recipe.loss.args)
+    penalties = [(p, registry.build("penalty", p.name, p.args)) for p in recipe.penalties]
+    opt = recipe.optim
+    opt_g = torch.optim.Adam(G.to(device).parameters(), lr=opt.lr_g, betas=tuple(opt.betas))
+    opt_d = torch.optim.Adam(D.to(device).parameters(), lr=opt.lr_d, betas=tuple(opt.betas))
+    return dataset, G, D, loss, penalties, opt_g, opt_d
+
+
+def eager_loop(recipe: Recipe, device: torch.device):
+    """A plain PyTorch loop on the recipe's models: returns ``step()`` (one generator step)."""
+    dataset, G, D, loss, penalties, opt_g, opt_d = _setup(recipe, device)
+    data = dataset.data.to(device)  # held on the device, normalised per batch like the engine
+    n, b, z_dim, t = len(data), recipe.data.batch_size, recipe.train.z_dim, recipe.train
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+    d_steps = [0]
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+    def step():
+        for _ in range(t.n_critic):
+            real = dataset.normalize(data[torch.randint(n, (b,), device=device)])
+            with autocast():
+                with torch.no_grad():
+                    fake = G(torch.randn(b, z_dim, device=device))
+                loss_d = loss.d_loss(D(real), D(fake))
+            d_steps[0] += 1
+            for p, fn in penalties:
+                if d_steps[0] % p.every == 0:
+                    loss_d = loss_d + p.weight * p.every * fn(D, real, fake)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+        D.requires_grad_(False)
+        with autocast():
+            loss_g = loss.g_loss(D(G(torch.randn(b, z_dim, device=device))))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+
+    return step
+
+
+def reference_loop(recipe: Recipe, device: torch.device, workdir: Path):
+    """The MNIST loop as users write it (torchvision dataset + DataLoader, fp32, BCELoss)."""
+    from torchvision import datasets, transforms
+
+    from ganforge.plugins.idx import find_idx_files
+
+    # torchvision's MNIST reads uncompressed files under <root>/MNIST/raw: lay them out once
+    raw = workdir / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    # (it checks that both the train and the test files are there)
+    files = find_idx_files(Path(recipe.data.root), "MNIST", "train") + find_idx_files(Path(recipe.data.root), "MNIST", "test")
+    for path in files:
+        target = raw / path.name.removesuffix(".gz")
+        with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
+    loader = torch.utils.data.DataLoader(datasets.MNIST(str(workdir), train=True, transform=tf),
+                                         batch_size=recipe.data.batch_size, shuffle=True, num_workers=0)
+    _, G, D, _, _, opt_g, opt_d = _setup(recipe, device)
+    criterion, z_dim = torch.nn.BCELoss(), recipe.train.z_dim
+    it = iter(loader)
+
+    def step():
+        nonlocal it
+        try:
+            images, _ = next(it)
+        except StopIteration:
+            it = iter(loader)
+            images, _ = next(it)
+        real = images.to(device)
+        b = real.size(0)  # labels sized from the batch: the seed's third bug, fixed
+        ones, zeros = torch.ones(b, device=device), torch.zeros(b, device=device)
+        fake = G(torch.randn(b, z_dim, device=device))
+        loss_d = criterion(torch.sigmoid(D(real)), ones) + criterion(torch.sigmoid(D(fake.detach())), zeros)
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        loss_g = criterion(torch.sigmoid(D(fake)), ones)
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+
+    return step
+
+
+def time_loop(step, device: torch.device, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def count_flops(recipe: Recipe, device: torch.device) -> int:
+    """FLOPs of one generator step (n_critic D updates + one G update) of the eager loop."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = eager_loop(recipe, device)
+    step()  # optimizer state exists: count a steady-state step
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
+        peak_tflops: float | None = None, reference: bool | None = None) -> dict[str, Any]:
+    recipe = load_recipe(recipe_name, overrides)
+    images_per_step = recipe.data.batch_size * recipe.train.n_critic
+    results: dict[str, dict[str, Any]] = {}
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    timed = time_ganforge(load_recipe(recipe_name, overrides), warmup, steps)
+    device = timed["device"]
+    results["ganforge"] = {"seconds": timed["seconds"], "memory_mib": _peak_memory(device)}
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    seconds = time_loop(eager_loop(recipe, device), device, warmup, steps)
+    results["eager"] = {"seconds": seconds, "memory_mib": _peak_memory(device)}
+
+    if reference is None:
+        reference = recipe.data.name in ("mnist", "fashion_mnist") and recipe.data.root is not None
+    if reference:
+        with tempfile.TemporaryDirectory() as tmp:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            ref = load_recipe(recipe_name, overrides + ["train.precision=no", "train.n_critic=1", "penalties=[]"])
+            seconds = time_loop(reference_loop(ref, device, Path(tmp)), device, warmup, steps)
+            results["reference"] = {"seconds": seconds, "memory_mib": _peak_memory(device)}
+
+    flops = count_flops(recipe, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    if peak_tflops is None:
+        peak_tflops = next((v for (frag, prec), v in PEAKS.items()
+                            if frag in name and prec == recipe.train.precision), None)
+    for case, r in results.items():
+        per_step = images_per_step if case != "reference" else recipe.data.batch_size
+        r["images_per_s"] = per_step * steps / r["seconds"]
+        r["step_ms"] = 1000 * r["seconds"] / steps
+        case_flops = flops if case != "reference" else None  # the reference loop differs (fp32, no penalties)
+        r["tflops"] = case_flops * steps / r["seconds"] / 1e12 if case_flops else None
+        r["pct_peak"] = 100 * r["tflops"] / peak_tflops if (r["tflops"] and peak_tflops) else None
+    return {
+        "recipe": recipe_name, "overrides": overrides, "steps": steps, "warmup": warmup,
+        "batch_size": recipe.data.batch_size, "n_critic": recipe.train.n_critic,
+        "precision": recipe.train.precision, "flops_per_step": flops, "device": name,
+        "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(), "torch": torch.__version__,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "peak_tflops": peak_tflops,
+        "results": results,
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    r = report["results"]
+    lines = [f"{report['recipe']} {' '.join(report['overrides'])}".rstrip(),
+             f"device: {report['device']} ({report['cores']} cores, {report['cpu_threads']} threads); "
+             f"torch {report['torch']}; {report['date']}",
+             f"batch {report['batch_size']}, n_critic {report['n_critic']}, precision {report['precision']}, "
+             f"{report['steps']} timed steps after {report['warmup']} warm-up",
+             f"{'case':<10} {'images/s':>10} {'ms/step':>8} {'TFLOP/s':>8} {'% peak':>7} {'mem MiB':>8} "
+             f"{'vs eager':>9} {'vs reference':>13}"]
+    for case, v in r.items():
+        fmt = lambda x, f: format(x, f) if x is not None else "n/a"  # noqa: E731
+        vs_e = v["images_per_s"] / r["eager"]["images_per_s"]
+        vs_r = v["images_per_s"] / r["reference"]["images_per_s"] if "reference" in r else None
+        lines.append(f"{case:<10} {v['images_per_s']:>10.0f} {v['step_ms']:>8.2f} {fmt(v['tflops'], '.3f'):>8} "
+                     f"{fmt(v['pct_peak'], '.1f'):>7} {v['memory_mib']:>8.0f} {vs_e:>8.3f}x "
+                     f"{fmt(vs_r, '.2f'):>12}{'x' if vs_r else ''}")
+    overhead = r["eager"]["images_per_s"] / r["ganforge"]["images_per_s"] - 1
+    lines.append(f"ganforge per-step overhead vs the bare eager loop: {100 * overhead:+.1f}%")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ganforge bench", description="Throughput of a recipe "
+                                     "against plain PyTorch loops on the same models.")
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--steps", type=int, default=200, help="timed generator steps per case")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak for the recipe's precision (known for H100/H200)")
+    parser.add_argument("--results", default="benchmarks/results", help="folder for the JSON record")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    report = run(args.recipe, args.overrides, args.warmup, args.steps, args.peak_tflops)
+    print(table(report))
+    folder = Path(args.results)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = report["date"].replace(":", "")
+    path = folder / f"{report['recipe']}-{report['device'].replace(' ', '_')}-{stamp}.json"
+    path.write_text(json.dumps(report, indent=1, default=str))
+    print(f"wrote {path}")
+    return 0

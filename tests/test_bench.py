@@ -1,0 +1,26 @@
+"""The throughput benchmark's machinery (not its speed: speed is never a test)."""
+import json
+
+from conftest import make_mnist_like
+from ganforge.bench import run, table
+
+
+def test_bench_reports_every_case_consistently(tmp_path, run_cli):
+    data = make_mnist_like(tmp_path / "mnist", n=256)
+    make_mnist_like(data, n=64, split="test")
+    report = run("mnist_seed", [f"data.root={data}", "data.batch_size=32"], warmup=2, steps=3)
+    assert set(report["results"]) == {"ganforge", "eager", "reference"}
+    assert report["flops_per_step"] > 1e8  # G forward alone is ~2*32*(100*256+...+1024*784) FLOPs
+    for case, r in report["results"].items():
+        assert r["images_per_s"] > 0 and r["seconds"] > 0
+        assert abs(r["images_per_s"] * r["step_ms"] / 1000 - 32) < 1e-6  # one batch per step
+        assert (r["tflops"] is None) == (case == "reference")
+    text = table(report)
+    assert "vs eager" in text and "per-step overhead" in text and "reference" in text
+    code, out, err = run_cli("bench", "toy_grid", "--steps", "3", "--warmup", "1",
+                             "--results", tmp_path / "results")
+    assert code == 0, err
+    saved = json.loads(next((tmp_path / "results").glob("toy_grid-*.json")).read_text())
+    assert saved["results"]["ganforge"]["step_ms"] > 0 and "reference" not in saved["results"]
+    assert saved["torch"] and saved["device"] and saved["date"]
+
