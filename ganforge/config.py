@@ -71,6 +71,7 @@ class Data:
     args: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 64
     num_workers: int = 0  # DataLoader workers for datasets that are not held in memory
+    on_device: bool | str = "auto"  # auto | true | false: keep an in-memory dataset on the GPU as uint8
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Train:
     ema_start: int = 0  # generator step at which EMA averaging starts (copies before)
     cpu: bool = False  # train on the CPU even when a GPU is present
     sync_bn: bool = False  # SyncBatchNorm in D across processes (CUDA GPUs only)
+    channels_last: bool | str = "auto"  # auto (conv models on CUDA) | true | false
     nonfinite: str = "skip"  # skip | stop: what a NaN/Inf loss does to its step
     max_nonfinite: int = 10  # with skip: stop after this many non-finite steps in a row
 
@@ -309,6 +311,8 @@ def validate(recipe: Recipe) -> None:
             f"train.precision must be one of {', '.join(PRECISIONS)}, got '{t.precision}'"
             f"{did_you_mean(t.precision, PRECISIONS)}"
         )
+    if t.channels_last not in ("auto", True, False):
+        raise ConfigError(f"train.channels_last must be auto, true or false, got '{t.channels_last}'")
     if t.nonfinite not in ("skip", "stop"):
         raise ConfigError(f"train.nonfinite must be 'skip' or 'stop', got '{t.nonfinite}'")
     for key in ("steps", "n_critic", "z_dim"):
@@ -316,6 +320,8 @@ def validate(recipe: Recipe) -> None:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
     if not 0.0 <= t.ema < 1.0:
         raise ConfigError(f"train.ema is a decay in [0, 1), got {t.ema} (0 turns EMA off)")
+    if recipe.data.on_device not in ("auto", True, False):
+        raise ConfigError(f"data.on_device must be auto, true or false, got '{recipe.data.on_device}'")
     if recipe.data.batch_size < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {recipe.data.batch_size}")
     if recipe.optim.lr_decay not in ("none", "linear"):

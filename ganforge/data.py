@@ -46,8 +46,9 @@ class TensorDataset(Dataset):
         return self._fetch(index)
 
     def __getitems__(self, indices: list[int]) -> Any:
-        # A whole batch in one indexing operation; the DataLoader's collate_fn is the identity.
-        return self._fetch(torch.as_tensor(indices))
+        # A whole batch in one indexing operation (on the device holding the data); the
+        # DataLoader's collate_fn is the identity.
+        return self._fetch(torch.as_tensor(indices, device=self.data.device))
 
 
 def batch_collate(batch: Any) -> Any:

@@ -53,6 +53,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "image_folder": "ganforge.plugins.image_folder",
     "toy": "ganforge.plugins.toy",
     "mixture_metrics": "ganforge.plugins.mixture_metrics",
+    "mnist_metrics": "ganforge.plugins.mnist_metrics",
 }
 
 #: Plural of each kind, for messages and listings.

@@ -88,7 +88,9 @@ def _load(name: str, subdir: str, torchvision_cls: str, root: str | None, downlo
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     data = torch.from_numpy(images.copy()).unsqueeze(1)  # N, 1, H, W uint8
-    return TensorDataset(data, torch.from_numpy(labels.astype(np.int64)), num_classes=10)
+    dataset = TensorDataset(data, torch.from_numpy(labels.astype(np.int64)), num_classes=10)
+    dataset.root = str(folder)  # metrics find the test split beside the training files
+    return dataset
 
 
 def mnist(*, root: str | None, download: bool, split: str = "train", limit: int | None = None):

@@ -126,3 +126,11 @@ def test_mixture_metric_known_answers():
     off = means + 1.0  # between modes
     s = mixture_stats(off, means, 0.05)
     assert s["modes"] == 0 and s["high_quality"] == 0.0
+
+
+def test_on_device_needs_an_in_memory_dataset(tmp_path, run_cli):
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "img" / "a.png")
+    code, _, err = run_cli("train", "toy_grid", f"out_dir={tmp_path / 'run'}", "data.name=image_folder",
+                           f"data.root={tmp_path / 'img'}", "data.on_device=true", "data.batch_size=1")
+    assert code == 2 and "data.on_device=true needs an in-memory dataset" in err

@@ -77,8 +77,12 @@ def test_dcgan_with_bf16_ema_ncritic_and_r1(mnist_dir, tmp_path):
     recipe = load_recipe("mnist_dcgan", [
         f"data.root={mnist_dir}", f"out_dir={tmp_path}", "train.steps=6", "train.precision=bf16",
         "train.n_critic=2", "penalties=[{name: r1, weight: 1.0, every: 2}]", "data.batch_size=16",
-        "generator.args.ngf=8", "discriminator.args.ndf=8", "log.every=3", *QUICK])
+        "generator.args.ngf=8", "discriminator.args.ndf=8", "log.every=3", "train.channels_last=true", *QUICK])
     state = train(recipe)
+    conv = next(m for m in state.accelerator.unwrap_model(state.discriminator).modules()
+                if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)  # C=1 is both formats
+    assert not conv.weight.is_contiguous()  # NCHW-contiguous no more
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert state.d_steps == 12 and state.step == 6
     assert "penalty_r1" in state.history[-1] and state.history[-1]["penalty_r1"] > 0
     G = state.accelerator.unwrap_model(state.generator)

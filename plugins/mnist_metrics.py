@@ -1,0 +1,108 @@
+"""Sample-quality metrics for the MNIST family, in the feature space of a shipped classifier.
+
+The classifier (:mod:`ganforge.plugins.mnist_classifier`, >= 99% test accuracy) replaces the
+ImageNet Inception network of IS/FID, which neither fits 28x28 digits nor may be downloaded
+here. Reported, on ``n`` generated samples against the real MNIST test set:
+
+- ``classifier_score``: exp(E_x KL(p(y|x) || p(y))), the inception score with this classifier
+  (10 at best), and ``classifier_score_real``, the same on real test digits, for scale;
+- ``frechet_distance``: between Gaussians fitted to the classifier's 128-d penultimate
+  features of generated and real test digits (FID's formula);
+- ``class_kl``: KL(class histogram of generated digits || uniform) = sum p log(10 p), with
+  ``class_<d>`` the share of each digit (mode-collapse diagnostics);
+- ``precision`` / ``recall``: Kynkäänniemi et al. 2019, k-nearest-neighbour manifolds (k=3)
+  in the same feature space.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from ganforge import hookimpl
+from ganforge.plugins.mnist_classifier import load_classifier
+
+__all__ = ["classifier_score", "frechet_distance", "precision_recall"]
+
+
+def classifier_score(probs: torch.Tensor) -> float:
+    probs = probs.double().clamp_min(1e-12)
+    marginal = probs.mean(0, keepdim=True)
+    return math.exp((probs * (probs.log() - marginal.log())).sum(1).mean().item())
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)), in float64."""
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = torch.cov(a.T), torch.cov(b.T)
+    vals, vecs = torch.linalg.eigh(s_a)
+    root_a = vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
+    middle = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).pow(2).sum() + s_a.trace() + s_b.trace() - 2 * middle)
+
+
+def _radii(x: torch.Tensor, k: int) -> torch.Tensor:
+    d = torch.cdist(x, x)
+    return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Share of fake samples inside the real k-NN manifold, and of real inside the fake one."""
+    real, fake = real.double(), fake.double()
+    r_real, r_fake = _radii(real, k), _radii(fake, k)
+    precision = (torch.cdist(fake, real) <= r_real.unsqueeze(0)).any(1).double().mean()
+    recall = (torch.cdist(real, fake) <= r_fake.unsqueeze(0)).any(1).double().mean()
+    return float(precision), float(recall)
+
+
+class MNISTMetrics:
+    def __init__(self, real_test: torch.Tensor, n_real: int, k: int):
+        self.model = load_classifier()
+        g = torch.Generator().manual_seed(0)
+        real = real_test[torch.randperm(len(real_test), generator=g)[:n_real]]
+        self.real_probs, self.real_features = self.embed(real)
+        self.k = k
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs, feats = [], []
+        for chunk in images.float().split(1000):
+            f = self.model.features(chunk)
+            feats.append(f)
+            probs.append(torch.softmax(self.model.head(f), 1))
+        return torch.cat(probs), torch.cat(feats)
+
+    def __call__(self, samples: torch.Tensor, dataset=None) -> dict[str, float]:
+        probs, feats = self.embed(samples.clamp(-1, 1))
+        hist = torch.bincount(probs.argmax(1), minlength=10).double() / len(probs)
+        class_kl = float(sum(p * math.log(10 * p) for p in hist.tolist() if p > 0))
+        n = min(len(feats), len(self.real_features))
+        precision, recall = precision_recall(self.real_features[:n], feats[:n], self.k)
+        return {
+            "classifier_score": classifier_score(probs),
+            "classifier_score_real": classifier_score(self.real_probs),
+            "frechet_distance": frechet_distance(feats, self.real_features),
+            "class_kl": class_kl,
+            "precision": precision,
+            "recall": recall,
+            **{f"class_{d}": float(hist[d]) for d in range(10)},
+        }
+
+
+def mnist_metric(*, dataset, root: str | None = None, n_real: int = 10000, k: int = 3):
+    """Classifier score, Fréchet distance, class histogram KL and precision/recall for MNIST."""
+    from ganforge.plugins.idx import mnist
+
+    root = root or getattr(dataset, "root", None)
+    if root is None or tuple(getattr(dataset, "sample_shape", ())) != (1, 28, 28):
+        raise ValueError("needs an MNIST dataset (1x28x28) with a data.root holding the test files "
+                         "(t10k-*), or args: {root: FOLDER}")
+    test = mnist(root=str(Path(root)), download=False, split="test")
+    return MNISTMetrics(test.normalize(test.data), n_real, k)
+
+
+@hookimpl
+def ganforge_register_metrics(register):
+    register("mnist", mnist_metric)
