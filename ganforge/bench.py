@@ -28,6 +28,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +84,11 @@ def time_ganforge(recipe: Recipe, warmup: int, steps: int) -> dict[str, Any]:
         recipe.log.sample_every = recipe.log.eval_every = recipe.log.checkpoint_every = 0
         recipe.log.progress, recipe.metrics, recipe.log.every = False, [], warmup + steps
         state = train(recipe, plugins=pm)
+    if timer.end is None:
+        from ganforge.errors import GanforgeError
+
+        raise GanforgeError(f"training stopped at step {state.step} before the {warmup + steps} "
+                            f"steps to time (interrupted?)")
     return {"seconds": timer.end - timer.start, "device": state.accelerator.device}
 
 
@@ -112,6 +118,11 @@ def eager_loop(recipe: Recipe, device: torch.device):
     n, b, z_dim, t = len(data), recipe.data.batch_size, recipe.train.z_dim, recipe.train
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
     d_steps = [0]
+    ema = None
+    if t.ema > 0:  # the engine's EMA, written out: the same work per step
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
 
     def autocast():
         return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
@@ -137,6 +148,8 @@ def eager_loop(recipe: Recipe, device: torch.device):
         loss_g.backward()
         opt_g.step()
         D.requires_grad_(True)
+        if ema is not None:
+            ema.update_parameters(G)
 
     return step
 
@@ -209,21 +222,30 @@ def count_flops(recipe: Recipe, device: torch.device) -> int:
 
 
 def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
-        peak_tflops: float | None = None, reference: bool | None = None) -> dict[str, Any]:
+        peak_tflops: float | None = None, reference: bool | None = None,
+        repeats: int = 3) -> dict[str, Any]:
     recipe = load_recipe(recipe_name, overrides)
     images_per_step = recipe.data.batch_size * recipe.train.n_critic
     results: dict[str, dict[str, Any]] = {}
 
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    timed = time_ganforge(load_recipe(recipe_name, overrides), warmup, steps)
-    device = timed["device"]
-    results["ganforge"] = {"seconds": timed["seconds"], "memory_mib": _peak_memory(device)}
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    seconds = time_loop(eager_loop(recipe, device), device, warmup, steps)
-    results["eager"] = {"seconds": seconds, "memory_mib": _peak_memory(device)}
+    # The cases alternate, `repeats` times, and each reports its median: on a shared, noisy
+    # machine a slow spell then hits every case instead of whichever ran during it.
+    ganforge_s, eager_s, mem_g, mem_e = [], [], 0.0, 0.0
+    eager_step, device = None, None
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        timed = time_ganforge(load_recipe(recipe_name, overrides), warmup, steps)
+        device = timed["device"]
+        ganforge_s.append(timed["seconds"])
+        mem_g = max(mem_g, _peak_memory(device))
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        eager_step = eager_step or eager_loop(recipe, device)
+        eager_s.append(time_loop(eager_step, device, warmup, steps))
+        mem_e = max(mem_e, _peak_memory(device))
+    results["ganforge"] = {"seconds": statistics.median(ganforge_s), "all_seconds": ganforge_s, "memory_mib": mem_g}
+    results["eager"] = {"seconds": statistics.median(eager_s), "all_seconds": eager_s, "memory_mib": mem_e}
 
     if reference is None:
         reference = recipe.data.name in ("mnist", "fashion_mnist") and recipe.data.root is not None
@@ -248,7 +270,7 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
         r["tflops"] = case_flops * steps / r["seconds"] / 1e12 if case_flops else None
         r["pct_peak"] = 100 * r["tflops"] / peak_tflops if (r["tflops"] and peak_tflops) else None
     return {
-        "recipe": recipe_name, "overrides": overrides, "steps": steps, "warmup": warmup,
+        "recipe": recipe_name, "overrides": overrides, "steps": steps, "warmup": warmup, "repeats": repeats,
         "batch_size": recipe.data.batch_size, "n_critic": recipe.train.n_critic,
         "precision": recipe.train.precision, "flops_per_step": flops, "device": name,
         "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(), "torch": torch.__version__,
@@ -263,7 +285,8 @@ def table(report: dict[str, Any]) -> str:
              f"device: {report['device']} ({report['cores']} cores, {report['cpu_threads']} threads); "
              f"torch {report['torch']}; {report['date']}",
              f"batch {report['batch_size']}, n_critic {report['n_critic']}, precision {report['precision']}, "
-             f"{report['steps']} timed steps after {report['warmup']} warm-up",
+             f"{report['steps']} timed steps after {report['warmup']} warm-up, median of {report['repeats']} "
+             f"alternating rounds",
              f"{'case':<10} {'images/s':>10} {'ms/step':>8} {'TFLOP/s':>8} {'% peak':>7} {'mem MiB':>8} "
              f"{'vs eager':>9} {'vs reference':>13}"]
     for case, v in r.items():
@@ -290,13 +313,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--steps", type=int, default=200, help="timed generator steps per case")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds alternating ganforge and the eager loop; medians are reported")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's peak for the recipe's precision (known for H100/H200)")
     parser.add_argument("--results", default="benchmarks/results", help="folder for the JSON record")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    report = run(args.recipe, args.overrides, args.warmup, args.steps, args.peak_tflops)
+    report = run(args.recipe, args.overrides, args.warmup, args.steps, args.peak_tflops, repeats=args.repeats)
     print(table(report))
     folder = Path(args.results)
     folder.mkdir(parents=True, exist_ok=True)

@@ -120,6 +120,13 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
             "train.precision=fp16 needs a GPU (on the CPU it would silently train in fp32); "
             "use train.precision=bf16 or no"
         )
+    if t.precision == "bf16" and accelerator.device.type == "cpu":
+        capability = torch.backends.cpu.get_cpu_capability()
+        if capability in ("DEFAULT", "AVX2", "NO AVX"):  # no AVX-512/AMX: bf16 is emulated
+            accelerator.print(
+                f"warning: train.precision=bf16 on a CPU without native bf16 ({capability}) is "
+                f"emulated and much slower than fp32 (28x on mnist_seed, benchmarks/RESULTS.md); "
+                f"use train.precision=no here")
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world > 1 and accelerator.num_processes == 1:
         raise ConfigError(_TRAP.format(world=world))
@@ -426,6 +433,19 @@ def _run(state: TrainState, plugins: PluginManager, penalties, metrics, pause_ho
     window_start, window_steps, finished_ok, consecutive_bad = time.perf_counter(), 0, 0, 0
     batch_size = cfg.data.batch_size * acc.num_processes
 
+    G_plain = acc.unwrap_model(G)  # once: unwrapping costs ~0.4 ms a call on a CPU
+
+    # Accelerate's optimizer wrapper re-checks optional packages and signatures on every
+    # zero_grad/step (~1 ms per step on a 2-core CPU, measured with benchmarks/throughput.py).
+    # Without a GradScaler (fp16) it only forwards to the wrapped optimizer, so do that.
+    direct = getattr(acc, "scaler", None) is None
+
+    def zero_grad(opt):
+        (opt.optimizer if direct else opt).zero_grad(set_to_none=True)
+
+    def step(opt):
+        (opt.optimizer if direct else opt).step()
+
     while state.step < t.steps and not interrupted:
         if cfg.optim.lr_decay == "linear":  # a function of the step alone: nothing to checkpoint
             factor = 1.0 - state.step / t.steps
@@ -447,22 +467,22 @@ def _run(state: TrainState, plugins: PluginManager, penalties, metrics, pause_ho
                         value = fn(D, d.real, d.fake)
                     stats[f"penalty_{p.name}"] = value.detach()
                     loss_d = loss_d + (p.weight * p.every) * value
-            opt_d.zero_grad(set_to_none=True)
+            zero_grad(opt_d)
             if not _finite(loss_d):  # one scalar sync per step: never apply a NaN/Inf update
                 bad = True
                 break
             acc.backward(loss_d)
-            opt_d.step()
+            step(opt_d)
 
         # --- generator: D frozen, so its gradients are neither computed nor all-reduced
         if not bad:
             D.requires_grad_(False)
             with acc.autocast():
                 loss_g, g_stats = objective.g_loss(batch)
-            opt_g.zero_grad(set_to_none=True)
+            zero_grad(opt_g)
             if _finite(loss_g):
                 acc.backward(loss_g)
-                opt_g.step()
+                step(opt_g)
             else:
                 bad = True
             D.requires_grad_(True)
@@ -484,9 +504,9 @@ def _run(state: TrainState, plugins: PluginManager, penalties, metrics, pause_ho
             consecutive_bad = 0
             if state.ema is not None:
                 if state.step < t.ema_start:
-                    state.ema.module.load_state_dict(acc.unwrap_model(G).state_dict())
+                    state.ema.module.load_state_dict(G_plain.state_dict())
                 else:
-                    state.ema.update_parameters(acc.unwrap_model(G))
+                    state.ema.update_parameters(G_plain)
         state.step += 1
         window_steps += 1
         bar.update(1)

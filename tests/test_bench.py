@@ -8,8 +8,9 @@ from ganforge.bench import run, table
 def test_bench_reports_every_case_consistently(tmp_path, run_cli):
     data = make_mnist_like(tmp_path / "mnist", n=256)
     make_mnist_like(data, n=64, split="test")
-    report = run("mnist_seed", [f"data.root={data}", "data.batch_size=32"], warmup=2, steps=3)
+    report = run("mnist_seed", [f"data.root={data}", "data.batch_size=32"], warmup=2, steps=3, repeats=2)
     assert set(report["results"]) == {"ganforge", "eager", "reference"}
+    assert len(report["results"]["eager"]["all_seconds"]) == 2
     assert report["flops_per_step"] > 1e8  # G forward alone is ~2*32*(100*256+...+1024*784) FLOPs
     for case, r in report["results"].items():
         assert r["images_per_s"] > 0 and r["seconds"] > 0
@@ -17,7 +18,7 @@ def test_bench_reports_every_case_consistently(tmp_path, run_cli):
         assert (r["tflops"] is None) == (case == "reference")
     text = table(report)
     assert "vs eager" in text and "per-step overhead" in text and "reference" in text
-    code, out, err = run_cli("bench", "toy_grid", "--steps", "3", "--warmup", "1",
+    code, out, err = run_cli("bench", "toy_grid", "--steps", "3", "--warmup", "1", "--repeats", "1",
                              "--results", tmp_path / "results")
     assert code == 0, err
     saved = json.loads(next((tmp_path / "results").glob("toy_grid-*.json")).read_text())
