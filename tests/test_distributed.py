@@ -25,7 +25,18 @@ SCRIPT = textwrap.dedent("""
             first.setdefault("real", self._real(batch).detach().clone())
             return super().d_loss(batch)
 
+        def g_loss(self, batch):  # D's gradients as its own step left them
+            self.before = [p.grad.clone() for p in self.D.parameters()]
+            first.setdefault("frozen", []).append(not any(p.requires_grad for p in self.D.parameters()))
+            return super().g_loss(batch)
+
     class Plugin:
+        @ganforge.hookimpl
+        def ganforge_step_end(self, state):  # after the G step (and its all-reduce)
+            after = [p.grad for p in state.discriminator.parameters()]
+            same = all(torch.equal(a, b) for a, b in zip(state.objective.before, after, strict=True))
+            first.setdefault("untouched", []).append(same)
+
         @ganforge.hookimpl
         def ganforge_register_objectives(self, register):
             register("recording", lambda *, generator, discriminator, loss, z_dim:
@@ -38,6 +49,9 @@ SCRIPT = textwrap.dedent("""
     out.update({f"D.{k}": v for k, v in acc.unwrap_model(state.discriminator).state_dict().items()})
     out.update({f"E.{k}": v for k, v in state.ema.module.state_dict().items()})
     out["real"] = first["real"]
+    out["frozen"] = torch.tensor(first["frozen"])
+    if "untouched" in first:  # lifecycle hooks run on the main process
+        out["untouched"] = torch.tensor(first["untouched"])
     save_file({k: v.contiguous() for k, v in out.items()}, f"{state.output_dir}/rank{acc.process_index}.safetensors")
 """)
 
@@ -69,9 +83,18 @@ def test_ranks_hold_identical_weights_and_drew_different_data(two_rank_run):
     out, _ = two_rank_run
     r0, r1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
     for key in r0:
-        if key != "real":
+        if key not in ("real", "untouched"):
             assert torch.equal(r0[key], r1[key]), key
     assert not torch.equal(r0["real"], r1["real"])
+
+
+def test_d_gets_no_gradient_in_the_g_step_under_ddp(two_rank_run):
+    out, _ = two_rank_run
+    for rank in (0, 1):
+        frozen = load_file(str(out / f"rank{rank}.safetensors"))["frozen"]
+        assert frozen.shape == (10,) and bool(frozen.all())  # requires_grad off in every G step
+    untouched = load_file(str(out / "rank0.safetensors"))["untouched"]
+    assert untouched.shape == (10,) and bool(untouched.all())  # D's grads: those of its own step
 
 
 def test_only_rank0_writes_and_logs_are_averaged(two_rank_run):

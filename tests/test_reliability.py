@@ -32,11 +32,26 @@ def _losses(out: Path):
     return [(r["step"], r["loss_d"], r["loss_g"]) for r in rows if "loss_d" in r]
 
 
+class _InterruptAt:
+    """Sends this process SIGINT after generator step ``n``: the run stops as a user's would."""
+
+    def __init__(self, n):
+        self.n = n
+
+    @ganforge.hookimpl
+    def ganforge_step_end(self, state):
+        if state.step == self.n:
+            signal.raise_signal(signal.SIGINT)
+
+
 def _assert_bitwise_resume(tmp_path, base, n):
     one = tmp_path / "one"
     train(load_recipe(None, base + [f"out_dir={one}", f"train.steps={2 * n}"]))
     two = tmp_path / "two"
-    train(load_recipe(None, base + [f"out_dir={two}", f"train.steps={n}"]))
+    pm = PluginManager()
+    pm.register(_InterruptAt(n), name="interrupt")
+    stopped = train(load_recipe(None, base + [f"out_dir={two}", f"train.steps={2 * n}"]), plugins=pm)
+    assert stopped.step == n
     state = train(load_recipe(None, base + [f"out_dir={two}", f"train.steps={2 * n}", "resume=auto"]))
     assert state.step == 2 * n
     a, b = _final_tensors(one), _final_tensors(two)
