@@ -9,15 +9,33 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-SCRIPT = textwrap.dedent("""
+# Shared by the scripts below: train toy_grid (command-line overrides) with a test objective.
+PRELUDE = textwrap.dedent("""
     import sys, torch
     from safetensors.torch import save_file
+    import ganforge
     from ganforge.config import load_recipe
     from ganforge.engine import train
     from ganforge.manager import get_plugin_manager
-    import ganforge
-    from ganforge.plugins.objectives import Unconditional
+    from ganforge.plugins.objectives import DOutput, Unconditional
 
+    def train_with(objective_cls, *hooks):
+        class Objectives:
+            @ganforge.hookimpl
+            def ganforge_register_objectives(self, register):
+                register("test_objective", lambda *, generator, discriminator, loss, z_dim:
+                         objective_cls(generator, discriminator, loss, z_dim))
+
+        for i, plugin in enumerate((Objectives(), *hooks)):
+            get_plugin_manager().register(plugin, name=f"test-plugin-{i}")
+        state = train(load_recipe("toy_grid", sys.argv[1:] + ["objective=test_objective"]))
+        acc = state.accelerator
+        weights = {f"G.{k}": v for k, v in acc.unwrap_model(state.generator).state_dict().items()}
+        weights.update({f"D.{k}": v for k, v in acc.unwrap_model(state.discriminator).state_dict().items()})
+        return state, weights
+""")
+
+SCRIPT = PRELUDE + textwrap.dedent("""
     first = {}
 
     class Recording(Unconditional):
@@ -30,23 +48,15 @@ SCRIPT = textwrap.dedent("""
             first.setdefault("frozen", []).append(not any(p.requires_grad for p in self.D.parameters()))
             return super().g_loss(batch)
 
-    class Plugin:
+    class Check:
         @ganforge.hookimpl
         def ganforge_step_end(self, state):  # after the G step (and its all-reduce)
             after = [p.grad for p in state.discriminator.parameters()]
             same = all(torch.equal(a, b) for a, b in zip(state.objective.before, after, strict=True))
             first.setdefault("untouched", []).append(same)
 
-        @ganforge.hookimpl
-        def ganforge_register_objectives(self, register):
-            register("recording", lambda *, generator, discriminator, loss, z_dim:
-                     Recording(generator, discriminator, loss, z_dim))
-
-    get_plugin_manager().register(Plugin(), name="recording")
-    state = train(load_recipe("toy_grid", sys.argv[1:] + ["objective=recording"]))
+    state, out = train_with(Recording, Check())
     acc = state.accelerator
-    out = {f"G.{k}": v for k, v in acc.unwrap_model(state.generator).state_dict().items()}
-    out.update({f"D.{k}": v for k, v in acc.unwrap_model(state.discriminator).state_dict().items()})
     out.update({f"E.{k}": v for k, v in state.ema.module.state_dict().items()})
     out["real"] = first["real"]
     out["frozen"] = torch.tensor(first["frozen"])
@@ -142,15 +152,7 @@ def test_second_run_on_the_same_folder_is_refused(tmp_path):
         pass
 
 
-EQUIV_SCRIPT = textwrap.dedent("""
-    import sys, torch
-    from safetensors.torch import save_file
-    import ganforge
-    from ganforge.config import load_recipe
-    from ganforge.engine import train
-    from ganforge.manager import get_plugin_manager
-    from ganforge.plugins.objectives import DOutput, Unconditional
-
+EQUIV_SCRIPT = PRELUDE + textwrap.dedent("""
     class DataNoise(Unconditional):
         # noise derived from the real batch, so that 2 ranks x B and 1 process x 2B see the
         # same (data, noise) pairs whatever each rank's RNG does
@@ -164,18 +166,8 @@ EQUIV_SCRIPT = textwrap.dedent("""
             real = self._real(batch)
             return self.loss.g_loss(self.D(self.G(real.flip(1) * 0.7))), {}
 
-    class Plugin:
-        @ganforge.hookimpl
-        def ganforge_register_objectives(self, register):
-            register("data_noise", lambda *, generator, discriminator, loss, z_dim:
-                     DataNoise(generator, discriminator, loss, z_dim))
-
-    get_plugin_manager().register(Plugin(), name="data-noise")
-    state = train(load_recipe("toy_grid", sys.argv[1:] + ["objective=data_noise"]))
-    acc = state.accelerator
-    if acc.is_main_process:
-        out = {f"G.{k}": v for k, v in acc.unwrap_model(state.generator).state_dict().items()}
-        out.update({f"D.{k}": v for k, v in acc.unwrap_model(state.discriminator).state_dict().items()})
+    state, out = train_with(DataNoise)
+    if state.accelerator.is_main_process:
         save_file({k: v.contiguous() for k, v in out.items()}, f"{state.output_dir}/weights.safetensors")
 """)
 
