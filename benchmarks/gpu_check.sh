@@ -18,10 +18,29 @@ for p in no bf16 fp16; do
     out_dir=/tmp/run-$p log.progress=false log.every=100 | tail -2
 done
 
-# 2. throughput: mnist_seed at batch 64 against the users' reference loop and a bare eager loop
+# 2. the fast path: the same recipe with the step in CUDA graphs and eager, loss curves side by
+#    side (they must match in distribution, not bitwise: different kernels, different RNG
+#    streams); lazy R1 with n_critic 2 (several graphs) and bf16; train.cuda_graph=true must hold
+for g in true false; do
+  ganforge train mnist_seed data.root=.data/mnist train.steps=600 train.cuda_graph=$g \
+    out_dir=/tmp/fast-$g log.progress=false log.every=100 | tail -3
+done
+python3 - <<'PY'
+import json, statistics
+rows = {g: [json.loads(l) for l in open(f"/tmp/fast-{g}/metrics.jsonl") if '"loss_d"' in l] for g in ("true", "false")}
+for k in ("loss_d", "loss_g", "d_real", "d_fake"):
+    a, b = [r[k] for r in rows["true"][1:]], [r[k] for r in rows["false"][1:]]
+    print(f"{k}: graph mean {statistics.mean(a):.3f} sd {statistics.pstdev(a):.3f} | eager mean {statistics.mean(b):.3f} sd {statistics.pstdev(b):.3f}")
+PY
+ganforge train toy_grid train.steps=400 train.n_critic=2 "penalties=[{name: r1, weight: 0.1, every: 4}]" \
+  train.cuda_graph=true out_dir=/tmp/fast-r1 log.progress=false log.every=100 | tail -3
+ganforge train mnist_dcgan data.root=.data/mnist train.steps=300 train.precision=bf16 train.cuda_graph=true \
+  out_dir=/tmp/fast-bf16 log.progress=false log.every=100 | tail -3
+
+# 3. throughput: mnist_seed at batch 64 against the users' reference loop and a bare eager loop
 python3 benchmarks/throughput.py mnist_seed data.root=.data/mnist --steps 300 --warmup 30 --results "$OUT" | tee "$OUT/mnist_seed.txt"
 
-# 3. DCGAN 64x64 at batch 512 (CIFAR-10-shaped data, generated: throughput does not depend on pixels)
+# 4. DCGAN 64x64 at batch 512 (CIFAR-10-shaped data, generated: throughput does not depend on pixels)
 python3 - <<'PY'
 import pickle, numpy as np, pathlib
 d = pathlib.Path("/tmp/cifar/cifar-10-batches-py"); d.mkdir(parents=True, exist_ok=True)
@@ -34,3 +53,14 @@ for p in no bf16; do
   python3 benchmarks/throughput.py cifar10_dcgan data.root=/tmp/cifar data.batch_size=512 \
     train.precision=$p train.ema=0 --steps 60 --warmup 10 --results "$OUT" | tee "$OUT/dcgan64-$p.txt"
 done
+
+# 5. the loader path: an image folder read by workers (loader-only images/s next to step images/s)
+python3 - <<'PY'
+import pathlib
+from PIL import Image
+d = pathlib.Path("/tmp/imgs"); d.mkdir(exist_ok=True)
+for i in range(4096):
+    Image.new("RGB", (80, 80), (i % 256, (7 * i) % 256, 128)).save(d / f"{i}.jpg")
+PY
+python3 benchmarks/throughput.py cifar10_dcgan data.name=image_folder data.root=/tmp/imgs data.args.size=64 \
+  data.batch_size=256 train.precision=bf16 --steps 40 --warmup 5 --repeats 1 --results "$OUT" | tee "$OUT/imagefolder.txt"

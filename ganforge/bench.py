@@ -11,12 +11,15 @@ absolute figures across runs):
 - ``eager``: a plain PyTorch loop written out by hand: the same models, loss, penalties,
   n_critic and precision, data already on the device as one tensor, batch indices drawn with
   ``torch.randint``. Its ratio to ``ganforge`` is the engine's overhead.
+- ``eager_fp32`` (recipes in bf16/fp16): the same eager loop in fp32, the usual baseline.
 - ``reference`` (MNIST-family recipes only): the loop as users write it: torchvision's MNIST
   dataset + DataLoader (0 workers, ToTensor + Normalize), fp32 eager, sigmoid + ``nn.BCELoss``.
 
 Reported per case: images/s (real images through D per second), ms per generator step,
 achieved TFLOP/s (FLOPs of one step counted with ``torch.utils.flop_counter``), % of the
-device's peak where it is known (``--peak-tflops`` otherwise), and peak memory.
+device's peak where it is known (``--peak-tflops`` otherwise), and peak memory; which step
+ganforge ran (a CUDA graph or the eager step); for datasets read from files, the images/s of
+the engine's data loader alone, to show whether the loader or the step is the limit.
 """
 from __future__ import annotations
 
@@ -89,7 +92,11 @@ def time_ganforge(recipe: Recipe, warmup: int, steps: int) -> dict[str, Any]:
 
         raise GanforgeError(f"training stopped at step {state.step} before the {warmup + steps} "
                             f"steps to time (interrupted?)")
-    return {"seconds": timer.end - timer.start, "device": state.accelerator.device}
+    stepper = state.stepper
+    graphs = getattr(stepper, "graphs", None)
+    path = ("eager step" if graphs is None else
+            f"CUDA graph ({len(graphs)} captured)" if graphs else "fast step, not captured")
+    return {"seconds": timer.end - timer.start, "device": state.accelerator.device, "path": path}
 
 
 def _setup(recipe: Recipe, device: torch.device):
@@ -114,7 +121,12 @@ def _setup(recipe: Recipe, device: torch.device):
 def eager_loop(recipe: Recipe, device: torch.device):
     """A plain PyTorch loop on the recipe's models: returns ``step()`` (one generator step)."""
     dataset, G, D, loss, penalties, opt_g, opt_d = _setup(recipe, device)
-    data = dataset.data.to(device)  # held on the device, normalised per batch like the engine
+    data, normalize = getattr(dataset, "data", None), getattr(dataset, "normalize", None)
+    if not isinstance(data, torch.Tensor):  # read from files: up to 2048 samples, decoded once
+        items = [dataset[i] for i in range(min(len(dataset), 2048))]
+        data = torch.stack([x[0] if isinstance(x, (tuple, list)) else x for x in items])
+        normalize = None
+    data = data.to(device)  # held on the device, normalised per batch like the engine
     n, b, z_dim, t = len(data), recipe.data.batch_size, recipe.train.z_dim, recipe.train
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
     d_steps = [0]
@@ -129,7 +141,8 @@ def eager_loop(recipe: Recipe, device: torch.device):
 
     def step():
         for _ in range(t.n_critic):
-            real = dataset.normalize(data[torch.randint(n, (b,), device=device)])
+            real = data[torch.randint(n, (b,), device=device)]
+            real = normalize(real) if normalize else real
             with autocast():
                 with torch.no_grad():
                     fake = G(torch.randn(b, z_dim, device=device))
@@ -210,6 +223,35 @@ def time_loop(step, device: torch.device, warmup: int, steps: int) -> float:
     return time.perf_counter() - start
 
 
+def loader_images_per_s(recipe: Recipe, device: torch.device, batches: int) -> float | None:
+    """Images/s of the engine's DataLoader alone (its workers, pinned memory, copy to the
+    device), for datasets read from files; None for datasets held in memory (no loader)."""
+    from ganforge.engine import make_loader
+    from ganforge.manager import PluginManager
+
+    dataset = PluginManager().registry.build("dataset", recipe.data.name, recipe.data.args,
+                                             root=recipe.data.root, download=False)
+    if isinstance(getattr(dataset, "data", None), torch.Tensor):
+        return None
+    loader = make_loader(recipe, dataset, device)
+    seen, start, it = 0, None, iter(loader)
+    for i in range(batches + 2):
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(loader)
+            batch = next(it)
+        batch = batch[0] if isinstance(batch, (tuple, list)) else batch
+        batch = batch.to(device, non_blocking=True)
+        if i == 1:  # workers started and the first batches done: time from here
+            _sync(device)
+            start = time.perf_counter()
+        elif i > 1:
+            seen += len(batch)
+    _sync(device)
+    return seen / (time.perf_counter() - start)
+
+
 def count_flops(recipe: Recipe, device: torch.device) -> int:
     """FLOPs of one generator step (n_critic D updates + one G update) of the eager loop."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -231,12 +273,12 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
     # The cases alternate, `repeats` times, and each reports its median: on a shared, noisy
     # machine a slow spell then hits every case instead of whichever ran during it.
     ganforge_s, eager_s, mem_g, mem_e = [], [], 0.0, 0.0
-    eager_step, device = None, None
+    eager_step, device, path = None, None, None
     for _ in range(repeats):
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         timed = time_ganforge(load_recipe(recipe_name, overrides), warmup, steps)
-        device = timed["device"]
+        device, path = timed["device"], timed["path"]
         ganforge_s.append(timed["seconds"])
         mem_g = max(mem_g, _peak_memory(device))
         if device.type == "cuda":
@@ -246,6 +288,12 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
         mem_e = max(mem_e, _peak_memory(device))
     results["ganforge"] = {"seconds": statistics.median(ganforge_s), "all_seconds": ganforge_s, "memory_mib": mem_g}
     results["eager"] = {"seconds": statistics.median(eager_s), "all_seconds": eager_s, "memory_mib": mem_e}
+    if recipe.train.precision != "no":  # the usual baseline: the same eager loop in fp32
+        fp32 = load_recipe(recipe_name, overrides + ["train.precision=no"])
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        seconds = time_loop(eager_loop(fp32, device), device, warmup, steps)
+        results["eager_fp32"] = {"seconds": seconds, "memory_mib": _peak_memory(device)}
 
     if reference is None:
         reference = recipe.data.name in ("mnist", "fashion_mnist") and recipe.data.root is not None
@@ -257,6 +305,7 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
             seconds = time_loop(reference_loop(ref, device, Path(tmp)), device, warmup, steps)
             results["reference"] = {"seconds": seconds, "memory_mib": _peak_memory(device)}
 
+    loader = loader_images_per_s(recipe, device, min(steps, 200))
     flops = count_flops(recipe, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     if peak_tflops is None:
@@ -266,13 +315,14 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
         per_step = images_per_step if case != "reference" else recipe.data.batch_size
         r["images_per_s"] = per_step * steps / r["seconds"]
         r["step_ms"] = 1000 * r["seconds"] / steps
-        case_flops = flops if case != "reference" else None  # the reference loop differs (fp32, no penalties)
+        case_flops = flops if case not in ("reference", "eager_fp32") else None  # different work
         r["tflops"] = case_flops * steps / r["seconds"] / 1e12 if case_flops else None
         r["pct_peak"] = 100 * r["tflops"] / peak_tflops if (r["tflops"] and peak_tflops) else None
     return {
         "recipe": recipe_name, "overrides": overrides, "steps": steps, "warmup": warmup, "repeats": repeats,
         "batch_size": recipe.data.batch_size, "n_critic": recipe.train.n_critic,
         "precision": recipe.train.precision, "flops_per_step": flops, "device": name,
+        "ganforge_path": path, "loader_images_per_s": loader, "num_workers": recipe.data.num_workers,
         "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(), "torch": torch.__version__,
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "peak_tflops": peak_tflops,
         "results": results,
@@ -286,7 +336,7 @@ def table(report: dict[str, Any]) -> str:
              f"torch {report['torch']}; {report['date']}",
              f"batch {report['batch_size']}, n_critic {report['n_critic']}, precision {report['precision']}, "
              f"{report['steps']} timed steps after {report['warmup']} warm-up, median of {report['repeats']} "
-             f"alternating rounds",
+             f"alternating rounds; ganforge ran the {report.get('ganforge_path', '?')}",
              f"{'case':<10} {'images/s':>10} {'ms/step':>8} {'TFLOP/s':>8} {'% peak':>7} {'mem MiB':>8} "
              f"{'vs eager':>9} {'vs reference':>13}"]
     for case, v in r.items():
@@ -298,6 +348,9 @@ def table(report: dict[str, Any]) -> str:
                      f"{fmt(vs_r, '.2f'):>12}{'x' if vs_r else ''}")
     overhead = r["eager"]["images_per_s"] / r["ganforge"]["images_per_s"] - 1
     lines.append(f"ganforge per-step overhead vs the bare eager loop: {100 * overhead:+.1f}%")
+    if report.get("loader_images_per_s"):
+        lines.append(f"data loader alone ({report['num_workers']} workers): "
+                     f"{report['loader_images_per_s']:.0f} images/s")
     return "\n".join(lines)
 
 

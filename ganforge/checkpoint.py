@@ -58,7 +58,9 @@ def split_optimizer_state(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], 
                 tensors[f"{pid}.{key}"] = value
             else:
                 rest.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": sd["param_groups"], "state": rest}
+    # a learning rate held as a tensor (the fast path's decaying rate) is saved as its value
+    groups = [{k: v.item() if torch.is_tensor(v) else v for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "state": rest}
 
 
 def join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:

@@ -70,7 +70,7 @@ class Data:
     download: bool = False  # let torchvision download MNIST / Fashion-MNIST / CIFAR-10
     args: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 64
-    num_workers: int = 0  # DataLoader workers for datasets that are not held in memory
+    num_workers: int | str = "auto"  # DataLoader workers for datasets read from files; auto: cores - 1, up to 8
     on_device: bool | str = "auto"  # auto | true | false: keep an in-memory dataset on the GPU as uint8
 
 
@@ -81,6 +81,7 @@ class Optim:
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     weight_decay: float = 0.0
     lr_decay: str = "none"  # none | linear (to 0 at train.steps), derived from the step: resumable
+    fused: bool | str = "auto"  # fused Adam kernel: auto (on CUDA, and always on the fast path) | true | false
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Train:
     cpu: bool = False  # train on the CPU even when a GPU is present
     sync_bn: bool = False  # SyncBatchNorm in D across processes (CUDA GPUs only)
     channels_last: bool | str = "auto"  # auto (conv models on CUDA) | true | false
+    cuda_graph: bool | str = "auto"  # whole step in one CUDA graph: auto (when possible) | true | false
     nonfinite: str = "skip"  # skip | stop: what a NaN/Inf loss does to its step
     max_nonfinite: int = 10  # with skip: stop after this many non-finite steps in a row
 
@@ -313,6 +315,10 @@ def validate(recipe: Recipe) -> None:
         )
     if t.channels_last not in ("auto", True, False):
         raise ConfigError(f"train.channels_last must be auto, true or false, got '{t.channels_last}'")
+    if t.cuda_graph not in ("auto", True, False):
+        raise ConfigError(f"train.cuda_graph must be auto, true or false, got '{t.cuda_graph}'")
+    if recipe.optim.fused not in ("auto", True, False):
+        raise ConfigError(f"optim.fused must be auto, true or false, got '{recipe.optim.fused}'")
     if t.nonfinite not in ("skip", "stop"):
         raise ConfigError(f"train.nonfinite must be 'skip' or 'stop', got '{t.nonfinite}'")
     for key in ("steps", "n_critic", "z_dim"):
@@ -322,6 +328,9 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"train.ema is a decay in [0, 1), got {t.ema} (0 turns EMA off)")
     if recipe.data.on_device not in ("auto", True, False):
         raise ConfigError(f"data.on_device must be auto, true or false, got '{recipe.data.on_device}'")
+    workers = recipe.data.num_workers
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ConfigError(f"data.num_workers must be auto or a number >= 0, got '{workers}'")
     if recipe.data.batch_size < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {recipe.data.batch_size}")
     if recipe.optim.lr_decay not in ("none", "linear"):

@@ -36,19 +36,21 @@ class TensorDataset(Dataset):
             return x.float().div_(127.5).sub_(1.0)
         return x
 
-    def _fetch(self, index: Any) -> Any:
+    def fetch(self, index: Any) -> Any:
+        """The samples (and labels) at ``index``: an int, or a tensor of indices on the data's
+        device. Only tensor operations, so the fast path captures it in a CUDA graph."""
         x = self.normalize(self.data[index])
         if self.labels is None:
             return x
         return x, self.labels[index]
 
     def __getitem__(self, index: int) -> Any:
-        return self._fetch(index)
+        return self.fetch(index)
 
     def __getitems__(self, indices: list[int]) -> Any:
         # A whole batch in one indexing operation (on the device holding the data); the
         # DataLoader's collate_fn is the identity.
-        return self._fetch(torch.as_tensor(indices, device=self.data.device))
+        return self.fetch(torch.as_tensor(indices, device=self.data.device))
 
 
 def batch_collate(batch: Any) -> Any:

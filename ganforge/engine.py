@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import AutocastKwargs, DataLoaderConfiguration, broadcast_object_list, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from ganforge import checkpoint as ckpt
-from ganforge import plots
+from ganforge import fastpath, plots
 from ganforge.config import Recipe, recipe_from_dict
 from ganforge.data import batch_collate
 from ganforge.errors import CheckpointError, ConfigError, DatasetError, GanforgeError
@@ -42,8 +42,8 @@ class TrainState:
     generator: torch.nn.Module
     discriminator: torch.nn.Module
     ema: AveragedModel | None
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
+    opt_g: torch.optim.Optimizer | None
+    opt_d: torch.optim.Optimizer | None
     output_dir: Path
     dataset: Any = None
     objective: Any = None
@@ -56,6 +56,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     last_checkpoint: Path | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    stepper: Any = None  # EagerStep, or fastpath.GraphStep (the step in CUDA graphs)
 
     @property
     def sampler_generator(self) -> torch.nn.Module:
@@ -114,6 +115,8 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
         mixed_precision=t.precision,
         log_with="wandb" if recipe.log.wandb else None,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=recipe.seed),
+        # autocast's weight-cast cache cannot live across CUDA graph capture
+        kwargs_handlers=[AutocastKwargs(cache_enabled=False)] if t.cuda_graph is not False else [],
     )
     if t.precision == "fp16" and accelerator.device.type == "cpu":
         raise ConfigError(
@@ -285,21 +288,10 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
     if len(dataset) < cfg.data.batch_size * accelerator.num_processes:
         raise DatasetError(f"dataset '{cfg.data.name}' has {len(dataset)} samples, fewer than one "
                            f"batch ({cfg.data.batch_size} x {accelerator.num_processes} processes)")
-    batched = hasattr(dataset, "__getitems__")
     _place_dataset(dataset, cfg.data.on_device, accelerator)
-    loader = DataLoader(
-        dataset, batch_size=cfg.data.batch_size, shuffle=True,
-        drop_last=True,  # constant batch shapes: no odd last batch (the seed script's third bug)
-        collate_fn=batch_collate if batched else None,
-        num_workers=0 if batched else cfg.data.num_workers,
-        persistent_workers=not batched and cfg.data.num_workers > 0,
-        pin_memory=accelerator.device.type == "cuda" and not batched,
-        # its own generator: starting an epoch must not draw from the global RNG that the
-        # noise comes from, or a resumed run would diverge from an uninterrupted one
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
+    loader = make_loader(cfg, dataset, accelerator.device)
 
-    # models, loss, penalties, optimizers
+    # models, loss, penalties, objective
     G, D = build_models(cfg, registry, shape)
     if t.sync_bn:  # must happen before prepare(); NCCL-only in PyTorch
         if accelerator.device.type != "cuda":
@@ -309,23 +301,35 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
     has_conv = any(isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d) for m in [*G.modules(), *D.modules()])
     if t.channels_last is True or (t.channels_last == "auto" and has_conv and accelerator.device.type == "cuda"):
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G, D = accelerator.prepare(G, D)
     loss = registry.build("loss", cfg.loss.name, cfg.loss.args)
     penalties = [(p, registry.build("penalty", p.name, p.args)) for p in cfg.penalties]
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=tuple(cfg.optim.betas),
-                             weight_decay=cfg.optim.weight_decay)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=tuple(cfg.optim.betas),
-                             weight_decay=cfg.optim.weight_decay)
-    G, D, opt_g, opt_d, loader = accelerator.prepare(G, D, opt_g, opt_d, loader)
-    ema = None
-    if t.ema > 0:
-        ema = AveragedModel(accelerator.unwrap_model(G), multi_avg_fn=get_ema_multi_avg_fn(t.ema),
-                            use_buffers=True)
     objective = registry.build("objective", cfg.objective.name, cfg.objective.args,
                                generator=G, discriminator=D, loss=loss, z_dim=t.z_dim)
     metrics = {m.name: registry.build("metric", m.name, m.args, dataset=dataset) for m in cfg.metrics}
-
     out = cfg.output_dir
-    state = TrainState(cfg, accelerator, G, D, ema, opt_g, opt_d, out, dataset, objective, loader)
+    state = TrainState(cfg, accelerator, G, D, None, None, None, out, dataset, objective)
+
+    # the fast path (one CUDA graph per step) when everything allows it; it needs capturable
+    # fused Adam, so this is decided before the optimizers are made
+    reasons = fastpath.reasons_against(state, penalties) if t.cuda_graph is not False else ["train.cuda_graph=false"]
+    if reasons and t.cuda_graph is True:
+        raise ConfigError("train.cuda_graph=true, but the step cannot be captured: "
+                          f"{'; '.join(reasons)}. Use train.cuda_graph=auto to fall back to eager")
+    graph = not reasons
+    if not graph and accelerator.device.type == "cuda":
+        accelerator.print(f"eager training step (no CUDA graph): {'; '.join(reasons)}")
+    fused = graph or cfg.optim.fused is True or (cfg.optim.fused == "auto" and accelerator.device.type == "cuda")
+    opt_g, opt_d = (
+        torch.optim.Adam(module.parameters(), lr=lr, betas=tuple(cfg.optim.betas),
+                         weight_decay=cfg.optim.weight_decay, fused=fused or None, capturable=graph)
+        for module, lr in ((G, cfg.optim.lr_g), (D, cfg.optim.lr_d))
+    )
+    opt_g, opt_d, loader = accelerator.prepare(opt_g, opt_d, loader)
+    if t.ema > 0:
+        state.ema = AveragedModel(accelerator.unwrap_model(G), multi_avg_fn=get_ema_multi_avg_fn(t.ema),
+                                  use_buffers=True)
+    state.opt_g, state.opt_d, state.loader = opt_g, opt_d, loader
     set_seed(cfg.seed, device_specific=True)  # from here on, each rank draws its own noise
 
     if accelerator.is_main_process:
@@ -345,11 +349,39 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
         raise GanforgeError(refusal[0])
     try:
         _resume_or_refuse(state)
-        _run(state, plugins, penalties, metrics, _pause_in_checkpoint)
+        state.stepper = (fastpath.GraphStep(state, penalties, capture=accelerator.device.type == "cuda")
+                         if graph else EagerStep(state, penalties))
+        _run(state, plugins, state.stepper, metrics, _pause_in_checkpoint)
     finally:
         if lock is not None:
             lock.__exit__()
     return state
+
+
+def make_loader(cfg: Recipe, dataset: Any, device: torch.device) -> DataLoader:
+    """The training DataLoader: whole batches by one indexing operation for in-memory datasets;
+    worker processes, pinned memory (on CUDA) and persistent workers for datasets read from
+    files; shuffled, with the last incomplete batch dropped."""
+    batched = hasattr(dataset, "__getitems__")
+    workers = 0 if batched else _workers(cfg.data.num_workers)
+    return DataLoader(
+        dataset, batch_size=cfg.data.batch_size, shuffle=True,
+        drop_last=True,  # constant batch shapes: no odd last batch (the seed script's third bug)
+        collate_fn=batch_collate if batched else None,
+        num_workers=workers, persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda" and not batched,
+        # its own generator: starting an epoch must not draw from the global RNG that the
+        # noise comes from, or a resumed run would diverge from an uninterrupted one
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+
+def _workers(setting: int | str) -> int:
+    """data.num_workers: a number, or auto = one per core beyond the training process's, up to 8."""
+    if setting == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(8, cores - 1))
+    return int(setting)
 
 
 def _place_dataset(dataset: Any, setting: bool | str, acc: Accelerator) -> None:
@@ -405,10 +437,124 @@ def _batches(state: TrainState, loader: DataLoader):
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
 
 
-def _run(state: TrainState, plugins: PluginManager, penalties, metrics, pause_hook) -> None:
+def discriminator_loss(state: TrainState, batch: Any, penalties: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """D's loss for one batch, with the given ``(Penalty, fn)`` pairs added (in fp32, scaled
+    by ``weight * every`` for lazy regularisation), and the statistics to log."""
+    acc = state.accelerator
+    with acc.autocast():
+        d = state.objective.d_loss(batch)
+    loss_d, stats = d.loss, dict(d.stats)
+    for p, fn in penalties:
+        with torch.autocast(acc.device.type, enabled=False):  # penalties in fp32
+            value = fn(state.discriminator, d.real, d.fake)
+        stats[f"penalty_{p.name}"] = value.detach()
+        loss_d = loss_d + (p.weight * p.every) * value
+    return loss_d, stats
+
+
+def generator_loss(state: TrainState, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """G's loss (D must be frozen by the caller) and the statistics to log."""
+    with state.accelerator.autocast():
+        return state.objective.g_loss(batch)
+
+
+class EagerStep:
+    """One training step in plain PyTorch (any device, any number of processes, any plugin):
+    ``n_critic`` D updates on fresh batches, one G update with D frozen, the EMA update.
+
+    A non-finite loss skips the whole step's remaining updates (checked with one scalar
+    synchronisation per loss). ``take()`` returns the summed logged values since its last call.
+    """
+
+    def __init__(self, state: TrainState, penalties: list):
+        self.state, self.penalties = state, penalties
+        acc = state.accelerator
+        self.batches = _batches(state, state.loader)
+        self.G_plain = acc.unwrap_model(state.generator)  # once: ~0.4 ms a call on a CPU
+        # Accelerate's optimizer wrapper re-checks optional packages and signatures on every
+        # zero_grad/step (~1 ms per step on a 2-core CPU, measured with benchmarks/throughput.py).
+        # Without a GradScaler (fp16) it only forwards to the wrapped optimizer, so do that.
+        direct = getattr(acc, "scaler", None) is None
+        self.opt_d = state.opt_d.optimizer if direct else state.opt_d
+        self.opt_g = state.opt_g.optimizer if direct else state.opt_g
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.consecutive_bad = 0
+
+    def take(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """Sums of the logged values over the good steps since the last call, and how many
+        steps each sum holds (a lazy penalty's value is there only when it was computed)."""
+        sums, counts = self.sums, self.counts
+        self.sums, self.counts = {}, {}
+        return sums, counts
+
+    def sync(self) -> None:
+        """Nothing to do: the eager step keeps its counters in the state."""
+
+    def __call__(self) -> None:
+        state, cfg, t = self.state, self.state.config, self.state.config.train
+        acc, D = state.accelerator, state.discriminator
+        if cfg.optim.lr_decay == "linear":  # a function of the step alone: nothing to checkpoint
+            factor = 1.0 - state.step / t.steps
+            for opt, lr in ((self.opt_d, cfg.optim.lr_d), (self.opt_g, cfg.optim.lr_g)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * factor
+        # --- discriminator: n_critic updates on fresh real batches
+        bad, stats = False, {}
+        for _ in range(t.n_critic):
+            batch = next(self.batches)
+            state.d_steps += 1
+            due = [(p, fn) for p, fn in self.penalties if state.d_steps % p.every == 0]
+            loss_d, new_stats = discriminator_loss(state, batch, due)
+            stats.update(new_stats)  # the last D step's, and any penalty computed in this step
+            self.opt_d.zero_grad(set_to_none=True)
+            if not _finite(loss_d):  # one scalar sync per step: never apply a NaN/Inf update
+                bad = True
+                break
+            acc.backward(loss_d)
+            self.opt_d.step()
+
+        # --- generator: D frozen, so its gradients are neither computed nor all-reduced
+        if not bad:
+            D.requires_grad_(False)
+            loss_g, g_stats = generator_loss(state, batch)
+            self.opt_g.zero_grad(set_to_none=True)
+            if _finite(loss_g):
+                acc.backward(loss_g)
+                self.opt_g.step()
+            else:
+                bad = True
+            D.requires_grad_(True)
+        else:
+            loss_g, g_stats = torch.full((), float("nan"), device=acc.device), {}
+        if bad:
+            state.skipped += 1
+            self.consecutive_bad += 1
+            acc.print(f"step {state.step + 1}: non-finite loss (D {float(loss_d.detach())}, G {float(loss_g.detach())}); "
+                      f"update skipped ({state.skipped} skipped so far)")
+            if t.nonfinite == "stop" or self.consecutive_bad >= t.max_nonfinite:
+                raise GanforgeError(
+                    f"training stopped at step {state.step}: non-finite losses "
+                    f"({self.consecutive_bad} in a row). Lower the learning rates, add a penalty "
+                    f"(penalties: [{{name: r1, weight: 10}}]) or use train.precision=no. Last "
+                    f"checkpoint: {state.last_checkpoint or 'none'}"
+                )
+            return
+        self.consecutive_bad = 0
+        if state.ema is not None:
+            if state.step < t.ema_start:
+                state.ema.module.load_state_dict(self.G_plain.state_dict())
+            else:
+                state.ema.update_parameters(self.G_plain)
+        for k, v in {"loss_d": loss_d, "loss_g": loss_g, **stats, **g_stats}.items():
+            v = v.detach().float()  # accumulated on the device; synchronised only when logging
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+
+def _run(state: TrainState, plugins: PluginManager, stepper: Any, metrics, pause_hook) -> None:
     acc, cfg, t, log = state.accelerator, state.config, state.config.train, state.config.log
-    G, D, opt_g, opt_d, objective = state.generator, state.discriminator, state.opt_g, state.opt_d, state.objective
-    batches = _batches(state, state.loader)
+    objective = state.objective
     main = acc.is_main_process
     fixed_noise = objective.noise(log.n_samples, acc.device, torch.Generator(acc.device).manual_seed(cfg.seed))
     metrics_file = state.output_dir / "metrics.jsonl"
@@ -429,101 +575,25 @@ def _run(state: TrainState, plugins: PluginManager, penalties, metrics, pause_ho
 
     bar = tqdm(total=t.steps, initial=state.step, disable=not (main and log.progress),
                desc=cfg.name, dynamic_ncols=True)
-    sums: dict[str, torch.Tensor] = {}
-    window_start, window_steps, finished_ok, consecutive_bad = time.perf_counter(), 0, 0, 0
+    window_start, window_steps = time.perf_counter(), 0
     batch_size = cfg.data.batch_size * acc.num_processes
 
-    G_plain = acc.unwrap_model(G)  # once: unwrapping costs ~0.4 ms a call on a CPU
-
-    # Accelerate's optimizer wrapper re-checks optional packages and signatures on every
-    # zero_grad/step (~1 ms per step on a 2-core CPU, measured with benchmarks/throughput.py).
-    # Without a GradScaler (fp16) it only forwards to the wrapped optimizer, so do that.
-    direct = getattr(acc, "scaler", None) is None
-
-    def zero_grad(opt):
-        (opt.optimizer if direct else opt).zero_grad(set_to_none=True)
-
-    def step(opt):
-        (opt.optimizer if direct else opt).step()
-
     while state.step < t.steps and not interrupted:
-        if cfg.optim.lr_decay == "linear":  # a function of the step alone: nothing to checkpoint
-            factor = 1.0 - state.step / t.steps
-            for opt, lr in ((opt_d, cfg.optim.lr_d), (opt_g, cfg.optim.lr_g)):
-                for group in opt.param_groups:
-                    group["lr"] = lr * factor
-        # --- discriminator: n_critic updates on fresh real batches
-        bad = False
-        for _ in range(t.n_critic):
-            batch = next(batches)
-            with acc.autocast():
-                d = objective.d_loss(batch)
-            loss_d = d.loss
-            stats = dict(d.stats)
-            state.d_steps += 1
-            for p, fn in penalties:
-                if state.d_steps % p.every == 0:
-                    with torch.autocast(acc.device.type, enabled=False):  # penalties in fp32
-                        value = fn(D, d.real, d.fake)
-                    stats[f"penalty_{p.name}"] = value.detach()
-                    loss_d = loss_d + (p.weight * p.every) * value
-            zero_grad(opt_d)
-            if not _finite(loss_d):  # one scalar sync per step: never apply a NaN/Inf update
-                bad = True
-                break
-            acc.backward(loss_d)
-            step(opt_d)
-
-        # --- generator: D frozen, so its gradients are neither computed nor all-reduced
-        if not bad:
-            D.requires_grad_(False)
-            with acc.autocast():
-                loss_g, g_stats = objective.g_loss(batch)
-            zero_grad(opt_g)
-            if _finite(loss_g):
-                acc.backward(loss_g)
-                step(opt_g)
-            else:
-                bad = True
-            D.requires_grad_(True)
-        else:
-            loss_g, g_stats = torch.full((), float("nan"), device=acc.device), {}
-        if bad:
-            state.skipped += 1
-            consecutive_bad += 1
-            acc.print(f"step {state.step + 1}: non-finite loss (D {float(loss_d.detach())}, G {float(loss_g.detach())}); "
-                      f"update skipped ({state.skipped} skipped so far)")
-            if t.nonfinite == "stop" or consecutive_bad >= t.max_nonfinite:
-                raise GanforgeError(
-                    f"training stopped at step {state.step}: non-finite losses "
-                    f"({consecutive_bad} in a row). Lower the learning rates, add a penalty "
-                    f"(penalties: [{{name: r1, weight: 10}}]) or use train.precision=no. Last "
-                    f"checkpoint: {state.last_checkpoint or 'none'}"
-                )
-        else:
-            consecutive_bad = 0
-            if state.ema is not None:
-                if state.step < t.ema_start:
-                    state.ema.module.load_state_dict(G_plain.state_dict())
-                else:
-                    state.ema.update_parameters(G_plain)
+        stepper()  # n_critic D updates, one G update, EMA (eager, or one CUDA graph replay)
         state.step += 1
         window_steps += 1
         bar.update(1)
 
-        if not bad:  # accumulate on the device; synchronise only when logging
-            finished_ok += 1
-            for k, v in {"loss_d": loss_d, "loss_g": loss_g, **stats, **g_stats}.items():
-                v = v.detach().float()
-                sums[k] = sums[k] + v if k in sums else v
         logs: dict[str, Any] = {}
         last = state.step == t.steps or bool(interrupted)
         if state.step % log.every == 0 or last:
+            sums, counts = stepper.take()  # the first synchronisation since the last log
             elapsed = time.perf_counter() - window_start
-            names = sorted(sums)
+            names = sorted(k for k in sums if counts[k])
             logs = {}
-            if names:
-                values = acc.reduce(torch.stack([sums[k] for k in names]), reduction="mean") / max(finished_ok, 1)
+            if names:  # means over the steps that computed each value (the same on every rank)
+                values = acc.reduce(torch.stack([sums[k] for k in names]), reduction="mean")
+                values = values / torch.tensor([counts[k] for k in names], device=values.device)
                 logs = {k: float(v) for k, v in zip(names, values.tolist(), strict=True)}
             logs.update(step=state.step, epoch=state.epoch, skipped=state.skipped,
                         images_per_s=window_steps * t.n_critic * batch_size / max(elapsed, 1e-9))
@@ -534,7 +604,7 @@ def _run(state: TrainState, plugins: PluginManager, penalties, metrics, pause_ho
                 if "loss_d" in logs:
                     bar.set_postfix(d=f"{logs['loss_d']:.3f}", g=f"{logs['loss_g']:.3f}")
             acc.log({f"train/{k}": v for k, v in logs.items() if k != "step"}, step=state.step)
-            sums, window_start, window_steps, finished_ok = {}, time.perf_counter(), 0, 0
+            window_start, window_steps = time.perf_counter(), 0
         if main:
             plugins.step_end(state, logs)
 
@@ -543,9 +613,11 @@ def _run(state: TrainState, plugins: PluginManager, penalties, metrics, pause_ho
         if log.eval_every and metrics and state.step % log.eval_every == 0 and not last:
             _evaluate(state, metrics)
         if log.checkpoint_every and state.step % log.checkpoint_every == 0 and not last:
+            stepper.sync()
             save_checkpoint(state, plugins, pause_hook)
 
     bar.close()
+    stepper.sync()
     for s, h in old_handlers.items():
         signal.signal(s, h)
 

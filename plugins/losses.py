@@ -18,9 +18,12 @@ class Loss:
 
     ``probabilistic`` says whether ``sigmoid(logit)`` is a probability that the sample is
     real (so ganforge logs mean D(x), D(G(z)) as probabilities) or a critic score (logged raw).
+    ``capturable`` says that both losses are tensor code only, so the fast path may capture
+    them in a CUDA graph (see ``ganforge.fastpath``).
     """
 
     probabilistic = False
+    capturable = False
 
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -35,6 +38,8 @@ class Loss:
 
 class BCE(Loss):
     """Non-saturating BCE: L_D = -log D(x) - log(1 - D(G(z))), L_G = -log D(G(z))."""
+
+    capturable = True
 
     probabilistic = True
 
@@ -55,6 +60,8 @@ class Minimax(BCE):
 class Hinge(Loss):
     """Hinge loss (Lim & Ye 2017; SAGAN, BigGAN)."""
 
+    capturable = True
+
     def d_loss(self, real, fake):
         return F.relu(1.0 - real.float()).mean() + F.relu(1.0 + fake.float()).mean()
 
@@ -65,6 +72,8 @@ class Hinge(Loss):
 class Wasserstein(Loss):
     """Wasserstein critic loss (Arjovsky et al. 2017); pair it with penalty 'gp' (WGAN-GP)."""
 
+    capturable = True
+
     def d_loss(self, real, fake):
         return fake.float().mean() - real.float().mean()
 
@@ -74,6 +83,8 @@ class Wasserstein(Loss):
 
 class LeastSquares(Loss):
     """Least-squares GAN (Mao et al. 2017), targets 1 for real and 0 for fake."""
+
+    capturable = True
 
     def d_loss(self, real, fake):
         return 0.5 * ((real.float() - 1.0) ** 2).mean() + 0.5 * (fake.float() ** 2).mean()

@@ -30,7 +30,15 @@ class DOutput:
 
 
 class Objective:
-    """Interface of an objective (see :class:`Unconditional` for the reference)."""
+    """Interface of an objective (see :class:`Unconditional` for the reference).
+
+    Set ``capturable = True`` when ``d_loss`` and ``g_loss`` are tensor code only (no
+    ``.item()``, no Python branch on a tensor's value, the same shapes every step, random
+    numbers from torch's default generator): then the engine may capture the whole training
+    step in a CUDA graph (``ganforge.fastpath``). Otherwise it runs the eager step.
+    """
+
+    capturable = False
 
     def noise(self, n: int, device: torch.device | str = "cpu",
               generator: torch.Generator | None = None) -> Any:
@@ -52,6 +60,8 @@ class Objective:
 
 class Unconditional(Objective):
     """Unconditional GAN: G(z) with z ~ N(0, I) against the data; labels are ignored."""
+
+    capturable = True  # tensor code only: the fast path may capture it in a CUDA graph
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, loss: Any, z_dim: int):
         self.G, self.D, self.loss, self.z_dim = generator, discriminator, loss, z_dim

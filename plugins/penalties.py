@@ -1,7 +1,8 @@
 """Discriminator regularisers, usable with any loss.
 
 The engine adds ``weight * every * penalty(D, real, fake)`` to D's loss every ``every`` D steps
-(lazy regularisation, Karras et al. 2020) and computes it in fp32. Gradients with respect to
+(lazy regularisation, Karras et al. 2020) and computes it in fp32. A penalty with
+``capturable = True`` is tensor code only and may be captured in a CUDA graph. Gradients with respect to
 the inputs come from ``torch.autograd.grad(..., create_graph=True)`` followed by one backward
 through the (DDP-wrapped) model, which gives correctly averaged gradients under DDP.
 """
@@ -25,6 +26,8 @@ def _input_grad(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class R1:
     """R1 penalty (Mescheder et al. 2018): 0.5 * E ||grad_x D(x)||^2 on real data."""
 
+    capturable = True  # tensor code only (see ganforge.fastpath)
+
     def __call__(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return 0.5 * _input_grad(D, real).pow(2).sum(1).mean()
 
@@ -32,6 +35,8 @@ class R1:
 class GradientPenalty:
     """WGAN-GP gradient penalty (Gulrajani et al. 2017): E (||grad D(x_hat)|| - 1)^2 on
     random interpolates of real and fake samples."""
+
+    capturable = True  # tensor code only (see ganforge.fastpath)
 
     def __init__(self, target: float = 1.0):
         self.target = target

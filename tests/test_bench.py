@@ -25,3 +25,24 @@ def test_bench_reports_every_case_consistently(tmp_path, run_cli):
     assert saved["results"]["ganforge"]["step_ms"] > 0 and "reference" not in saved["results"]
     assert saved["torch"] and saved["device"] and saved["date"]
 
+
+
+def test_bench_times_the_loader_of_a_file_dataset_and_names_the_step_path(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(48):
+        Image.new("RGB", (20, 20), (5 * i, 0, 255 - 5 * i)).save(folder / f"{i}.png")
+    overrides = ["data.name=image_folder", f"data.root={folder}", "data.args.size=16",
+                 "data.batch_size=8", "data.num_workers=1", "generator=dcgan", "discriminator=dcgan",
+                 "generator.args.ngf=8", "discriminator.args.ndf=8"]
+    report = run("toy_grid", overrides, warmup=1, steps=3, repeats=1)
+    assert report["ganforge_path"] == "eager step"  # a CPU: nothing to capture
+    assert report["num_workers"] == 1 and report["loader_images_per_s"] > 0
+    assert "data loader alone (1 workers)" in table(report)
+    # an in-memory dataset has no loader to time; bf16 also times the fp32 eager baseline
+    report = run("toy_grid", ["train.precision=bf16"], warmup=1, steps=2, repeats=1)
+    assert report["loader_images_per_s"] is None
+    assert set(report["results"]) == {"ganforge", "eager", "eager_fp32"}
+    assert report["results"]["eager_fp32"]["tflops"] is None

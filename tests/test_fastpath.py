@@ -1,0 +1,156 @@
+"""The fast path (ganforge.fastpath): the function that a GPU captures in a CUDA graph, run
+here on the CPU without capture, must train exactly the model the eager step trains.
+
+Both runs use fused Adam (``optim.fused=true``) so that the optimizer kernel is the same one;
+the fast path is forced on the CPU by declaring that nothing stands against it.
+"""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ganforge import fastpath
+from ganforge.config import load_recipe
+from ganforge.engine import EagerStep, train
+from ganforge.errors import ConfigError, GanforgeError
+from ganforge.manager import PluginManager
+
+from test_reliability import NaNLoss, _InterruptAt
+
+QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0", "optim.fused=true"]
+# toy MLP: 2 D steps per G step, lazy R1 every 3rd D step (so the pattern of penalised D steps
+# changes from step to step), EMA starting at step 5, 1000 points in batches of 64: 15 batches
+# an epoch, so 40 steps cross 5 epoch boundaries
+TOY = ["train.steps=40", "train.n_critic=2", "data.args.n=1000", "data.batch_size=64",
+       "penalties=[{name: r1, weight: 0.1, every: 3}]", "train.ema=0.9", "train.ema_start=5",
+       "log.every=10", "log.checkpoint_every=20", *QUICK]
+
+
+def _train(tmp_path, monkeypatch, graph, recipe, overrides, plugins=None):
+    with monkeypatch.context() as m:
+        if graph:  # the CPU has no CUDA graphs: run the function that would be captured
+            m.setattr(fastpath, "reasons_against", lambda state, penalties: [])
+        state = train(load_recipe(recipe, [f"out_dir={tmp_path}", *overrides]), plugins=plugins)
+    assert isinstance(state.stepper, fastpath.GraphStep if graph else EagerStep)
+    if graph:
+        assert not state.stepper.graphs  # nothing captured on a CPU
+    return state
+
+
+def _checkpoint(folder):
+    return {f.stem: load_file(str(f)) for f in sorted(folder.glob("*.safetensors"))}
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_same_run(a, b, out_a, out_b):
+    for field in ("step", "d_steps", "epoch", "batch_in_epoch", "skipped"):
+        assert getattr(a, field) == getattr(b, field), field
+    ckpts_a = sorted((out_a / "checkpoints").iterdir())
+    ckpts_b = sorted((out_b / "checkpoints").iterdir())
+    assert [c.name for c in ckpts_a] == [c.name for c in ckpts_b] and len(ckpts_a) >= 2
+    for ca, cb in zip(ckpts_a, ckpts_b, strict=True):  # weights, EMA, Adam moments, RNG
+        ta, tb = _checkpoint(ca), _checkpoint(cb)
+        assert ta.keys() == tb.keys()
+        for name in ta:
+            assert ta[name].keys() == tb[name].keys(), name
+            for key in ta[name]:
+                assert torch.equal(ta[name][key], tb[name][key]), f"{ca.name}/{name}/{key}"
+    rows_a = [{k: v for k, v in r.items() if k != "images_per_s"} for r in _rows(out_a)]
+    rows_b = [{k: v for k, v in r.items() if k != "images_per_s"} for r in _rows(out_b)]
+    assert rows_a == rows_b  # the same logged losses, D(x), penalties, epochs
+
+
+@pytest.mark.parametrize("decay", ["none", "linear"])
+def test_graph_step_trains_the_same_model_as_the_eager_step(tmp_path, monkeypatch, decay):
+    overrides = [*TOY, f"optim.lr_decay={decay}"]
+    eager = _train(tmp_path / "eager", monkeypatch, False, "toy_grid", overrides)
+    graph = _train(tmp_path / "graph", monkeypatch, True, "toy_grid", overrides)
+    _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
+    assert "penalty_r1" in _rows(tmp_path / "graph")[0]
+    # and it learned something: the losses moved
+    assert len({r["loss_d"] for r in _rows(tmp_path / "graph")}) > 1
+
+
+def test_graph_step_matches_eager_for_a_conv_gan_with_batchnorm(tmp_path, monkeypatch, mnist_dir):
+    overrides = [f"data.root={mnist_dir}", "data.batch_size=32", "generator.args.ngf=8",
+                 "discriminator.args.ndf=8", "train.steps=12", "train.ema=0.5", "log.every=4",
+                 "log.checkpoint_every=6", *QUICK]
+    eager = _train(tmp_path / "eager", monkeypatch, False, "mnist_dcgan", overrides)
+    graph = _train(tmp_path / "graph", monkeypatch, True, "mnist_dcgan", overrides)
+    _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
+
+
+def test_graph_step_resumes_exactly(tmp_path, monkeypatch):
+    """Stopped by SIGINT at step 17 (mid-epoch) and resumed on the fast path = one
+    uninterrupted eager run (linear learning-rate decay on)."""
+    overrides = [*TOY, "optim.lr_decay=linear"]
+    eager = _train(tmp_path / "eager", monkeypatch, False, "toy_grid", overrides)
+    pm = PluginManager()
+    pm.register(_InterruptAt(17), name="interrupt")
+    stopped = _train(tmp_path / "graph", monkeypatch, True, "toy_grid", overrides, plugins=pm)
+    assert stopped.step == 17
+    resumed = _train(tmp_path / "graph", monkeypatch, True, "toy_grid", [*overrides, "resume=auto"])
+    assert resumed.step == eager.step == 40
+    final_e = _checkpoint(tmp_path / "eager" / "checkpoints" / "step-00000040")
+    final_g = _checkpoint(tmp_path / "graph" / "checkpoints" / "step-00000040")
+    for name in ("generator", "discriminator", "generator_ema", "optimizer_g", "optimizer_d"):
+        for key in final_e[name]:
+            assert torch.equal(final_e[name][key], final_g[name][key]), f"{name}/{key}"
+
+
+def test_graph_step_skips_nonfinite_updates_and_counts_them(tmp_path, monkeypatch):
+    pm = PluginManager()
+    pm.register(NaNLoss({3, 4}), name="nan")
+    state = _train(tmp_path, monkeypatch, True, "toy_grid",
+                   ["loss=flaky", "train.steps=8", "log.every=4", *QUICK], plugins=pm)
+    assert state.skipped == 2 and state.step == 8
+    rows = _rows(tmp_path)
+    assert rows[0]["skipped"] == 2 and all(json.dumps(r).count("NaN") == 0 for r in rows)
+    for tensors in _checkpoint(tmp_path / "checkpoints" / "step-00000008").values():
+        assert all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())
+
+
+def test_graph_step_stops_on_a_run_of_nonfinite_losses(tmp_path, monkeypatch):
+    pm = PluginManager()
+    pm.register(NaNLoss(set(range(3, 100))), name="nan")
+    # the fast path learns of them when it next logs (no synchronisation per step)
+    with pytest.raises(GanforgeError, match=r"stopped at step 5: non-finite losses \(3 in a row\)"):
+        _train(tmp_path, monkeypatch, True, "toy_grid",
+               ["loss=flaky", "train.steps=50", "train.max_nonfinite=3", "log.every=5", *QUICK],
+               plugins=pm)
+
+
+def test_cuda_graph_true_where_it_cannot_be_captured_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        train(load_recipe("toy_grid", [f"out_dir={tmp_path}", "train.cuda_graph=true",
+                                       "train.steps=2", *QUICK]))
+    assert "the device is cpu, not a CUDA GPU" in str(err.value)
+    assert "train.cuda_graph=auto" in str(err.value)
+    assert not (tmp_path / "checkpoints").exists()  # refused before anything was written
+
+
+def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
+    from types import SimpleNamespace
+
+    recipe = load_recipe("toy_grid", ["loss=hinge", "penalties=[{name: gp}]"])
+    dataset = SimpleNamespace(data=[1, 2])  # not a tensor: read by workers, say
+    objective = SimpleNamespace(loss=SimpleNamespace(), capturable=False)
+    acc = SimpleNamespace(device=torch.device("cpu"), num_processes=2)
+    state = SimpleNamespace(config=recipe, accelerator=acc, dataset=dataset, objective=objective)
+    penalty = (recipe.penalties[0], object())
+    reasons = fastpath.reasons_against(state, [penalty])
+    text = "; ".join(reasons)
+    for part in ("not a CUDA GPU", "2 processes", "dataset 'toy_grid'", "loss 'hinge'",
+                 "objective 'unconditional'", "penalty 'gp'"):
+        assert part in text, part
+    # the built-ins themselves are all capturable
+    from ganforge.plugins.losses import BCE, Hinge, LeastSquares, Minimax, Wasserstein
+    from ganforge.plugins.objectives import Unconditional
+    from ganforge.plugins.penalties import R1, GradientPenalty
+
+    for part in (BCE, Hinge, LeastSquares, Minimax, Wasserstein, Unconditional, R1, GradientPenalty):
+        assert part.capturable is True, part
