@@ -43,7 +43,7 @@ def reasons_against(state: Any, penalties: list) -> list[str]:
         reasons.append("fp16 needs a GradScaler whose scale changes between steps (use bf16)")
     data = getattr(dataset, "data", None)
     if not (callable(getattr(dataset, "fetch", None)) and isinstance(data, torch.Tensor)
-            and data.device == acc.device):
+            and data.device.type == acc.device.type):
         reasons.append(f"dataset '{cfg.data.name}' is not held on the GPU as one tensor with "
                        f"fetch(indices) (data.on_device, in-memory datasets only)")
     loss = getattr(state.objective, "loss", None)
@@ -55,6 +55,16 @@ def reasons_against(state: Any, penalties: list) -> list[str]:
         if not getattr(fn, "capturable", False):
             reasons.append(f"penalty '{p.name}' does not declare capturable = True")
     return reasons
+
+
+def _make_capturable(opt: torch.optim.Optimizer) -> None:
+    """Fused, capturable Adam, also after loading a checkpoint written by the eager step
+    (``load_state_dict`` restores the saved flags, and Adam's step counts on the CPU)."""
+    for group in opt.param_groups:
+        group["fused"], group["capturable"] = True, True
+    for param, values in opt.state.items():
+        if torch.is_tensor(values.get("step")):
+            values["step"] = values["step"].to(param.device, torch.float32)
 
 
 class GraphStep:
@@ -72,6 +82,8 @@ class GraphStep:
         cfg, acc = state.config, state.accelerator
         self.device = device = acc.device
         self.opt_d, self.opt_g = state.opt_d.optimizer, state.opt_g.optimizer
+        for opt in (self.opt_d, self.opt_g):
+            _make_capturable(opt)
         self.G_plain = acc.unwrap_model(state.generator)
         self.batch_size, self.n_critic = cfg.data.batch_size, cfg.train.n_critic
         self.per_epoch = len(state.dataset) // self.batch_size  # drop_last, like the loader
@@ -95,6 +107,7 @@ class GraphStep:
                     self.lr_base.append((group["lr"], lr))
         ema = state.ema
         if ema is not None:
+            ema.n_averaged = ema.n_averaged.to(device)  # AveragedModel keeps it on the CPU
             pairs = list(zip([*ema.module.parameters(), *ema.module.buffers()],
                              [*self.G_plain.parameters(), *self.G_plain.buffers()], strict=True))
             self.ema_float = [(e.detach(), m.detach()) for e, m in pairs if e.is_floating_point()]

@@ -251,7 +251,10 @@ PENALTY_SCRIPT = textwrap.dedent("""
             manual = [m + g / world for m, g in zip(manual, grads)]
         results[name] = max((a - b).abs().max().item() for a, b in zip(ddp_grads, manual))
         results[name + "_scale"] = max(m.abs().max().item() for m in manual)
-    print("RESULT", rank, results, flush=True)
+    # one write per line: print() writes the text and the newline separately, and the two
+    # ranks share one pipe, so their lines could run together
+    sys.stdout.write(f"RESULT {rank} {results}\\n")
+    sys.stdout.flush()
 """)
 
 

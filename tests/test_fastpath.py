@@ -84,14 +84,15 @@ def test_graph_step_matches_eager_for_a_conv_gan_with_batchnorm(tmp_path, monkey
     _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
 
 
-def test_graph_step_resumes_exactly(tmp_path, monkeypatch):
-    """Stopped by SIGINT at step 17 (mid-epoch) and resumed on the fast path = one
-    uninterrupted eager run (linear learning-rate decay on)."""
+@pytest.mark.parametrize("first", ["graph", "eager"])
+def test_graph_step_resumes_exactly(tmp_path, monkeypatch, first):
+    """Stopped by SIGINT at step 17 (mid-epoch) on either path and resumed on the fast path =
+    one uninterrupted eager run (linear learning-rate decay on)."""
     overrides = [*TOY, "optim.lr_decay=linear"]
     eager = _train(tmp_path / "eager", monkeypatch, False, "toy_grid", overrides)
     pm = PluginManager()
     pm.register(_InterruptAt(17), name="interrupt")
-    stopped = _train(tmp_path / "graph", monkeypatch, True, "toy_grid", overrides, plugins=pm)
+    stopped = _train(tmp_path / "graph", monkeypatch, first == "graph", "toy_grid", overrides, plugins=pm)
     assert stopped.step == 17
     resumed = _train(tmp_path / "graph", monkeypatch, True, "toy_grid", [*overrides, "resume=auto"])
     assert resumed.step == eager.step == 40
