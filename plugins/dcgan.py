@@ -68,20 +68,37 @@ class DCGANGenerator(nn.Module):
         return self.net(z.view(z.shape[0], self.z_dim, 1, 1))
 
 
+NORMS = ("batch", "spectral", "none")
+
+
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, in_shape: Sequence[int], ndf: int = 64):
+    """``norm``: ``batch`` (the paper: BatchNorm after every conv but the first), ``spectral``
+    (spectral normalisation of every conv, no BatchNorm: Miyato et al. 2018) or ``none`` (for
+    use with a gradient penalty such as R1, which BatchNorm in D interferes with)."""
+
+    def __init__(self, in_shape: Sequence[int], ndf: int = 64, norm: str = "batch"):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got '{norm}'")
         channels, base, steps = _plan(in_shape)
-        layers: list[nn.Module] = [nn.Conv2d(channels, ndf, 4, 2, 1, bias=False),
-                                   nn.LeakyReLU(0.2, inplace=True)]
+        bias = norm != "batch"  # BatchNorm has its own shift
+
+        def conv(c_in: int, c_out: int, *args: int) -> nn.Module:
+            layer = nn.Conv2d(c_in, c_out, *args, bias=bias)
+            return nn.utils.parametrizations.spectral_norm(layer) if norm == "spectral" else layer
+
+        layers: list[nn.Module] = [conv(channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
         width = ndf
         for _ in range(steps - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(width * 2), nn.LeakyReLU(0.2, inplace=True)]
+            layers.append(conv(width, width * 2, 4, 2, 1))
+            if norm == "batch":
+                layers.append(nn.BatchNorm2d(width * 2))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
             width *= 2
-        layers.append(nn.Conv2d(width, 1, base, 1, 0, bias=False))
+        layers.append(conv(width, 1, base, 1, 0))
         self.net = nn.Sequential(*layers)
-        self.apply(_init_weights)
+        if norm != "spectral":  # spectral norm rescales the weights itself
+            self.apply(_init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).view(-1)
@@ -92,9 +109,9 @@ def dcgan_generator(*, z_dim: int, out_shape: Sequence[int], ngf: int = 64) -> D
     return DCGANGenerator(z_dim, out_shape, ngf)
 
 
-def dcgan_discriminator(*, in_shape: Sequence[int], ndf: int = 64) -> DCGANDiscriminator:
-    """DCGAN discriminator (Radford et al. 2015) returning logits."""
-    return DCGANDiscriminator(in_shape, ndf)
+def dcgan_discriminator(*, in_shape: Sequence[int], ndf: int = 64, norm: str = "batch") -> DCGANDiscriminator:
+    """DCGAN discriminator (Radford et al. 2015) returning logits; norm: batch | spectral | none."""
+    return DCGANDiscriminator(in_shape, ndf, norm)
 
 
 @hookimpl

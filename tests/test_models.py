@@ -64,3 +64,28 @@ def test_unsupported_sizes_are_clear_errors(kind, name, shape, message):
     context = {"z_dim": 8, "out_shape": shape} if kind == "generator" else {"in_shape": shape}
     with pytest.raises(ConfigError, match=f"{kind} '{name}': {message}"):
         REG.build(kind, name, {}, **context)
+
+
+def test_dcgan_discriminator_norms():
+    from torch import nn
+
+    def kinds(D):
+        return {type(m).__name__ for m in D.modules()}
+
+    shape = (1, 28, 28)
+    batch = REG.build("discriminator", "dcgan", {"ndf": 8}, in_shape=shape)
+    spectral = REG.build("discriminator", "dcgan", {"ndf": 8, "norm": "spectral"}, in_shape=shape)
+    plain = REG.build("discriminator", "dcgan", {"ndf": 8, "norm": "none"}, in_shape=shape)
+    assert "BatchNorm2d" in kinds(batch)
+    assert "BatchNorm2d" not in kinds(spectral) | kinds(plain)
+    convs = [m for m in spectral.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 3 and all(nn.utils.parametrize.is_parametrized(c, "weight") for c in convs)
+    # spectral normalisation: each conv's weight, as a matrix, has largest singular value ~1
+    spectral.train()
+    x = torch.randn(4, *shape)
+    for _ in range(20):  # power iterations run in training-mode forwards
+        spectral(x)
+    for c in convs:
+        assert abs(torch.linalg.matrix_norm(c.weight.flatten(1), ord=2).item() - 1.0) < 0.05
+    with pytest.raises(ConfigError, match="norm must be one of batch, spectral, none, got 'layer'"):
+        REG.build("discriminator", "dcgan", {"norm": "layer"}, in_shape=shape)
