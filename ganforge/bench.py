@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from ganforge.config import Recipe, load_recipe
+from ganforge.engine import resolve_precision
 from ganforge.hookspecs import hookimpl
 
 #: Dense peak TFLOP/s by (device name fragment, precision), from the vendors' data sheets.
@@ -96,7 +97,8 @@ def time_ganforge(recipe: Recipe, warmup: int, steps: int) -> dict[str, Any]:
     graphs = getattr(stepper, "graphs", None)
     path = ("eager step" if graphs is None else
             f"CUDA graph ({len(graphs)} captured)" if graphs else "fast step, not captured")
-    return {"seconds": timer.end - timer.start, "device": state.accelerator.device, "path": path}
+    return {"seconds": timer.end - timer.start, "device": state.accelerator.device, "path": path,
+            "precision": state.accelerator.mixed_precision}
 
 
 def _setup(recipe: Recipe, device: torch.device):
@@ -128,7 +130,8 @@ def eager_loop(recipe: Recipe, device: torch.device):
         normalize = None
     data = data.to(device)  # held on the device, normalised per batch like the engine
     n, b, z_dim, t = len(data), recipe.data.batch_size, recipe.train.z_dim, recipe.train
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+    precision = resolve_precision(t.precision, device.type, tuple(dataset.sample_shape))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     d_steps = [0]
     ema = None
     if t.ema > 0:  # the engine's EMA, written out: the same work per step
@@ -288,7 +291,8 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
         mem_e = max(mem_e, _peak_memory(device))
     results["ganforge"] = {"seconds": statistics.median(ganforge_s), "all_seconds": ganforge_s, "memory_mib": mem_g}
     results["eager"] = {"seconds": statistics.median(eager_s), "all_seconds": eager_s, "memory_mib": mem_e}
-    if recipe.train.precision != "no":  # the usual baseline: the same eager loop in fp32
+    precision = timed["precision"]  # what train.precision (perhaps auto) became on this device
+    if precision != "no":  # the usual baseline: the same eager loop in fp32
         fp32 = load_recipe(recipe_name, overrides + ["train.precision=no"])
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -310,7 +314,7 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     if peak_tflops is None:
         peak_tflops = next((v for (frag, prec), v in PEAKS.items()
-                            if frag in name and prec == recipe.train.precision), None)
+                            if frag in name and prec == precision), None)
     for case, r in results.items():
         per_step = images_per_step if case != "reference" else recipe.data.batch_size
         r["images_per_s"] = per_step * steps / r["seconds"]
@@ -321,7 +325,7 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
     return {
         "recipe": recipe_name, "overrides": overrides, "steps": steps, "warmup": warmup, "repeats": repeats,
         "batch_size": recipe.data.batch_size, "n_critic": recipe.train.n_critic,
-        "precision": recipe.train.precision, "flops_per_step": flops, "device": name,
+        "precision": precision, "flops_per_step": flops, "device": name,
         "ganforge_path": path, "loader_images_per_s": loader, "num_workers": recipe.data.num_workers,
         "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(), "torch": torch.__version__,
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "peak_tflops": peak_tflops,

@@ -23,7 +23,7 @@ import yaml
 
 from ganforge.errors import ConfigError, did_you_mean
 
-PRECISIONS = ("no", "bf16", "fp16")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
 class _Loader(yaml.SafeLoader):
@@ -89,7 +89,7 @@ class Train:
     steps: int = 1000  # generator steps
     n_critic: int = 1  # discriminator steps per generator step
     z_dim: int = 100
-    precision: str = "no"  # no | bf16 | fp16 (Accelerate mixed precision)
+    precision: str = "auto"  # auto | no | bf16 | fp16 (auto: bf16 for images on a bf16 GPU, else fp32)
     ema: float = 0.0  # decay of the generator's exponential moving average; 0 = off
     ema_start: int = 0  # generator step at which EMA averaging starts (copies before)
     cpu: bool = False  # train on the CPU even when a GPU is present

@@ -39,7 +39,7 @@ def reasons_against(state: Any, penalties: list) -> list[str]:
         reasons.append(f"the device is {acc.device.type}, not a CUDA GPU")
     if acc.num_processes > 1:
         reasons.append(f"{acc.num_processes} processes: DDP's gradient all-reduce is not captured")
-    if cfg.train.precision == "fp16":
+    if acc.mixed_precision == "fp16":
         reasons.append("fp16 needs a GradScaler whose scale changes between steps (use bf16)")
     data = getattr(dataset, "data", None)
     if not (callable(getattr(dataset, "fetch", None)) and isinstance(data, torch.Tensor)

@@ -40,7 +40,7 @@ def test_wrong_types(override, expected):
 
 
 def test_value_checks():
-    with pytest.raises(ConfigError, match="train.precision must be one of no, bf16, fp16.*'bf16'"):
+    with pytest.raises(ConfigError, match="train.precision must be one of auto, no, bf16, fp16.*'bf16'"):
         load_recipe("toy_grid", ["train.precision=bf61"])
     with pytest.raises(ConfigError, match="train.ema is a decay"):
         load_recipe("toy_grid", ["train.ema=1.5"])

@@ -140,12 +140,12 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
     recipe = load_recipe("toy_grid", ["loss=hinge", "penalties=[{name: gp}]"])
     dataset = SimpleNamespace(data=[1, 2])  # not a tensor: read by workers, say
     objective = SimpleNamespace(loss=SimpleNamespace(), capturable=False)
-    acc = SimpleNamespace(device=torch.device("cpu"), num_processes=2)
+    acc = SimpleNamespace(device=torch.device("cpu"), num_processes=2, mixed_precision="fp16")
     state = SimpleNamespace(config=recipe, accelerator=acc, dataset=dataset, objective=objective)
     penalty = (recipe.penalties[0], object())
     reasons = fastpath.reasons_against(state, [penalty])
     text = "; ".join(reasons)
-    for part in ("not a CUDA GPU", "2 processes", "dataset 'toy_grid'", "loss 'hinge'",
+    for part in ("not a CUDA GPU", "2 processes", "fp16 needs a GradScaler", "dataset 'toy_grid'", "loss 'hinge'",
                  "objective 'unconditional'", "penalty 'gp'"):
         assert part in text, part
     # the built-ins themselves are all capturable
@@ -155,3 +155,20 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
 
     for part in (BCE, Hinge, LeastSquares, Minimax, Wasserstein, Unconditional, R1, GradientPenalty):
         assert part.capturable is True, part
+
+
+def test_precision_auto_is_bf16_only_for_images_on_a_bf16_gpu(monkeypatch, tmp_path, mnist_dir):
+    from ganforge.engine import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", "cuda", (3, 64, 64)) == "bf16"
+    assert resolve_precision("auto", "cuda", (2,)) == "no"  # 2-D points: bf16 cannot resolve them
+    assert resolve_precision("auto", "cpu", (3, 64, 64)) == "no"
+    assert resolve_precision("fp16", "cpu", (2,)) == "fp16"  # explicit settings are kept
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", "cuda", (1, 28, 28)) == "no"
+    monkeypatch.undo()
+    state = train(load_recipe("mnist_dcgan", [f"out_dir={tmp_path}", f"data.root={mnist_dir}",
+                                              "train.steps=1", "generator.args.ngf=8",
+                                              "discriminator.args.ndf=8", *QUICK]))
+    assert state.config.train.precision == "auto" and state.accelerator.mixed_precision == "no"
