@@ -475,6 +475,15 @@ def generator_loss(state: TrainState, batch: Any) -> tuple[torch.Tensor, dict[st
         return state.objective.g_loss(batch)
 
 
+def nonfinite_stop(state: TrainState, in_a_row: int) -> GanforgeError:
+    """The error that stops a run on non-finite losses (``train.nonfinite``/``max_nonfinite``)."""
+    return GanforgeError(
+        f"training stopped at step {state.step}: non-finite losses ({in_a_row} in a row). "
+        f"Lower the learning rates, add a penalty (penalties: [{{name: r1, weight: 10}}]) or use "
+        f"train.precision=no. Last checkpoint: {state.last_checkpoint or 'none'}"
+    )
+
+
 class EagerStep:
     """One training step in plain PyTorch (any device, any number of processes, any plugin):
     ``n_critic`` D updates on fresh batches, one G update with D frozen, the EMA update.
@@ -550,12 +559,7 @@ class EagerStep:
             acc.print(f"step {state.step + 1}: non-finite loss (D {float(loss_d.detach())}, G {float(loss_g.detach())}); "
                       f"update skipped ({state.skipped} skipped so far)")
             if t.nonfinite == "stop" or self.consecutive_bad >= t.max_nonfinite:
-                raise GanforgeError(
-                    f"training stopped at step {state.step}: non-finite losses "
-                    f"({self.consecutive_bad} in a row). Lower the learning rates, add a penalty "
-                    f"(penalties: [{{name: r1, weight: 10}}]) or use train.precision=no. Last "
-                    f"checkpoint: {state.last_checkpoint or 'none'}"
-                )
+                raise nonfinite_stop(state, self.consecutive_bad)
             return
         self.consecutive_bad = 0
         if state.ema is not None:

@@ -26,8 +26,6 @@ from typing import Any
 
 import torch
 
-from ganforge.errors import GanforgeError
-
 __all__ = ["GraphStep", "reasons_against"]
 
 
@@ -203,11 +201,9 @@ class GraphStep:
                                 f"({s.skipped} so far)")
             worst = int(torch.maximum(self.worst_t, self.streak_t))
             if t.nonfinite == "stop" or worst >= t.max_nonfinite:
-                raise GanforgeError(
-                    f"training stopped at step {s.step}: non-finite losses ({worst} in a row). "
-                    f"Lower the learning rates, add a penalty (penalties: [{{name: r1, weight: 10}}]) "
-                    f"or use train.precision=no. Last checkpoint: {s.last_checkpoint or 'none'}"
-                )
+                from ganforge.engine import nonfinite_stop
+
+                raise nonfinite_stop(s, worst)
 
     # ------------------------------------------------------------- the captured function
     def _step(self, pattern: tuple[bool, ...]) -> None:
