@@ -11,6 +11,7 @@ absolute figures across runs):
 - ``eager``: a plain PyTorch loop written out by hand: the same models, loss, penalties,
   n_critic and precision, data already on the device as one tensor, batch indices drawn with
   ``torch.randint``. Its ratio to ``ganforge`` is the engine's overhead.
+- ``ganforge_eager`` (when ganforge ran CUDA graphs): the engine with ``train.cuda_graph=false``.
 - ``eager_fp32`` (recipes in bf16/fp16): the same eager loop in fp32, the usual baseline.
 - ``reference`` (MNIST-family recipes only): the loop as users write it: torchvision's MNIST
   dataset + DataLoader (0 workers, ToTensor + Normalize), fp32 eager, sigmoid + ``nn.BCELoss``.
@@ -292,6 +293,11 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
     results["ganforge"] = {"seconds": statistics.median(ganforge_s), "all_seconds": ganforge_s, "memory_mib": mem_g}
     results["eager"] = {"seconds": statistics.median(eager_s), "all_seconds": eager_s, "memory_mib": mem_e}
     precision = timed["precision"]  # what train.precision (perhaps auto) became on this device
+    if path.startswith("CUDA graph"):  # and what the graph gains over ganforge's own eager step
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        eager_engine = time_ganforge(load_recipe(recipe_name, overrides + ["train.cuda_graph=false"]), warmup, steps)
+        results["ganforge_eager"] = {"seconds": eager_engine["seconds"], "memory_mib": _peak_memory(device)}
     if precision != "no":  # the usual baseline: the same eager loop in fp32
         fp32 = load_recipe(recipe_name, overrides + ["train.precision=no"])
         if device.type == "cuda":
@@ -341,13 +347,13 @@ def table(report: dict[str, Any]) -> str:
              f"batch {report['batch_size']}, n_critic {report['n_critic']}, precision {report['precision']}, "
              f"{report['steps']} timed steps after {report['warmup']} warm-up, median of {report['repeats']} "
              f"alternating rounds; ganforge ran the {report.get('ganforge_path', '?')}",
-             f"{'case':<10} {'images/s':>10} {'ms/step':>8} {'TFLOP/s':>8} {'% peak':>7} {'mem MiB':>8} "
+             f"{'case':<15} {'images/s':>10} {'ms/step':>8} {'TFLOP/s':>8} {'% peak':>7} {'mem MiB':>8} "
              f"{'vs eager':>9} {'vs reference':>13}"]
     for case, v in r.items():
         fmt = lambda x, f: format(x, f) if x is not None else "n/a"  # noqa: E731
         vs_e = v["images_per_s"] / r["eager"]["images_per_s"]
         vs_r = v["images_per_s"] / r["reference"]["images_per_s"] if "reference" in r else None
-        lines.append(f"{case:<10} {v['images_per_s']:>10.0f} {v['step_ms']:>8.2f} {fmt(v['tflops'], '.3f'):>8} "
+        lines.append(f"{case:<15} {v['images_per_s']:>10.0f} {v['step_ms']:>8.2f} {fmt(v['tflops'], '.3f'):>8} "
                      f"{fmt(v['pct_peak'], '.1f'):>7} {v['memory_mib']:>8.0f} {vs_e:>8.3f}x "
                      f"{fmt(vs_r, '.2f'):>12}{'x' if vs_r else ''}")
     overhead = r["eager"]["images_per_s"] / r["ganforge"]["images_per_s"] - 1
