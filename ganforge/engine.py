@@ -97,18 +97,26 @@ _TRAP = (
 )
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 itself (AVX-512 BF16 or AMX); elsewhere it is emulated."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in checks)
+
+
 def resolve_precision(setting: str, device_type: str, sample_shape: tuple[int, ...] | None) -> str:
     """``train.precision=auto``: bf16 autocast for images on a CUDA GPU with native bf16 (an
-    8-bit mantissa is plenty for pixels, and tensor cores run bf16 at ~15x their fp32 rate);
-    fp32 on CPUs (where bf16 is often emulated: 28x slower on this project's machine) and for
-    vector data such as the 2-D mixtures, whose modes (sigma 0.01 at radius 1) bf16 cannot
-    resolve (its spacing near 1.0 is 0.0078). Other settings are returned unchanged."""
+    8-bit mantissa is plenty for pixels, and tensor cores run bf16 at ~15x their fp32 rate) or
+    on a CPU with native bf16; fp32 on other CPUs (emulated bf16 was 28x slower on this
+    project's AVX2 machine) and for vector data such as the 2-D mixtures, whose modes (sigma
+    0.01 at radius 1) bf16 cannot resolve (its spacing near 1.0 is 0.0078). Other settings
+    are returned unchanged."""
     if setting != "auto":
         return setting
-    images = sample_shape is not None and len(sample_shape) == 3
-    if device_type == "cuda" and images and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"
+    if sample_shape is None or len(sample_shape) != 3:
+        return "no"
+    if device_type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if native_cpu_bf16() else "no"
 
 
 def make_accelerator(recipe: Recipe, sample_shape: tuple[int, ...] | None = None) -> Accelerator:
@@ -142,7 +150,7 @@ def make_accelerator(recipe: Recipe, sample_shape: tuple[int, ...] | None = None
         )
     if precision == "bf16" and accelerator.device.type == "cpu":
         capability = torch.backends.cpu.get_cpu_capability()
-        if capability in ("DEFAULT", "AVX2", "NO AVX"):  # no AVX-512/AMX: bf16 is emulated
+        if not native_cpu_bf16():  # no AVX-512 BF16 / AMX: bf16 is emulated
             accelerator.print(
                 f"warning: train.precision=bf16 on a CPU without native bf16 ({capability}) is "
                 f"emulated and much slower than fp32 (28x on mnist_seed, benchmarks/RESULTS.md); "

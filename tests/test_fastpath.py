@@ -157,13 +157,18 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
         assert part.capturable is True, part
 
 
-def test_precision_auto_is_bf16_only_for_images_on_a_bf16_gpu(monkeypatch, tmp_path, mnist_dir):
+def test_precision_auto_is_bf16_only_for_images_on_native_bf16_hardware(monkeypatch, tmp_path, mnist_dir):
     from ganforge.engine import resolve_precision
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_precision("auto", "cuda", (3, 64, 64)) == "bf16"
     assert resolve_precision("auto", "cuda", (2,)) == "no"  # 2-D points: bf16 cannot resolve them
-    assert resolve_precision("auto", "cpu", (3, 64, 64)) == "no"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_precision("auto", "cpu", (3, 64, 64)) == "no"  # emulated bf16: slow
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_precision("auto", "cpu", (3, 64, 64)) == "bf16"
+    assert resolve_precision("auto", "cpu", (2,)) == "no"
     assert resolve_precision("fp16", "cpu", (2,)) == "fp16"  # explicit settings are kept
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve_precision("auto", "cuda", (1, 28, 28)) == "no"
