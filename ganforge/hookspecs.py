@@ -79,7 +79,9 @@ def ganforge_register_losses(register: Register) -> None:
     Called once when the registry is built. Each factory is called as ``factory(**args)`` and
     returns an object with two methods working on discriminator logits:
     ``d_loss(real_logits, fake_logits) -> Tensor`` and ``g_loss(fake_logits) -> Tensor``
-    (scalars; :class:`ganforge.plugins.losses.Loss` is a convenient base class).
+    (scalars; :class:`ganforge.plugins.losses.Loss` is a convenient base class). An attribute
+    ``capturable = True`` says both are tensor code only, so that the step may be captured in a
+    CUDA graph (``ganforge.fastpath``); without it the engine runs the eager step.
 
     :param register: call ``register(name, factory, description=None)`` once per loss.
     """
@@ -92,7 +94,8 @@ def ganforge_register_penalties(register: Register) -> None:
     Called once when the registry is built. Each factory is called as ``factory(**args)`` and
     returns a callable ``penalty(D, real, fake) -> Tensor`` giving a scalar that is added to the
     discriminator loss. The engine applies it every ``every`` steps and multiplies it by
-    ``weight * every`` (lazy regularisation, as in StyleGAN2), in fp32.
+    ``weight * every`` (lazy regularisation, as in StyleGAN2), in fp32. ``capturable = True`` on
+    the penalty object allows the CUDA-graph fast path, as for losses.
 
     :param register: call ``register(name, factory, description=None)`` once per penalty.
     """
@@ -106,7 +109,8 @@ def ganforge_register_objectives(register: Register) -> None:
     classic G(z) vs data game; a class-conditional GAN or an image-to-image model (pix2pix)
     plugs in here without touching the engine. Each factory is called as
     ``factory(generator=nn.Module, discriminator=nn.Module, loss=Loss, z_dim=int, **args)`` and
-    returns an object implementing :class:`ganforge.plugins.objectives.Objective`.
+    returns an object implementing :class:`ganforge.plugins.objectives.Objective` (with
+    ``capturable = True`` when its losses are tensor code only: see that class).
 
     :param register: call ``register(name, factory, description=None)`` once per objective.
     """
@@ -121,7 +125,8 @@ def ganforge_register_datasets(register: Register) -> None:
     ``torch.utils.data.Dataset`` whose items are float tensors scaled to the generator's output
     range (images in [-1, 1]) or ``(sample, label)`` pairs, and which has a ``sample_shape``
     attribute. Returning a :class:`ganforge.data.TensorDataset` (data held in memory) lets the
-    engine fetch whole batches at once. Missing files raise
+    engine fetch whole batches at once, keep the data on the GPU and gather batches there
+    (its ``fetch(indices)``) inside the CUDA-graph fast path. Missing files raise
     :class:`ganforge.errors.DatasetError` saying where the factory looked and which file names it
     expects.
 

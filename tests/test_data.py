@@ -134,3 +134,30 @@ def test_on_device_needs_an_in_memory_dataset(tmp_path, run_cli):
     code, _, err = run_cli("train", "toy_grid", f"out_dir={tmp_path / 'run'}", "data.name=image_folder",
                            f"data.root={tmp_path / 'img'}", "data.on_device=true", "data.batch_size=1")
     assert code == 2 and "data.on_device=true needs an in-memory dataset" in err
+
+
+def test_loader_settings_for_file_and_memory_datasets(tmp_path):
+    import torch
+
+    from ganforge.config import load_recipe
+    from ganforge.engine import _workers, make_loader
+
+    assert 1 <= _workers("auto") <= 8 and _workers(0) == 0 and _workers(3) == 3
+    recipe = load_recipe("toy_grid", ["data.num_workers=2", "data.batch_size=4"])
+    files = build("image_folder", _images(tmp_path), size=16)
+    loader = make_loader(recipe, files, torch.device("cpu"))
+    assert loader.num_workers == 2 and loader.persistent_workers and not loader.pin_memory
+    assert loader.drop_last and next(iter(loader)).shape == (4, 3, 16, 16)
+    memory = build("toy_grid", None, n=64)
+    loader = make_loader(recipe, memory, torch.device("cpu"))
+    assert loader.num_workers == 0  # whole batches by one indexing operation, in this process
+    x, y = next(iter(loader))
+    assert x.shape == (4, 2) and y.shape == (4,)
+
+
+def _images(tmp_path, n=12):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(n):
+        Image.new("RGB", (20, 20), (20 * i, 0, 0)).save(folder / f"{i}.png")
+    return folder
