@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from ganforge.config import Recipe, load_recipe
-from ganforge.engine import resolve_precision
+from ganforge.engine import AUTOCAST_DTYPES, resolve_precision
 from ganforge.hookspecs import hookimpl
 
 #: Dense peak TFLOP/s by (device name fragment, precision), from the vendors' data sheets.
@@ -94,12 +94,11 @@ def time_ganforge(recipe: Recipe, warmup: int, steps: int) -> dict[str, Any]:
 
         raise GanforgeError(f"training stopped at step {state.step} before the {warmup + steps} "
                             f"steps to time (interrupted?)")
-    stepper = state.stepper
-    graphs = getattr(stepper, "graphs", None)
+    graphs = getattr(state.stepper, "graphs", None)  # GraphStep's captured graphs
     path = ("eager step" if graphs is None else
             f"CUDA graph ({len(graphs)} captured)" if graphs else "fast step, not captured")
     return {"seconds": timer.end - timer.start, "device": state.accelerator.device, "path": path,
-            "precision": state.accelerator.mixed_precision}
+            "captured": bool(graphs), "precision": state.accelerator.mixed_precision}
 
 
 def _setup(recipe: Recipe, device: torch.device):
@@ -132,7 +131,7 @@ def eager_loop(recipe: Recipe, device: torch.device):
     data = data.to(device)  # held on the device, normalised per batch like the engine
     n, b, z_dim, t = len(data), recipe.data.batch_size, recipe.train.z_dim, recipe.train
     precision = resolve_precision(t.precision, device.type, tuple(dataset.sample_shape))
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = AUTOCAST_DTYPES.get(precision)
     d_steps = [0]
     ema = None
     if t.ema > 0:  # the engine's EMA, written out: the same work per step
@@ -277,12 +276,12 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
     # The cases alternate, `repeats` times, and each reports its median: on a shared, noisy
     # machine a slow spell then hits every case instead of whichever ran during it.
     ganforge_s, eager_s, mem_g, mem_e = [], [], 0.0, 0.0
-    eager_step, device, path = None, None, None
+    eager_step, device = None, None
     for _ in range(repeats):
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         timed = time_ganforge(load_recipe(recipe_name, overrides), warmup, steps)
-        device, path = timed["device"], timed["path"]
+        device = timed["device"]
         ganforge_s.append(timed["seconds"])
         mem_g = max(mem_g, _peak_memory(device))
         if device.type == "cuda":
@@ -293,7 +292,7 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
     results["ganforge"] = {"seconds": statistics.median(ganforge_s), "all_seconds": ganforge_s, "memory_mib": mem_g}
     results["eager"] = {"seconds": statistics.median(eager_s), "all_seconds": eager_s, "memory_mib": mem_e}
     precision = timed["precision"]  # what train.precision (perhaps auto) became on this device
-    if path.startswith("CUDA graph"):  # and what the graph gains over ganforge's own eager step
+    if timed["captured"]:  # and what the graph gains over ganforge's own eager step
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         eager_engine = time_ganforge(load_recipe(recipe_name, overrides + ["train.cuda_graph=false"]), warmup, steps)
@@ -332,7 +331,7 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
         "recipe": recipe_name, "overrides": overrides, "steps": steps, "warmup": warmup, "repeats": repeats,
         "batch_size": recipe.data.batch_size, "n_critic": recipe.train.n_critic,
         "precision": precision, "flops_per_step": flops, "device": name,
-        "ganforge_path": path, "loader_images_per_s": loader, "num_workers": recipe.data.num_workers,
+        "ganforge_path": timed["path"], "loader_images_per_s": loader, "num_workers": recipe.data.num_workers,
         "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(), "torch": torch.__version__,
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "peak_tflops": peak_tflops,
         "results": results,

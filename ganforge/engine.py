@@ -124,11 +124,10 @@ def resolve_precision(setting: str, device_type: str, sample_shape: tuple[int, .
 
 def make_accelerator(recipe: Recipe, sample_shape: tuple[int, ...] | None = None) -> Accelerator:
     t = recipe.train
-    cpu = t.cpu or not torch.cuda.is_available() or \
-        os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    cpu_dist = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    cpu = t.cpu or cpu_dist or not torch.cuda.is_available()
     precision = resolve_precision(t.precision, "cpu" if cpu else "cuda", sample_shape)
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    cpu_dist = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
     if world > 1 and not torch.cuda.is_available() and not cpu_dist:
         raise ConfigError(_TRAP.format(world=world))  # would not be distributed at all
     if world == 1:
@@ -489,11 +488,15 @@ def generator_loss(state: TrainState, batch: Any) -> tuple[torch.Tensor, dict[st
         return state.objective.g_loss(batch)
 
 
+#: The autocast dtype of each mixed-precision setting (``no`` has none).
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast_factory(acc: Accelerator, cache: bool = True) -> Any:
     """What ``acc.autocast()`` gives, without its cost per call: Accelerate rebuilds its autocast
     arguments on every call, clearing and restoring ``os.environ`` when a handler is set
     (~2 ms per step on this project's CPU, found with cProfile). ``cache=False`` for capture."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision)
+    dtype = AUTOCAST_DTYPES.get(acc.mixed_precision)
     if dtype is None:
         return contextlib.nullcontext
     return functools.partial(torch.autocast, acc.device.type, dtype=dtype, cache_enabled=cache)

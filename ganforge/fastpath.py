@@ -111,7 +111,7 @@ class GraphStep:
             self.ema_float = [(e.detach(), m.detach()) for e, m in pairs if e.is_floating_point()]
             self.ema_other = [(e.detach(), m.detach()) for e, m in pairs if not e.is_floating_point()]
         self.graphs: dict[tuple[bool, ...], torch.cuda.CUDAGraph] = {}
-        self.runs: dict[tuple[bool, ...], int] = {}
+        self.seen: set[tuple[bool, ...]] = set()  # patterns run at least once (warm)
         self.present: dict[tuple[bool, ...], torch.Tensor] = {}  # which logged values a pattern has
         self.pool = None
         self.calls = 0
@@ -146,12 +146,12 @@ class GraphStep:
         graph = self.graphs.get(pattern)
         if graph is not None:
             graph.replay()
-        elif self.capture and self.calls >= self.warmup and self.runs.get(pattern, 0) >= 1:
+        elif self.capture and self.calls >= self.warmup and pattern in self.seen:
             self._capture(pattern)
             self.graphs[pattern].replay()
         else:
             self._eager(pattern)
-        self.runs[pattern] = self.runs.get(pattern, 0) + 1
+        self.seen.add(pattern)
         self.calls += 1
         self.state.d_steps += self.n_critic
 
