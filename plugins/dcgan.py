@@ -74,9 +74,13 @@ NORMS = ("batch", "spectral", "none")
 class DCGANDiscriminator(nn.Module):
     """``norm``: ``batch`` (the paper: BatchNorm after every conv but the first), ``spectral``
     (spectral normalisation of every conv, no BatchNorm: Miyato et al. 2018) or ``none`` (for
-    use with a gradient penalty such as R1, which BatchNorm in D interferes with)."""
+    use with a gradient penalty such as R1, which BatchNorm in D interferes with).
 
-    def __init__(self, in_shape: Sequence[int], ndf: int = 64, norm: str = "batch"):
+    ``codes`` > 0 adds InfoGAN's Q head (Chen et al. 2016), a second output layer on the same
+    features predicting a categorical code of that many classes: ``D(x, codes=True)`` returns
+    ``(logits, code_logits)``; used by the ``infogan`` objective."""
+
+    def __init__(self, in_shape: Sequence[int], ndf: int = 64, norm: str = "batch", codes: int = 0):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got '{norm}'")
@@ -97,11 +101,17 @@ class DCGANDiscriminator(nn.Module):
             width *= 2
         layers.append(conv(width, 1, base, 1, 0))
         self.net = nn.Sequential(*layers)
+        self.q = conv(width, codes, base, 1, 0) if codes > 0 else None
         if norm != "spectral":  # spectral norm rescales the weights itself
             self.apply(_init_weights)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).view(-1)
+    def forward(self, x: torch.Tensor, codes: bool = False):
+        if not codes:
+            return self.net(x).view(-1)
+        if self.q is None:
+            raise ValueError("this discriminator has no code head: set discriminator.args.codes")
+        h = self.net[:-1](x)
+        return self.net[-1](h).view(-1), self.q(h).flatten(1)
 
 
 def dcgan_generator(*, z_dim: int, out_shape: Sequence[int], ngf: int = 64) -> DCGANGenerator:
@@ -109,9 +119,11 @@ def dcgan_generator(*, z_dim: int, out_shape: Sequence[int], ngf: int = 64) -> D
     return DCGANGenerator(z_dim, out_shape, ngf)
 
 
-def dcgan_discriminator(*, in_shape: Sequence[int], ndf: int = 64, norm: str = "batch") -> DCGANDiscriminator:
-    """DCGAN discriminator (Radford et al. 2015) returning logits; norm: batch | spectral | none."""
-    return DCGANDiscriminator(in_shape, ndf, norm)
+def dcgan_discriminator(*, in_shape: Sequence[int], ndf: int = 64, norm: str = "batch",
+                        codes: int = 0) -> DCGANDiscriminator:
+    """DCGAN discriminator (Radford et al. 2015) returning logits; norm: batch | spectral | none;
+    codes: size of an InfoGAN categorical-code head (0: none)."""
+    return DCGANDiscriminator(in_shape, ndf, norm, codes)
 
 
 @hookimpl

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ganforge import hookimpl
 
-__all__ = ["DOutput", "Objective", "Unconditional"]
+__all__ = ["DOutput", "InfoGAN", "Objective", "Unconditional"]
 
 
 @dataclass
@@ -99,6 +100,77 @@ def unconditional(*, generator, discriminator, loss, z_dim):
     return Unconditional(generator, discriminator, loss, z_dim)
 
 
+class InfoGAN(Unconditional):
+    """Unconditional GAN plus InfoGAN's categorical code (Chen et al. 2016, arXiv:1606.03657).
+
+    G's input is ``z_dim`` numbers: ``z_dim - codes`` Gaussian ones, then a one-hot code
+    ``c ~ Uniform{0..codes-1}``. D has a Q head (``discriminator.args.codes``) that predicts
+    c from a sample; both players add ``weight * CE(Q(G(z, c)), c)``, a lower bound on the
+    mutual information between c and the sample (up to a constant). No labels are used: the
+    code learns to split the data into ``codes`` equally likely groups, and on MNIST those are
+    the digits, so G stops spending latent volume on in-between, ambiguous digits.
+
+    D is frozen in G's step (the engine's rule), so Q learns in D's step from the fakes D sees
+    there, and G learns to make its code readable through the frozen Q.
+    """
+
+    def __init__(self, generator, discriminator, loss, z_dim: int, codes: int = 10, weight: float = 1.0):
+        super().__init__(generator, discriminator, loss, z_dim)
+        if not 1 < codes < z_dim:
+            raise ValueError(f"codes must be between 2 and z_dim - 1 (train.z_dim={z_dim}), got {codes}")
+        inner = getattr(discriminator, "module", discriminator)  # under DDP, the wrapped model
+        q = getattr(inner, "q", None)
+        if discriminator is not None and (q is None or _out_features(q) != codes):
+            raise ValueError(
+                f"needs a discriminator with a {codes}-way code head: set discriminator.args.codes="
+                f"{codes} (the 'dcgan' and 'infogan' discriminators have one)")
+        self.codes, self.weight = codes, weight
+
+    def noise(self, n, device="cpu", generator=None):
+        z = torch.randn(n, self.z_dim - self.codes, device=device, generator=generator)
+        c = torch.randint(self.codes, (n,), device=device, generator=generator)
+        one_hot = torch.zeros(n, self.codes, device=device).scatter_(1, c[:, None], 1.0)  # capture-safe
+        return torch.cat([z, one_hot], 1)
+
+    def code(self, noise: torch.Tensor) -> torch.Tensor:
+        """The code (class index) of each row of ``noise``."""
+        return noise[:, self.z_dim - self.codes:].argmax(1)
+
+    def _info(self, code_logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(code_logits.float(), self.code(noise))
+
+    def d_loss(self, batch):
+        real = self._real(batch)
+        z = self.noise(real.shape[0], real.device)
+        with torch.no_grad():
+            fake = self.G(z)
+        real_logits = self.D(real)
+        fake_logits, code_logits = self.D(fake, codes=True)
+        info = self._info(code_logits, z)
+        loss = self.loss.d_loss(real_logits, fake_logits) + self.weight * info
+        stats = {"d_real": self.loss.score(real_logits.detach().float()).mean(),
+                 "d_fake": self.loss.score(fake_logits.detach().float()).mean(),
+                 "info_ce": info.detach()}
+        return DOutput(loss, real, fake, stats)
+
+    def g_loss(self, batch):
+        real = self._real(batch)
+        z = self.noise(real.shape[0], real.device)
+        fake_logits, code_logits = self.D(self.G(z), codes=True)
+        loss = self.loss.g_loss(fake_logits) + self.weight * self._info(code_logits, z)
+        return loss, {"d_fake_g": self.loss.score(fake_logits.detach().float()).mean()}
+
+
+def _out_features(layer: nn.Module) -> int:
+    return getattr(layer, "out_features", None) or getattr(layer, "out_channels", 0)
+
+
+def infogan(*, generator, discriminator, loss, z_dim, codes: int = 10, weight: float = 1.0):
+    """Unconditional GAN with InfoGAN's categorical latent code (needs a D with a code head)."""
+    return InfoGAN(generator, discriminator, loss, z_dim, codes, weight)
+
+
 @hookimpl
 def ganforge_register_objectives(register):
     register("unconditional", unconditional)
+    register("infogan", infogan)

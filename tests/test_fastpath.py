@@ -84,6 +84,18 @@ def test_graph_step_matches_eager_for_a_conv_gan_with_batchnorm(tmp_path, monkey
     _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
 
 
+def test_graph_step_matches_eager_for_the_infogan_objective(tmp_path, monkeypatch, mnist_dir):
+    """The InfoGAN code (one-hot by scatter, no host sync) and the Q head on the fast path."""
+    overrides = [f"data.root={mnist_dir}", "data.batch_size=32", "generator.args.ngf=8",
+                 "discriminator={name: dcgan, args: {ndf: 8, norm: none, codes: 10}}",
+                 "objective={name: infogan, args: {codes: 10}}", "penalties=[{name: r1, every: 2}]",
+                 "train.steps=8", "log.every=4", "log.checkpoint_every=4", *QUICK]
+    eager = _train(tmp_path / "eager", monkeypatch, False, "mnist_dcgan", overrides)
+    graph = _train(tmp_path / "graph", monkeypatch, True, "mnist_dcgan", overrides)
+    _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
+    assert "info_ce" in _rows(tmp_path / "graph")[0]
+
+
 @pytest.mark.parametrize("first", ["graph", "eager"])
 def test_graph_step_resumes_exactly(tmp_path, monkeypatch, first):
     """Stopped by SIGINT at step 17 (mid-epoch) on either path and resumed on the fast path =

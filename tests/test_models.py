@@ -16,7 +16,15 @@ PAIRS = [
     ("dcgan", "dcgan", (3, 32, 32)),
     ("dcgan", "dcgan", (3, 64, 64)),
     ("dcgan", "seed_conv", (1, 28, 28)),
+    ("infogan", "infogan", (1, 28, 28)),
+    ("infogan", "infogan", (3, 28, 28)),
 ]
+SMALL = {"dcgan": {"ngf": 8, "ndf": 8}, "infogan": {"ngf": 8, "ndf": 8, "fc": 32}}
+
+
+def _small(name, kind):
+    drop = "ndf" if kind == "generator" else "ngf"
+    return {k: v for k, v in SMALL.get(name, {}).items() if k != drop}
 
 
 def test_pairs_cover_every_builtin():
@@ -26,9 +34,8 @@ def test_pairs_cover_every_builtin():
 
 @pytest.mark.parametrize("g_name, d_name, shape", PAIRS, ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else v)
 def test_shapes_and_backprop(g_name, d_name, shape):
-    args = {"ngf": 8} if g_name == "dcgan" else {}
-    G = REG.build("generator", g_name, args, z_dim=16, out_shape=shape)
-    D = REG.build("discriminator", d_name, {"ndf": 8} if d_name == "dcgan" else {}, in_shape=shape)
+    G = REG.build("generator", g_name, _small(g_name, "generator"), z_dim=16, out_shape=shape)
+    D = REG.build("discriminator", d_name, _small(d_name, "discriminator"), in_shape=shape)
     z = torch.randn(4, 16)
     x = G(z)
     assert x.shape == (4, *shape)
@@ -55,10 +62,26 @@ def test_reference_models_match_the_seed_description():
     assert convs[-1].kernel_size == (3, 3)  # the fix
 
 
+def test_infogan_models_match_the_paper():
+    """InfoGAN appendix C.1: G FC 1024, FC 7x7x128, up-conv 64, up-conv 1; D conv 64, conv 128,
+    FC 1024, FC 1."""
+    from torch import nn
+
+    G = REG.build("generator", "infogan", {}, z_dim=62, out_shape=(1, 28, 28))
+    assert [m.out_features for m in G.modules() if isinstance(m, nn.Linear)] == [1024, 7 * 7 * 128]
+    assert [m.out_channels for m in G.modules() if isinstance(m, nn.ConvTranspose2d)] == [64, 1]
+    D = REG.build("discriminator", "infogan", {}, in_shape=(1, 28, 28))
+    assert [m.out_channels for m in D.modules() if isinstance(m, nn.Conv2d)] == [64, 128]
+    assert [m.out_features for m in D.modules() if isinstance(m, nn.Linear)] == [1024, 1]
+    assert sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in D.modules()) == 2
+
+
 @pytest.mark.parametrize("kind, name, shape, message", [
     ("discriminator", "seed_conv", (3, 32, 32), "needs 28x28 images"),
     ("generator", "dcgan", (3, 48, 48), "supports 28x28 and 16, 32, 64, 128, 256 pixel squares; got 48x48"),
     ("discriminator", "dcgan", (3, 32, 16), "needs square images"),
+    ("generator", "infogan", (1, 32, 32), "needs 28x28 images"),
+    ("discriminator", "infogan", (2,), "needs 28x28 images"),
 ])
 def test_unsupported_sizes_are_clear_errors(kind, name, shape, message):
     context = {"z_dim": 8, "out_shape": shape} if kind == "generator" else {"in_shape": shape}
@@ -66,20 +89,22 @@ def test_unsupported_sizes_are_clear_errors(kind, name, shape, message):
         REG.build(kind, name, {}, **context)
 
 
-def test_dcgan_discriminator_norms():
+@pytest.mark.parametrize("name, layers", [("dcgan", 3), ("infogan", 4)])
+def test_discriminator_norms(name, layers):
     from torch import nn
 
     def kinds(D):
         return {type(m).__name__ for m in D.modules()}
 
     shape = (1, 28, 28)
-    batch = REG.build("discriminator", "dcgan", {"ndf": 8}, in_shape=shape)
-    spectral = REG.build("discriminator", "dcgan", {"ndf": 8, "norm": "spectral"}, in_shape=shape)
-    plain = REG.build("discriminator", "dcgan", {"ndf": 8, "norm": "none"}, in_shape=shape)
+    args = _small(name, "discriminator")
+    batch = REG.build("discriminator", name, args, in_shape=shape)
+    spectral = REG.build("discriminator", name, {**args, "norm": "spectral"}, in_shape=shape)
+    plain = REG.build("discriminator", name, {**args, "norm": "none"}, in_shape=shape)
     assert "BatchNorm2d" in kinds(batch)
-    assert "BatchNorm2d" not in kinds(spectral) | kinds(plain)
-    convs = [m for m in spectral.modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) == 3 and all(nn.utils.parametrize.is_parametrized(c, "weight") for c in convs)
+    assert not {"BatchNorm1d", "BatchNorm2d"} & (kinds(spectral) | kinds(plain))
+    convs = [m for m in spectral.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(convs) == layers and all(nn.utils.parametrize.is_parametrized(c, "weight") for c in convs)
     # spectral normalisation: each conv's weight, as a matrix, has largest singular value ~1
     spectral.train()
     x = torch.randn(4, *shape)
@@ -88,4 +113,4 @@ def test_dcgan_discriminator_norms():
     for c in convs:
         assert abs(torch.linalg.matrix_norm(c.weight.flatten(1), ord=2).item() - 1.0) < 0.05
     with pytest.raises(ConfigError, match="norm must be one of batch, spectral, none, got 'layer'"):
-        REG.build("discriminator", "dcgan", {"norm": "layer"}, in_shape=shape)
+        REG.build("discriminator", name, {"norm": "layer"}, in_shape=shape)
