@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
+from ganforge.plugins.objectives import forward_with_code_head
 
 __all__ = ["DCGANDiscriminator", "DCGANGenerator"]
 
@@ -106,12 +107,8 @@ class DCGANDiscriminator(nn.Module):
             self.apply(_init_weights)
 
     def forward(self, x: torch.Tensor, codes: bool = False):
-        if not codes:
-            return self.net(x).view(-1)
-        if self.q is None:
-            raise ValueError("this discriminator has no code head: set discriminator.args.codes")
-        h = self.net[:-1](x)
-        return self.net[-1](h).view(-1), self.q(h).flatten(1)
+        """Logits; with ``codes=True``, ``(logits, code_logits)`` from the Q head."""
+        return forward_with_code_head(self.net, self.q, x, codes)
 
 
 def dcgan_generator(*, z_dim: int, out_shape: Sequence[int], ngf: int = 64) -> DCGANGenerator:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
+from ganforge.plugins.objectives import forward_with_code_head
 
 __all__ = ["InfoGANDiscriminator", "InfoGANGenerator"]
 
@@ -81,12 +82,7 @@ class InfoGANDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, codes: bool = False):
         """Logits; with ``codes=True``, ``(logits, code_logits)`` from the Q head."""
-        if not codes:
-            return self.net(x).view(-1)
-        if self.q is None:
-            raise ValueError("this discriminator has no code head: set discriminator.args.codes")
-        h = self.net[:-1](x)
-        return self.net[-1](h).view(-1), self.q(h)
+        return forward_with_code_head(self.net, self.q, x, codes)
 
 
 def infogan_generator(*, z_dim: int, out_shape: Sequence[int], ngf: int = 64, fc: int = 1024) -> InfoGANGenerator:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ganforge import hookimpl
 
-__all__ = ["DOutput", "InfoGAN", "Objective", "Unconditional"]
+__all__ = ["DOutput", "InfoGAN", "Objective", "Unconditional", "forward_with_code_head"]
 
 
 @dataclass
@@ -159,6 +159,17 @@ class InfoGAN(Unconditional):
         fake_logits, code_logits = self.D(self.G(z), codes=True)
         loss = self.loss.g_loss(fake_logits) + self.weight * self._info(code_logits, z)
         return loss, {"d_fake_g": self.loss.score(fake_logits.detach().float()).mean()}
+
+
+def forward_with_code_head(net: nn.Sequential, q: nn.Module | None, x: torch.Tensor, codes: bool):
+    """A discriminator's forward when ``net``'s last layer gives the logit and ``q``, on the same
+    features, the code logits (InfoGAN's Q head): logits, or ``(logits, code_logits)``."""
+    if not codes:
+        return net(x).view(-1)
+    if q is None:
+        raise ValueError("this discriminator has no code head: set discriminator.args.codes")
+    h = net[:-1](x)
+    return net[-1](h).view(-1), q(h).flatten(1)
 
 
 def _out_features(layer: nn.Module) -> int:
