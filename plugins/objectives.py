@@ -112,6 +112,10 @@ class InfoGAN(Unconditional):
 
     D is frozen in G's step (the engine's rule), so Q learns in D's step from the fakes D sees
     there, and G learns to make its code readable through the frozen Q.
+
+    A discriminator of one's own qualifies by having a ``q`` layer with ``codes`` outputs and
+    a ``forward(x, codes=False)`` that returns ``(logits, code_logits)`` when ``codes`` is
+    true (:func:`forward_with_code_head` does it for a ``Sequential`` body).
     """
 
     def __init__(self, generator, discriminator, loss, z_dim: int, codes: int = 10, weight: float = 1.0):
