@@ -159,7 +159,7 @@ def test_sample_command_formats(tmp_path, run_cli):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["generator=mpl"], "Unknown generator 'mpl'. Registered generators: dcgan, mlp. Did you mean 'mlp'?"),
+    (["generator=mpl"], "Unknown generator 'mpl'. Registered generators: dcgan, infogan, mlp. Did you mean 'mlp'?"),
     (["discriminator=resnet"], "Unknown discriminator 'resnet'. Registered discriminators:"),
     (["loss=hinj"], "Unknown loss 'hinj'. Registered losses: bce, hinge, lsgan, minimax, wgan. Did you mean 'hinge'?"),
     (["data.name=mnits"], "Unknown dataset 'mnits'. Registered datasets: cifar10, fashion_mnist, image_folder, mnist, toy_grid, toy_ring. Did you mean 'mnist'?"),
