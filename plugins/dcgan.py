@@ -85,6 +85,8 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got '{norm}'")
+        if codes < 0:
+            raise ValueError(f"codes is the size of the code head (0: none), got {codes}")
         channels, base, steps = _plan(in_shape)
         bias = norm != "batch"  # BatchNorm has its own shift
 

@@ -64,6 +64,8 @@ class InfoGANDiscriminator(nn.Module):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got '{norm}'")
+        if codes < 0:
+            raise ValueError(f"codes is the size of the code head (0: none), got {codes}")
         channels = _check_shape(in_shape)
         wrap = nn.utils.parametrizations.spectral_norm if norm == "spectral" else (lambda m: m)
 

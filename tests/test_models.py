@@ -114,3 +114,5 @@ def test_discriminator_norms(name, layers):
         assert abs(torch.linalg.matrix_norm(c.weight.flatten(1), ord=2).item() - 1.0) < 0.05
     with pytest.raises(ConfigError, match="norm must be one of batch, spectral, none, got 'layer'"):
         REG.build("discriminator", name, {"norm": "layer"}, in_shape=shape)
+    with pytest.raises(ConfigError, match="codes is the size of the code head .0: none., got -3"):
+        REG.build("discriminator", name, {"codes": -3}, in_shape=shape)
