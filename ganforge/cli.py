@@ -66,10 +66,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise GanforgeError(f"--n must be at least 1, got {args.n}")
     gen = torch.Generator().manual_seed(args.seed)
+    # a picture is arranged as the objective likes (InfoGAN: one code per column); saved
+    # samples are independent draws, fit for computing metrics elsewhere
+    noise, nrow = (objective.grid_noise, objective.grid_nrow or 1) if out.suffix == ".png" else (objective.noise, 1)
+    chunk = 1024 - 1024 % nrow  # whole grid rows per chunk
     with torch.no_grad():
         samples = torch.cat([
-            objective.generate(G, objective.noise(min(1024, args.n - i), "cpu", gen)).float()
-            for i in range(0, args.n, 1024)
+            objective.generate(G, noise(min(chunk, args.n - i), "cpu", gen)).float()
+            for i in range(0, args.n, chunk)
         ])
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
@@ -78,7 +82,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if samples.dim() == 2:
             plots.save_scatter(samples, samples[:0], out, f"{recipe.name}: step {meta['step']}")
         else:
-            plots.save_grid(samples, out)
+            plots.save_grid(samples, out, objective.grid_nrow)
     elif out.suffix == ".safetensors":
         from safetensors.torch import save_file
 

@@ -604,7 +604,7 @@ def _run(state: TrainState, plugins: PluginManager, stepper: Any, metrics, pause
     acc, cfg, t, log = state.accelerator, state.config, state.config.train, state.config.log
     objective = state.objective
     main = acc.is_main_process
-    fixed_noise = objective.noise(log.n_samples, acc.device, torch.Generator(acc.device).manual_seed(cfg.seed))
+    fixed_noise = objective.grid_noise(log.n_samples, acc.device, torch.Generator(acc.device).manual_seed(cfg.seed))
     metrics_file = state.output_dir / "metrics.jsonl"
     if cfg.log.wandb:
         _init_wandb(acc, cfg)
@@ -729,7 +729,7 @@ def _write_samples(state: TrainState, noise: Any, stem: str) -> Path | None:
                                                      torch.Generator(state.accelerator.device).manual_seed(1)))
         plots.save_scatter(more, data, path, f"{state.config.name}: step {state.step}")
     else:
-        plots.save_grid(samples, path)
+        plots.save_grid(samples, path, state.objective.grid_nrow)
     if state.config.log.wandb:
         state.accelerator.log({"samples": _wandb_image(path)}, step=state.step)
     return path

@@ -8,9 +8,10 @@ import torch
 from torchvision.utils import save_image
 
 
-def save_grid(samples: torch.Tensor, path: Path) -> None:
-    """Images in [-1, 1] as one PNG grid, as square as possible."""
-    nrow = max(1, int(math.sqrt(len(samples))))
+def save_grid(samples: torch.Tensor, path: Path, nrow: int | None = None) -> None:
+    """Images in [-1, 1] as one PNG grid of ``nrow`` images per row (default: as square as
+    possible)."""
+    nrow = nrow or max(1, int(math.sqrt(len(samples))))
     save_image(samples.detach().float().cpu(), str(path), nrow=nrow, normalize=True,
                value_range=(-1.0, 1.0), padding=2)
 

@@ -46,6 +46,16 @@ class Objective:
         """Generator inputs for ``n`` samples (used for the fixed sample grid and evaluation)."""
         raise NotImplementedError
 
+    #: images per row of a sample grid; ``None``: as square as possible
+    grid_nrow: int | None = None
+
+    def grid_noise(self, n: int, device: torch.device | str = "cpu",
+                   generator: torch.Generator | None = None) -> Any:
+        """Generator inputs for a sample grid of ``n`` images (the training grid and
+        ``ganforge sample``). By default the same as :meth:`noise`; an objective with a
+        meaningful code arranges the grid by it (with :attr:`grid_nrow`)."""
+        return self.noise(n, device, generator)
+
     def generate(self, G: nn.Module, noise: Any) -> torch.Tensor:
         """Samples from generator ``G`` (which may be the EMA copy) for ``noise``."""
         raise NotImplementedError
@@ -141,12 +151,23 @@ class InfoGAN(Unconditional):
                 f"needs a discriminator with a {codes}-way code head: set discriminator.args.codes="
                 f"{codes} (the 'dcgan' and 'infogan' discriminators have one)")
         self.codes, self.weight = codes, weight
+        self.grid_nrow = codes
 
     def noise(self, n, device="cpu", generator=None):
         z = torch.randn(n, self.z_dim - self.codes, device=device, generator=generator)
         c = torch.randint(self.codes, (n,), device=device, generator=generator)
         one_hot = torch.zeros(n, self.codes, device=device).scatter_(1, c[:, None], 1.0)  # capture-safe
         return torch.cat([z, one_hot], 1)
+
+    def grid_noise(self, n, device="cpu", generator=None):
+        """As in the paper's figures: each row of the grid is one Gaussian noise vector with
+        every code in turn, code ``j`` in column ``j`` (``grid_nrow = codes``); the last row
+        is cut short when ``n`` is not a multiple of ``codes``."""
+        rows = -(-n // self.codes)
+        z = torch.randn(rows, self.z_dim - self.codes, device=device, generator=generator)
+        one_hot = torch.eye(self.codes, device=device)
+        grid = torch.cat([z.repeat_interleave(self.codes, 0), one_hot.repeat(rows, 1)], 1)
+        return grid[:n]
 
     def code(self, noise: torch.Tensor) -> torch.Tensor:
         """The code (class index) of each row of ``noise``."""

@@ -1,9 +1,11 @@
 """The InfoGAN objective: its latent code, its losses and its checks."""
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ganforge.errors import ConfigError
 from ganforge.manager import PluginManager
@@ -30,6 +32,20 @@ def test_noise_is_gaussian_then_a_uniform_one_hot_code():
     counts = torch.bincount(obj.code(noise), minlength=10).float() / 20000
     assert (counts - 0.1).abs().max() < 0.01  # uniform over the 10 codes
     assert abs(z.mean().item()) < 0.02 and abs(z.std().item() - 1) < 0.02
+
+
+def test_grid_noise_gives_each_row_one_noise_vector_and_every_code_in_turn():
+    """As in the paper's figures: the code changes along a row, the Gaussian part only
+    between rows; a grid of 25 is two full rows and half a row."""
+    _, _, _, obj = _parts()
+    grid = obj.grid_noise(25, "cpu", torch.Generator().manual_seed(0))
+    assert grid.shape == (25, 16) and obj.grid_nrow == 10
+    assert obj.code(grid).tolist() == list(range(10)) * 2 + list(range(5))
+    z = grid[:, :6]
+    for row in range(3):
+        block = z[row * 10:row * 10 + 10]
+        assert torch.equal(block, block[:1].expand_as(block))
+    assert not torch.equal(z[0], z[10]) and not torch.equal(z[10], z[20])
 
 
 def test_losses_are_the_gan_losses_plus_the_code_cross_entropy():
@@ -105,3 +121,10 @@ def test_mnist_infogan_recipe_trains_with_its_code(tmp_path, mnist_dir):
     G, objective, _, _ = _load_for_sampling(tmp_path, True)
     noise = objective.noise(10, "cpu", torch.Generator().manual_seed(0))
     assert objective.generate(G, noise).shape == (10, *SHAPE)
+    # `ganforge sample` lays a picture out by code: 10 columns of 28 + 2 padding pixels
+    from ganforge.cli import main
+
+    assert main(["sample", str(tmp_path), "--out", str(tmp_path / "grid.png"), "--n", "25"]) == 0
+    assert Image.open(tmp_path / "grid.png").size == (10 * 30 + 2, 3 * 30 + 2)
+    assert main(["sample", str(tmp_path), "--out", str(tmp_path / "s.npz"), "--n", "12"]) == 0
+    assert np.load(tmp_path / "s.npz")["samples"].shape == (12, *SHAPE)
