@@ -68,7 +68,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     # a picture is arranged as the objective likes (InfoGAN: one code per column); saved
     # samples are independent draws, fit for computing metrics elsewhere
-    noise, nrow = (objective.grid_noise, objective.grid_nrow or 1) if out.suffix == ".png" else (objective.noise, 1)
+    picture = out.suffix == ".png"
+    noise = objective.grid_noise if picture else objective.noise
+    nrow = (objective.grid_nrow or 1) if picture else 1
     chunk = 1024 - 1024 % nrow  # whole grid rows per chunk
     with torch.no_grad():
         samples = torch.cat([

@@ -43,7 +43,7 @@ class Objective:
 
     def noise(self, n: int, device: torch.device | str = "cpu",
               generator: torch.Generator | None = None) -> Any:
-        """Generator inputs for ``n`` samples (used for the fixed sample grid and evaluation)."""
+        """Generator inputs for ``n`` independent samples (training, evaluation)."""
         raise NotImplementedError
 
     #: images per row of a sample grid; ``None``: as square as possible
