@@ -71,14 +71,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     picture = out.suffix == ".png"
     noise = objective.grid_noise if picture else objective.noise
     nrow = (objective.grid_nrow or 1) if picture else 1
-    chunk = 1024 - 1024 % nrow  # whole grid rows per chunk
+    chunk = max(nrow, 1024 - 1024 % nrow)  # whole grid rows per chunk
     with torch.no_grad():
         samples = torch.cat([
             objective.generate(G, noise(min(chunk, args.n - i), "cpu", gen)).float()
             for i in range(0, args.n, chunk)
         ])
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".png":
+    if picture:
         from ganforge import plots
 
         if samples.dim() == 2:

@@ -151,13 +151,16 @@ class InfoGAN(Unconditional):
                 f"needs a discriminator with a {codes}-way code head: set discriminator.args.codes="
                 f"{codes} (the 'dcgan' and 'infogan' discriminators have one)")
         self.codes, self.weight = codes, weight
-        self.grid_nrow = codes
 
     def noise(self, n, device="cpu", generator=None):
         z = torch.randn(n, self.z_dim - self.codes, device=device, generator=generator)
         c = torch.randint(self.codes, (n,), device=device, generator=generator)
         one_hot = torch.zeros(n, self.codes, device=device).scatter_(1, c[:, None], 1.0)  # capture-safe
         return torch.cat([z, one_hot], 1)
+
+    @property
+    def grid_nrow(self) -> int:
+        return self.codes
 
     def grid_noise(self, n, device="cpu", generator=None):
         """As in the paper's figures: each row of the grid is one Gaussian noise vector with

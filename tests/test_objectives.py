@@ -121,10 +121,15 @@ def test_mnist_infogan_recipe_trains_with_its_code(tmp_path, mnist_dir):
     G, objective, _, _ = _load_for_sampling(tmp_path, True)
     noise = objective.noise(10, "cpu", torch.Generator().manual_seed(0))
     assert objective.generate(G, noise).shape == (10, *SHAPE)
-    # `ganforge sample` lays a picture out by code: 10 columns of 28 + 2 padding pixels
+    # pictures are laid out by code, 10 columns of 28 + 2 padding pixels: the training grid
+    # (64 samples: 7 rows) and `ganforge sample`'s
     from ganforge.cli import main
 
+    assert Image.open(tmp_path / "samples-final.png").size == (10 * 30 + 2, 7 * 30 + 2)
     assert main(["sample", str(tmp_path), "--out", str(tmp_path / "grid.png"), "--n", "25"]) == 0
     assert Image.open(tmp_path / "grid.png").size == (10 * 30 + 2, 3 * 30 + 2)
+    # saved arrays are independent draws from noise(), fit for metrics computed elsewhere
     assert main(["sample", str(tmp_path), "--out", str(tmp_path / "s.npz"), "--n", "12"]) == 0
-    assert np.load(tmp_path / "s.npz")["samples"].shape == (12, *SHAPE)
+    with torch.no_grad():
+        expected = objective.generate(G, objective.noise(12, "cpu", torch.Generator().manual_seed(0)))
+    assert np.allclose(np.load(tmp_path / "s.npz")["samples"], expected.numpy(), atol=1e-6)
