@@ -8,9 +8,12 @@ absolute figures across runs):
 
 - ``ganforge``: the real engine (``ganforge.engine.train``), timed between two generator steps
   by a lifecycle-hook plugin; samples, metrics and checkpoints are off while timing.
-- ``eager``: a plain PyTorch loop written out by hand: the same models, loss, penalties,
-  n_critic and precision, data already on the device as one tensor, batch indices drawn with
-  ``torch.randint``. Its ratio to ``ganforge`` is the engine's overhead.
+- ``eager``: a bare PyTorch loop written out by hand that does exactly the engine's work: the
+  same models (built by the same code, in the same memory format), loss, penalties (in fp32),
+  n_critic, autocast precision, EMA and the same Adam implementation (fused where the engine
+  uses fused); data already on the device as one tensor, batch indices drawn with
+  ``torch.randint``. Its ratio to ``ganforge`` is the engine's overhead; the table says what
+  it ran.
 - ``ganforge_eager`` (when ganforge ran CUDA graphs): the engine with ``train.cuda_graph=false``.
 - ``eager_fp32`` (recipes in bf16/fp16): the same eager loop in fp32, the usual baseline.
 - ``reference`` (MNIST-family recipes only): the loop as users write it: torchvision's MNIST
@@ -41,7 +44,7 @@ from typing import Any
 import torch
 
 from ganforge.config import Recipe, load_recipe
-from ganforge.engine import AUTOCAST_DTYPES, resolve_precision
+from ganforge.accel import AUTOCAST_DTYPES, resolve_precision
 from ganforge.hookspecs import hookimpl
 
 #: Dense peak TFLOP/s by (device name fragment, precision), from the vendors' data sheets.
@@ -94,35 +97,48 @@ def time_ganforge(recipe: Recipe, warmup: int, steps: int) -> dict[str, Any]:
 
         raise GanforgeError(f"training stopped at step {state.step} before the {warmup + steps} "
                             f"steps to time (interrupted?)")
-    graphs = getattr(state.stepper, "graphs", None)  # GraphStep's captured graphs
-    path = ("eager step" if graphs is None else
-            f"CUDA graph ({len(graphs)} captured)" if graphs else "fast step, not captured")
+    graphs = state.stepper.graphs  # the CUDA graphs the step captured
+    path = (f"CUDA graph ({len(graphs)} captured)" if graphs else
+            "fast step, not captured" if state.stepper.graph else "eager step")
     return {"seconds": timer.end - timer.start, "device": state.accelerator.device, "path": path,
             "captured": bool(graphs), "precision": state.accelerator.mixed_precision}
 
 
 def _setup(recipe: Recipe, device: torch.device):
+    """The recipe's dataset, G, D, loss, penalties and optimizers, built by the engine's own
+    code (so the same models, memory format and Adam implementation) for the classic
+    two-network system; also a description of what was built, for the table."""
     from accelerate.utils import set_seed
 
-    from ganforge.engine import build_models
+    from ganforge.build import build_networks, build_system, make_optimizers, use_channels_last
+    from ganforge.errors import GanforgeError
     from ganforge.manager import PluginManager
 
     registry = PluginManager().registry
     set_seed(recipe.seed)
     dataset = registry.build("dataset", recipe.data.name, recipe.data.args, root=recipe.data.root,
                              download=False)
-    G, D = build_models(recipe, registry, tuple(dataset.sample_shape))
-    loss = registry.build("loss", recipe.loss.name, recipe.loss.args)
+    system = build_system(recipe, registry, tuple(dataset.sample_shape), dataset)
+    if set(system.networks) != {"G", "D"}:
+        raise GanforgeError(f"ganforge bench's bare loop is written for the two-network G/D systems; "
+                            f"objective '{recipe.objective.name}' has networks {', '.join(system.networks)}")
+    nets = build_networks(recipe, registry, system)
+    channels_last = use_channels_last(recipe.train.channels_last, nets, device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    nets = {n: m.to(device, memory_format=fmt) for n, m in nets.items()}
+    o = recipe.optim
+    fused = o.fused is True or (o.fused == "auto" and device.type == "cuda")
+    opts = make_optimizers(recipe, system, nets, fused=fused, capturable=False)
     penalties = [(p, registry.build("penalty", p.name, p.args)) for p in recipe.penalties]
-    opt = recipe.optim
-    opt_g = torch.optim.Adam(G.to(device).parameters(), lr=opt.lr_g, betas=tuple(opt.betas))
-    opt_d = torch.optim.Adam(D.to(device).parameters(), lr=opt.lr_d, betas=tuple(opt.betas))
-    return dataset, G, D, loss, penalties, opt_g, opt_d
+    adam = "fused" if fused else ("foreach" if device.type == "cuda" else "for-loop")
+    work = f"Adam {adam}, penalties fp32, {'channels_last' if channels_last else 'contiguous'}"
+    return dataset, nets["G"], nets["D"], system.loss, penalties, opts["G"], opts["D"], work
 
 
-def eager_loop(recipe: Recipe, device: torch.device):
-    """A plain PyTorch loop on the recipe's models: returns ``step()`` (one generator step)."""
-    dataset, G, D, loss, penalties, opt_g, opt_d = _setup(recipe, device)
+def eager_loop(recipe: Recipe, device: torch.device, info: dict | None = None):
+    """A bare PyTorch loop on the recipe's models: returns ``step()`` (one generator step).
+    ``info["work"]`` receives a description of what it runs."""
+    dataset, G, D, loss, penalties, opt_g, opt_d, work = _setup(recipe, device)
     data, normalize = getattr(dataset, "data", None), getattr(dataset, "normalize", None)
     if not isinstance(data, torch.Tensor):  # read from files: up to 2048 samples, decoded once
         items = [dataset[i] for i in range(min(len(dataset), 2048))]
@@ -132,6 +148,8 @@ def eager_loop(recipe: Recipe, device: torch.device):
     n, b, z_dim, t = len(data), recipe.data.batch_size, recipe.train.z_dim, recipe.train
     precision = resolve_precision(t.precision, device.type, tuple(dataset.sample_shape))
     dtype = AUTOCAST_DTYPES.get(precision)
+    if info is not None:
+        info["work"] = f"{work}, autocast {precision}"
     d_steps = [0]
     ema = None
     if t.ema > 0:  # the engine's EMA, written out: the same work per step
@@ -153,7 +171,8 @@ def eager_loop(recipe: Recipe, device: torch.device):
             d_steps[0] += 1
             for p, fn in penalties:
                 if d_steps[0] % p.every == 0:
-                    loss_d = loss_d + p.weight * p.every * fn(D, real, fake)
+                    with torch.autocast(device.type, enabled=False):  # fp32, as the engine
+                        loss_d = loss_d + p.weight * p.every * fn(D, real, fake)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -188,7 +207,8 @@ def reference_loop(recipe: Recipe, device: torch.device, workdir: Path):
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
     loader = torch.utils.data.DataLoader(datasets.MNIST(str(workdir), train=True, transform=tf),
                                          batch_size=recipe.data.batch_size, shuffle=True, num_workers=0)
-    _, G, D, _, _, opt_g, opt_d = _setup(recipe, device)
+    reference = load_recipe_like(recipe, ["optim.fused=false", "train.channels_last=false"])
+    _, G, D, _, _, opt_g, opt_d, _ = _setup(reference, device)  # as users write it: plain Adam
     criterion, z_dim = torch.nn.BCELoss(), recipe.train.z_dim
     it = iter(loader)
 
@@ -215,6 +235,13 @@ def reference_loop(recipe: Recipe, device: torch.device, workdir: Path):
     return step
 
 
+def load_recipe_like(recipe: Recipe, overrides: list[str]) -> Recipe:
+    """``recipe`` with more dotted overrides."""
+    from ganforge.config import apply_overrides, recipe_from_dict
+
+    return recipe_from_dict(apply_overrides(recipe.to_dict(), overrides))
+
+
 def time_loop(step, device: torch.device, warmup: int, steps: int) -> float:
     for _ in range(warmup):
         step()
@@ -229,7 +256,7 @@ def time_loop(step, device: torch.device, warmup: int, steps: int) -> float:
 def loader_images_per_s(recipe: Recipe, device: torch.device, batches: int) -> float | None:
     """Images/s of the engine's DataLoader alone (its workers, pinned memory, copy to the
     device), for datasets read from files; None for datasets held in memory (no loader)."""
-    from ganforge.engine import make_loader
+    from ganforge.data import make_loader
     from ganforge.manager import PluginManager
 
     dataset = PluginManager().registry.build("dataset", recipe.data.name, recipe.data.args,
@@ -276,7 +303,7 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
     # The cases alternate, `repeats` times, and each reports its median: on a shared, noisy
     # machine a slow spell then hits every case instead of whichever ran during it.
     ganforge_s, eager_s, mem_g, mem_e = [], [], 0.0, 0.0
-    eager_step, device = None, None
+    eager_step, device, info = None, None, {}
     for _ in range(repeats):
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -286,7 +313,7 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
         mem_g = max(mem_g, _peak_memory(device))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        eager_step = eager_step or eager_loop(recipe, device)
+        eager_step = eager_step or eager_loop(recipe, device, info)
         eager_s.append(time_loop(eager_step, device, warmup, steps))
         mem_e = max(mem_e, _peak_memory(device))
     results["ganforge"] = {"seconds": statistics.median(ganforge_s), "all_seconds": ganforge_s, "memory_mib": mem_g}
@@ -331,7 +358,7 @@ def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
         "recipe": recipe_name, "overrides": overrides, "steps": steps, "warmup": warmup, "repeats": repeats,
         "batch_size": recipe.data.batch_size, "n_critic": recipe.train.n_critic,
         "precision": precision, "flops_per_step": flops, "device": name,
-        "ganforge_path": timed["path"], "loader_images_per_s": loader, "num_workers": recipe.data.num_workers,
+        "ganforge_path": timed["path"], "eager_work": info.get("work"), "loader_images_per_s": loader, "num_workers": recipe.data.num_workers,
         "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(), "torch": torch.__version__,
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "peak_tflops": peak_tflops,
         "results": results,
@@ -355,6 +382,8 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"{case:<15} {v['images_per_s']:>10.0f} {v['step_ms']:>8.2f} {fmt(v['tflops'], '.3f'):>8} "
                      f"{fmt(v['pct_peak'], '.1f'):>7} {v['memory_mib']:>8.0f} {vs_e:>8.3f}x "
                      f"{fmt(vs_r, '.2f'):>12}{'x' if vs_r else ''}")
+    if report.get("eager_work"):
+        lines.append(f"eager = a bare hand-written loop doing the engine's work: {report['eager_work']}")
     overhead = r["eager"]["images_per_s"] / r["ganforge"]["images_per_s"] - 1
     lines.append(f"ganforge per-step overhead vs the bare eager loop: {100 * overhead:+.1f}%")
     if report.get("loader_images_per_s"):

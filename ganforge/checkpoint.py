@@ -1,12 +1,18 @@
 """Checkpoints without pickle: safetensors for tensors, JSON for everything else.
 
-A checkpoint is a folder ``<out_dir>/checkpoints/step-00001000/``::
+A checkpoint is a folder ``<out_dir>/checkpoints/step-00001000/`` (format 2), with the
+system's networks and optimizers by name::
 
-    generator.safetensors  discriminator.safetensors  generator_ema.safetensors (if EMA)
-    optimizer_g.safetensors  optimizer_d.safetensors    tensors of the optimizer states
-    rng-rank0.safetensors ...                           torch/CUDA/NumPy RNG state per rank
-    meta.json                                           step, data position, recipe, plugin
-                                                        versions, non-tensor state, file sizes
+    model.G.safetensors  model.D.safetensors ...   every network's weights
+    ema.G.safetensors ...                          EMA copies (networks that keep one)
+    optim.G.safetensors  optim.D.safetensors ...   tensors of the optimizer states
+    system-rank0.safetensors ...                   the system's persistent state, per rank (if any)
+    rng-rank0.safetensors ...                      torch/CUDA/NumPy RNG state per rank
+    meta.json                                      step, phase counts, data position, recipe,
+                                                   plugin versions, non-tensor state, file sizes
+
+Format 1 (ganforge 0.1.0: ``generator``, ``discriminator``, ``generator_ema``,
+``optimizer_g``, ``optimizer_d``) is read as networks ``G`` and ``D``.
 
 It is written into a hidden temporary folder, flushed, then renamed into place, so a crash
 mid-write leaves the previous checkpoint intact; ``meta.json`` is written last and lists
@@ -29,7 +35,10 @@ from safetensors.torch import load_file, save_file
 
 from ganforge.errors import CheckpointError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: format-1 file stems by their format-2 names
+_V1_STEMS = {"model.G": "generator", "model.D": "discriminator", "ema.G": "generator_ema",
+             "optim.G": "optimizer_g", "optim.D": "optimizer_d"}
 PREFIX = "step-"
 
 
@@ -193,8 +202,32 @@ def latest_valid(ckpt_dir: Path, log: Any = print) -> Path | None:
     return None
 
 
-def load_generator_weights(folder: Path, ema: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Weights only (EMA when present and asked for) and meta, for sampling and evaluation."""
+def stem(meta: dict[str, Any], name: str) -> str:
+    """The file stem of ``name`` (``model.G``, ``optim.D``, ...) in a checkpoint of ``meta``'s format."""
+    return _V1_STEMS.get(name, name) if meta.get("format", 1) == 1 else name
+
+
+def upgrade_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Format-1 meta in format-2 terms (networks G and D, phases D and G)."""
+    if meta.get("format", 1) >= 2:
+        return meta
+    meta = dict(meta)
+    meta["networks"] = {"G": "generator", "D": "discriminator"}
+    meta["phase_steps"] = {"D": meta.get("d_steps", 0), "G": meta["step"]}
+    meta["optimizers"] = {"G": meta["optimizer_g"], "D": meta["optimizer_d"]}
+    n = meta.get("ema_n_averaged")
+    meta["ema_n_averaged"] = {"G": n} if n is not None else {}
+    return meta
+
+
+def load_network_weights(folder: Path, ema: bool = True) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """Every network's weights (its EMA copy where there is one and ``ema``) and the
+    (upgraded) meta, for sampling and evaluation."""
     meta = read_meta(folder)
-    name = "generator_ema" if ema and "generator_ema.safetensors" in meta["files"] else "generator"
-    return load_tensors(Path(folder) / f"{name}.safetensors"), meta
+    files = meta["files"]
+    meta = upgrade_meta(meta)
+    weights = {}
+    for name in meta["networks"]:
+        use = f"ema.{name}" if ema and f"{stem(meta, f'ema.{name}')}.safetensors" in files else f"model.{name}"
+        weights[name] = load_tensors(Path(folder) / f"{stem(meta, use)}.safetensors")
+    return weights, meta

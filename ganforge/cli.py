@@ -33,9 +33,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_for_sampling(checkpoint: str, ema: bool):
+    """The system of a checkpoint's recipe with its networks' weights (EMA copies where kept),
+    in eval mode on the CPU: ``(nets, system, recipe, meta)``."""
     from ganforge import checkpoint as ckpt
+    from ganforge.build import build_networks, build_system
     from ganforge.config import recipe_from_dict
-    from ganforge.engine import build_models
     from ganforge.manager import get_plugin_manager
 
     folder = Path(checkpoint)
@@ -44,37 +46,37 @@ def _load_for_sampling(checkpoint: str, ema: bool):
         if latest is None:
             raise GanforgeError(f"no valid checkpoint in {folder / 'checkpoints'}")
         folder = latest
-    weights, meta = ckpt.load_generator_weights(folder, ema=ema)
+    weights, meta = ckpt.load_network_weights(folder, ema=ema)
     recipe = recipe_from_dict(meta["recipe"])
     registry = get_plugin_manager().registry
-    G, D = build_models(recipe, registry, tuple(meta["sample_shape"]))
-    G.load_state_dict(weights)
-    G.eval()
-    loss = registry.build("loss", recipe.loss.name, recipe.loss.args)
-    objective = registry.build("objective", recipe.objective.name, recipe.objective.args,
-                               generator=G, discriminator=D, loss=loss, z_dim=recipe.train.z_dim)
-    return G, objective, recipe, meta
+    system = build_system(recipe, registry, tuple(meta["sample_shape"]))
+    nets = build_networks(recipe, registry, system)
+    for name, module in nets.items():
+        module.load_state_dict(weights[name])
+        module.eval()
+    system.setup(nets)
+    return nets, system, recipe, meta
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    G, objective, recipe, meta = _load_for_sampling(args.checkpoint, not args.no_ema)
+    nets, system, recipe, meta = _load_for_sampling(args.checkpoint, not args.no_ema)
     out = Path(args.out)
     if out.suffix not in (".png", ".safetensors", ".npz"):
         raise GanforgeError(f"--out must end in .png, .safetensors or .npz, got '{out.name}'")
     if args.n < 1:
         raise GanforgeError(f"--n must be at least 1, got {args.n}")
     gen = torch.Generator().manual_seed(args.seed)
-    # a picture is arranged as the objective likes (InfoGAN: one code per column); saved
+    # a picture is arranged as the system likes (InfoGAN: one code per column); saved
     # samples are independent draws, fit for computing metrics elsewhere
     picture = out.suffix == ".png"
-    noise = objective.grid_noise if picture else objective.noise
-    nrow = (objective.grid_nrow or 1) if picture else 1
+    noise = system.grid_noise if picture else system.noise
+    nrow = (system.grid_nrow or 1) if picture else 1
     chunk = max(nrow, 1024 - 1024 % nrow)  # whole grid rows per chunk
     with torch.no_grad():
         samples = torch.cat([
-            objective.generate(G, noise(min(chunk, args.n - i), "cpu", gen)).float()
+            system.generate(nets, noise(min(chunk, args.n - i), "cpu", gen)).float()
             for i in range(0, args.n, chunk)
         ])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +86,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if samples.dim() == 2:
             plots.save_scatter(samples, samples[:0], out, f"{recipe.name}: step {meta['step']}")
         else:
-            plots.save_grid(samples, out, objective.grid_nrow)
+            plots.save_grid(samples, out, system.grid_nrow)
     elif out.suffix == ".safetensors":
         from safetensors.torch import save_file
 
@@ -98,12 +100,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ganforge.engine import evaluate_samples
     from ganforge.manager import get_plugin_manager
+    from ganforge.sampling import evaluate_samples
 
     import torch
 
-    G, objective, recipe, meta = _load_for_sampling(args.checkpoint, not args.no_ema)
+    nets, system, recipe, meta = _load_for_sampling(args.checkpoint, not args.no_ema)
     registry = get_plugin_manager().registry
     names = args.metric or [m.name for m in recipe.metrics]
     if not names:
@@ -115,7 +117,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = {n: registry.build("metric", n, args_by_name.get(n, {}), dataset=dataset) for n in names}
     gen = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
-        samples = objective.generate(G, objective.noise(args.n, "cpu", gen)).float()
+        samples = system.generate(nets, system.noise(args.n, "cpu", gen)).float()
     results = evaluate_samples(samples, dataset, metrics)
     print(json.dumps({"checkpoint": str(args.checkpoint), "step": meta["step"], **results}, indent=1))
     return 0

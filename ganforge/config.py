@@ -8,6 +8,11 @@ are parsed as YAML (``log.wandb=true``, ``optim.betas=[0.0,0.99]``).
 A part (generator, discriminator, loss, objective, dataset, metric, penalty) is a name from the
 plugin registry plus ``args`` for its factory; ``loss: hinge`` is short for
 ``loss: {name: hinge}``.
+
+The objective is an adversarial system (:mod:`ganforge.system`) that names its networks and
+optimizers. ``generator:`` / ``discriminator:`` build every network of that kind;
+``networks: {G_AB: {name: ..., args: ...}}`` sets one network by name, and
+``optimizers: {D: {lr: 4e-4}}`` overrides one optimizer's settings.
 """
 from __future__ import annotations
 
@@ -61,6 +66,16 @@ class Penalty:
     weight: float = 1.0
     every: int = 1
     args: dict[str, Any] = field(default_factory=dict)
+    networks: list[str] = field(default_factory=list)  # which discriminators; [] = every one a phase penalises
+
+
+@dataclass
+class OptimizerSettings:
+    """Overrides of one optimizer that the system declares (unset: the system's value)."""
+
+    lr: float | None = None
+    betas: list[float] | None = None
+    weight_decay: float | None = None
 
 
 @dataclass
@@ -126,6 +141,8 @@ class Recipe:
     loss: Part = field(default_factory=lambda: Part("bce"))
     penalties: list[Penalty] = field(default_factory=list)
     objective: Part = field(default_factory=lambda: Part("unconditional"))
+    networks: dict[str, Part] = field(default_factory=dict)  # per-network parts, by the system's names
+    optimizers: dict[str, OptimizerSettings] = field(default_factory=dict)  # per-optimizer overrides
     metrics: list[Part] = field(default_factory=list)
     optim: Optim = field(default_factory=Optim)
     train: Train = field(default_factory=Train)
@@ -180,7 +197,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise _type_error(value, tp, where)
-        return dict(value)
+        _, item = typing.get_args(tp)
+        return {str(k): _convert(v, item, f"{where}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -337,6 +355,12 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"optim.lr_decay must be 'none' or 'linear', got '{recipe.optim.lr_decay}'")
     if len(recipe.optim.betas) != 2:
         raise ConfigError(f"optim.betas needs two numbers, got {recipe.optim.betas}")
+    for name, o in recipe.optimizers.items():
+        if o.betas is not None and len(o.betas) != 2:
+            raise ConfigError(f"optimizers.{name}.betas needs two numbers, got {o.betas}")
+    for name, part in recipe.networks.items():
+        if not part.name:
+            raise ConfigError(f"Recipe key 'networks.{name}.name' is empty: name a registered network")
     for i, p in enumerate(recipe.penalties):
         if p.every < 1:
             raise ConfigError(f"penalties.{i}.every must be >= 1, got {p.every}")

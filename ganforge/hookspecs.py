@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ganforge.engine import TrainState
+    from ganforge.state import TrainState
     from ganforge.manager import Register
 
 PROJECT_NAME = "ganforge"
@@ -81,7 +81,7 @@ def ganforge_register_losses(register: Register) -> None:
     ``d_loss(real_logits, fake_logits) -> Tensor`` and ``g_loss(fake_logits) -> Tensor``
     (scalars; :class:`ganforge.plugins.losses.Loss` is a convenient base class). An attribute
     ``capturable = True`` says both are tensor code only, so that the step may be captured in a
-    CUDA graph (``ganforge.fastpath``); without it the engine runs the eager step.
+    CUDA graph (``ganforge.step``); without it the engine runs the eager step.
 
     :param register: call ``register(name, factory, description=None)`` once per loss.
     """

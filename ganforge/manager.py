@@ -20,6 +20,7 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,30 +32,29 @@ from ganforge import hookspecs
 from ganforge.errors import ConfigError, PluginError, UnknownNameError, did_you_mean
 
 #: Version of the contract in :mod:`ganforge.hookspecs`. A plugin module may declare the
-#: version it was written for as ``GANFORGE_PLUGIN_API = 1``; a mismatch fails that plugin
+#: version it was written for as ``GANFORGE_PLUGIN_API = 2``; a mismatch fails that plugin
 #: (with a message) instead of letting it break in the middle of a run.
-PLUGIN_API_VERSION = 1
+#: 2: objectives return a :class:`ganforge.system.GANSystem` (networks, optimizers, phases);
+#: losses' ``g_loss`` may take the real logits. 1: ganforge 0.1 (one G, one D).
+PLUGIN_API_VERSION = 2
 
 ENTRY_POINT_GROUP = "ganforge"
 ENV_DISABLE_AUTOLOAD = "GANFORGE_DISABLE_PLUGIN_AUTOLOAD"
 ENV_DISABLE_PLUGINS = "GANFORGE_DISABLE_PLUGINS"
+_UPGRADE = "docs/writing-plugins.md, 'Upgrading from plugin API 1'"
 
-#: The built-in plugins (entry-point name -> module), registered by hand only when autoload is
-#: off; normally they arrive through their entry points like any other plugin.
-BUILTIN_PLUGINS: dict[str, str] = {
-    "mlp": "ganforge.plugins.mlp",
-    "seed_conv": "ganforge.plugins.seed_conv",
-    "dcgan": "ganforge.plugins.dcgan",
-    "losses": "ganforge.plugins.losses",
-    "penalties": "ganforge.plugins.penalties",
-    "objectives": "ganforge.plugins.objectives",
-    "idx": "ganforge.plugins.idx",
-    "cifar10": "ganforge.plugins.cifar10",
-    "image_folder": "ganforge.plugins.image_folder",
-    "toy": "ganforge.plugins.toy",
-    "mixture_metrics": "ganforge.plugins.mixture_metrics",
-    "mnist_metrics": "ganforge.plugins.mnist_metrics",
-}
+
+def builtin_plugins() -> dict[str, str]:
+    """The built-in plugins (entry-point name -> module): ganforge's own entry points in the
+    ``ganforge`` group, declared once, in its pyproject.toml. Registered by hand only when
+    autoload is off; normally they arrive through their entry points like any other plugin."""
+    try:
+        dist = importlib.metadata.distribution("ganforge")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        raise PluginError("ganforge is not installed (pip install -e .), so its built-in plugins "
+                          "cannot be found") from None
+    return {ep.name: ep.value for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP}
+
 
 #: Plural of each kind, for messages and listings.
 PLURALS = {"loss": "losses", "penalty": "penalties"}
@@ -104,13 +104,39 @@ class Entry:
         return f"plugin '{p.name}' ({p.module})"
 
 
+class _CallerInfo:
+    """Which plugin is registering: the one whose hook implementation is on the call stack."""
+
+    def __init__(self, owners: dict[Any, list[tuple[Any, PluginInfo]]]):
+        self.owners = owners
+
+    def find(self) -> PluginInfo:
+        frame = sys._getframe(2)
+        while frame is not None:
+            candidates = self.owners.get(frame.f_code)
+            if candidates:
+                if len(candidates) == 1:
+                    return candidates[0][1]
+                me = frame.f_locals.get("self")  # one class registered as several plugins
+                for plugin, info in candidates:
+                    if plugin is me:
+                        return info
+                return candidates[0][1]
+            frame = frame.f_back
+        return PluginInfo("unknown", "unknown")
+
+
 class Register:
     """The ``register`` callable handed to component hooks."""
 
-    def __init__(self, registry: Registry, kind: str, plugin: PluginInfo):
+    def __init__(self, registry: Registry, kind: str, caller: _CallerInfo | PluginInfo):
         self._registry = registry
         self._kind = kind
-        self._plugin = plugin
+        self._caller = caller
+
+    @property
+    def _plugin(self) -> PluginInfo:
+        return self._caller.find() if isinstance(self._caller, _CallerInfo) else self._caller
 
     def __call__(
         self, name: str, factory: Callable[..., Any], description: str | None = None
@@ -122,14 +148,15 @@ class Register:
         :param description: one line for ``ganforge plugins``; defaults to the first line of
             the factory's docstring.
         """
+        plugin = self._plugin
         if not isinstance(name, str) or not name:
-            raise PluginError(f"{self._plugin.name}: register() needs a non-empty name string")
+            raise PluginError(f"{plugin.name}: register() needs a non-empty name string")
         if not callable(factory):
-            raise PluginError(f"{self._plugin.name}: {self._kind} '{name}' factory is not callable")
+            raise PluginError(f"{plugin.name}: {self._kind} '{name}' factory is not callable")
         if description is None:
             doc = (inspect.getdoc(factory) or "").strip()
             description = " ".join(doc.split("\n\n")[0].split())  # first paragraph
-        self._registry._add(Entry(self._kind, name, factory, description, self._plugin))
+        self._registry._add(Entry(self._kind, name, factory, description, plugin))
 
 
 class Registry:
@@ -251,7 +278,7 @@ class PluginManager:
                 self._try_register(info, ep.load)
         elif self.builtins:
             version = _own_version()
-            for name, module in BUILTIN_PLUGINS.items():
+            for name, module in builtin_plugins().items():
                 if name not in self.blocked:
                     info = PluginInfo(name, module, "ganforge", version)
                     self._try_register(info, lambda m=module: importlib.import_module(m))
@@ -304,16 +331,22 @@ class PluginManager:
     # ---------------------------------------------------------------------------- registry
     @property
     def registry(self) -> Registry:
-        """The parts registered by all loaded plugins (built on first use)."""
+        """The parts registered by all loaded plugins (built on first use).
+
+        Each component hook is called through pluggy (``pm.hook.<name>(register=...)``), so
+        hookwrappers and tracing see it; a registration is attributed to the plugin whose
+        hook implementation is on the call stack when ``register`` is called."""
         if self._registry is None:
             registry = Registry(self.failed)
             for kind, hook_name in KINDS.items():
-                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                caller = getattr(self.pm.hook, hook_name)
+                owners: dict[Any, list[tuple[Any, PluginInfo]]] = {}
+                for impl in caller.get_hookimpls():
                     name = self.pm.get_name(impl.plugin)
                     info = self.info.get(name) or PluginInfo(name, repr(impl.plugin))
-                    register = Register(registry, kind, info)
-                    # Called impl by impl (not through pm.hook) so each part knows its plugin.
-                    impl.function(**({"register": register} if impl.argnames else {}))
+                    code = getattr(impl.function, "__code__", None)
+                    owners.setdefault(code, []).append((impl.plugin, info))
+                caller(register=Register(registry, kind, _CallerInfo(owners)))
             self._registry = registry
         return self._registry
 
@@ -346,6 +379,7 @@ def _check_api_version(name: str, plugin: Any) -> None:
             f"plugin '{name}' was written for ganforge plugin API {wanted}, but this ganforge "
             f"provides API {PLUGIN_API_VERSION}; install a version of the plugin made for API "
             f"{PLUGIN_API_VERSION}, or a ganforge that provides API {wanted}"
+            + (f" (what changed and how to upgrade: {_UPGRADE})" if wanted == 1 else "")
         )
 
 

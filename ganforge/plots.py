@@ -41,18 +41,24 @@ def save_scatter(samples: torch.Tensor, data: torch.Tensor, path: Path, title: s
 
 
 def save_loss_curve(history: list[dict], path: Path) -> None:
-    """D and G losses (and mean D outputs) against the generator step."""
+    """Every phase's loss (``loss_*``) and the other logged training values against the step."""
     plt = _pyplot()
-    rows = [r for r in history if "loss_d" in r]
+    rows = [r for r in history if any(k.startswith("loss_") for k in r)]
+    skip = {"step", "epoch", "skipped", "images_per_s"}
+    keys = sorted({k for r in rows for k in r if k not in skip and not k.startswith("eval/")})
+    losses = [k for k in keys if k.startswith("loss_")]
+    others = [k for k in keys if not k.startswith("loss_")]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6), dpi=100, sharex=True)
     steps = [r["step"] for r in rows]
-    for key, ax in (("loss_d", ax1), ("loss_g", ax1), ("d_real", ax2), ("d_fake", ax2)):
-        ax.plot(steps, [r.get(key, float("nan")) for r in rows], label=key)
+    for group, ax in ((losses, ax1), (others, ax2)):
+        for key in group:
+            ax.plot(steps, [r.get(key, float("nan")) for r in rows], label=key)
     ax1.set_ylabel("loss")
-    ax2.set_ylabel("mean D output")
-    ax2.set_xlabel("generator step")
-    ax1.legend()
-    ax2.legend()
+    ax2.set_ylabel("logged values")
+    ax2.set_xlabel("training step")
+    ax1.legend(fontsize="small")
+    if others:
+        ax2.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
-from ganforge.plugins.objectives import forward_with_code_head
+from ganforge.layers import forward_with_code_head
 
 __all__ = ["DCGANDiscriminator", "DCGANGenerator"]
 

@@ -10,25 +10,28 @@ import torch.nn.functional as F
 
 from ganforge import hookimpl
 
-__all__ = ["BCE", "Hinge", "LeastSquares", "Loss", "Minimax", "Wasserstein"]
+__all__ = ["BCE", "Hinge", "LeastSquares", "Loss", "Minimax", "RelativisticAverage", "Wasserstein"]
 
 
 class Loss:
-    """Base class: ``d_loss(real_logits, fake_logits)`` and ``g_loss(fake_logits)``.
+    """Base class: ``d_loss(real_logits, fake_logits)`` and ``g_loss(fake_logits)``, or
+    ``g_loss(fake_logits, real_logits)`` with ``uses_real_logits = True`` (the systems then
+    pass D's logits on the real batch, computed with D frozen).
 
     ``probabilistic`` says whether ``sigmoid(logit)`` is a probability that the sample is
     real (so ganforge logs mean D(x), D(G(z)) as probabilities) or a critic score (logged raw).
     ``capturable`` says that both losses are tensor code only, so the fast path may capture
-    them in a CUDA graph (see ``ganforge.fastpath``).
+    them in a CUDA graph (see ``ganforge.step``).
     """
 
     probabilistic = False
     capturable = False
+    uses_real_logits = False
 
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def score(self, logits: torch.Tensor) -> torch.Tensor:
@@ -46,14 +49,14 @@ class BCE(Loss):
     def d_loss(self, real, fake):
         return F.softplus(-real.float()).mean() + F.softplus(fake.float()).mean()
 
-    def g_loss(self, fake):
+    def g_loss(self, fake, real=None):
         return F.softplus(-fake.float()).mean()
 
 
 class Minimax(BCE):
     """Saturating minimax BCE (Goodfellow et al. 2014): G minimises log(1 - D(G(z)))."""
 
-    def g_loss(self, fake):
+    def g_loss(self, fake, real=None):
         return -F.softplus(fake.float()).mean()
 
 
@@ -65,7 +68,7 @@ class Hinge(Loss):
     def d_loss(self, real, fake):
         return F.relu(1.0 - real.float()).mean() + F.relu(1.0 + fake.float()).mean()
 
-    def g_loss(self, fake):
+    def g_loss(self, fake, real=None):
         return -fake.float().mean()
 
 
@@ -77,7 +80,7 @@ class Wasserstein(Loss):
     def d_loss(self, real, fake):
         return fake.float().mean() - real.float().mean()
 
-    def g_loss(self, fake):
+    def g_loss(self, fake, real=None):
         return -fake.float().mean()
 
 
@@ -89,8 +92,31 @@ class LeastSquares(Loss):
     def d_loss(self, real, fake):
         return 0.5 * ((real.float() - 1.0) ** 2).mean() + 0.5 * (fake.float() ** 2).mean()
 
-    def g_loss(self, fake):
+    def g_loss(self, fake, real=None):
         return 0.5 * ((fake.float() - 1.0) ** 2).mean()
+
+
+class RelativisticAverage(Loss):
+    """Relativistic average GAN loss, RaSGAN (Jolicoeur-Martineau 2018, arXiv:1807.00734).
+
+    With C the critic's logits and ``Dr(a, b) = sigmoid(C(a) - mean C(b))``:
+    L_D = -E_real log Dr(real, fake) - E_fake log(1 - Dr(fake, real)) and, both terms as in
+    the paper, L_G = -E_fake log Dr(fake, real) - E_real log(1 - Dr(real, fake)): G also
+    learns from making real data look less real than its fakes."""
+
+    capturable = True
+    uses_real_logits = True
+
+    def d_loss(self, real, fake):
+        real, fake = real.float(), fake.float()
+        return F.softplus(-(real - fake.mean())).mean() + F.softplus(fake - real.mean()).mean()
+
+    def g_loss(self, fake, real=None):
+        if real is None:
+            raise ValueError("the relativistic loss needs D's real logits in G's loss: use it through a "
+                             "system that passes them (the built-in objectives do)")
+        real, fake = real.float(), fake.float()
+        return F.softplus(-(fake - real.mean())).mean() + F.softplus(real - fake.mean()).mean()
 
 
 @hookimpl
@@ -100,3 +126,4 @@ def ganforge_register_losses(register):
     register("hinge", Hinge)
     register("wgan", Wasserstein)
     register("lsgan", LeastSquares)
+    register("relativistic", RelativisticAverage)

@@ -1,13 +1,13 @@
-"""Training objectives: how a batch of data becomes D and G losses.
+"""Training objectives: the adversarial systems ganforge ships.
 
-The engine owns optimizers, precision, devices and the order of updates; an objective owns
-what is fed to G and D. ``unconditional`` is the classic game between G(z) and the data. A
-class-conditional GAN (labels to G and D) or an image-to-image model (pix2pix: G sees an input
-image, D sees pairs) is another objective registered by a plugin; the engine does not change.
+An objective plugin returns a :class:`ganforge.system.GANSystem`: the networks, optimizers and
+phases of one training step, as data. ``unconditional`` is the classic game between G(z) and
+the data (two networks, two optimizers, phases ``D`` x n_critic then ``G``); ``infogan`` adds
+InfoGAN's code. Class-conditional GANs, pix2pix and CycleGAN are other systems registered by
+plugins; the engine does not change.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -15,67 +15,55 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganforge import hookimpl
+from ganforge.layers import forward_with_code_head
+from ganforge.system import GANSystem, Network, Optimizer, Phase, Terms
 
-__all__ = ["DOutput", "InfoGAN", "Objective", "Unconditional", "forward_with_code_head"]
-
-
-@dataclass
-class DOutput:
-    """The discriminator step's loss, the real and fake samples it used (for penalties) and
-    detached scalar statistics to log."""
-
-    loss: torch.Tensor
-    real: torch.Tensor
-    fake: torch.Tensor
-    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+__all__ = ["InfoGAN", "Unconditional", "forward_with_code_head"]
 
 
-class Objective:
-    """Interface of an objective (see :class:`Unconditional` for the reference).
+class Unconditional(GANSystem):
+    """Unconditional GAN: G(z) with z ~ N(0, I) against the data; labels are ignored.
 
-    Set ``capturable = True`` when ``d_loss`` and ``g_loss`` are tensor code only (no
-    ``.item()``, no Python branch on a tensor's value, the same shapes every step, random
-    numbers from torch's default generator): then the engine may capture the whole training
-    step in a CUDA graph (``ganforge.fastpath``). Otherwise it runs the eager step.
+    Networks ``G`` (a generator, with EMA when ``train.ema`` > 0) and ``D``; optimizers ``G``
+    and ``D`` (``optim.lr_g``/``lr_d``); phases ``D`` (n_critic times, each on a fresh batch,
+    penalties on D) and ``G`` (on the last batch D saw, D frozen).
     """
-
-    capturable = False
-
-    def noise(self, n: int, device: torch.device | str = "cpu",
-              generator: torch.Generator | None = None) -> Any:
-        """Generator inputs for ``n`` independent samples (training, evaluation)."""
-        raise NotImplementedError
-
-    #: images per row of a sample grid; ``None``: as square as possible
-    grid_nrow: int | None = None
-
-    def grid_noise(self, n: int, device: torch.device | str = "cpu",
-                   generator: torch.Generator | None = None) -> Any:
-        """Generator inputs for a sample grid of ``n`` images (the training grid and
-        ``ganforge sample``). By default the same as :meth:`noise`; an objective with a
-        meaningful code arranges the grid by it (with :attr:`grid_nrow`)."""
-        return self.noise(n, device, generator)
-
-    def generate(self, G: nn.Module, noise: Any) -> torch.Tensor:
-        """Samples from generator ``G`` (which may be the EMA copy) for ``noise``."""
-        raise NotImplementedError
-
-    def d_loss(self, batch: Any) -> DOutput:
-        """Discriminator loss for one batch from the data loader."""
-        raise NotImplementedError
-
-    def g_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Generator loss; ``batch`` is the last batch the D step saw (for conditioning)."""
-        raise NotImplementedError
-
-
-class Unconditional(Objective):
-    """Unconditional GAN: G(z) with z ~ N(0, I) against the data; labels are ignored."""
 
     capturable = True  # tensor code only: the fast path may capture it in a CUDA graph
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, loss: Any, z_dim: int):
-        self.G, self.D, self.loss, self.z_dim = generator, discriminator, loss, z_dim
+    def __init__(self, loss: Any, z_dim: int, sample_shape: tuple[int, ...], n_critic: int = 1,
+                 optim: Any = None):
+        self.loss, self.z_dim, self.sample_shape = loss, z_dim, tuple(sample_shape)
+        lr_g, lr_d = (optim.lr_g, optim.lr_d) if optim is not None else (2e-4, 2e-4)
+        betas = tuple(optim.betas) if optim is not None else (0.5, 0.999)
+        decay = optim.weight_decay if optim is not None else 0.0
+        self.networks = {
+            "G": Network("generator", {"z_dim": z_dim, "out_shape": self.sample_shape}, ema=True),
+            "D": Network("discriminator", {"in_shape": self.sample_shape}),
+        }
+        self.optimizers = {"G": Optimizer(["G"], lr_g, betas, decay), "D": Optimizer(["D"], lr_d, betas, decay)}
+        self.phases = [Phase("D", "D", self.d_loss, repeats=n_critic, penalize=["D"]),
+                       Phase("G", "G", self.g_loss, new_batch=False)]
+
+    @property
+    def G(self) -> nn.Module:
+        return self.nets["G"]
+
+    @property
+    def D(self) -> nn.Module:
+        return self.nets["D"]
+
+    def check(self, nets):
+        G, D = nets["G"], nets["D"]
+        with torch.no_grad():  # fail now, with the shapes, rather than in the middle of a step
+            fake = G(self.noise(2))
+            if tuple(fake.shape[1:]) != self.sample_shape:
+                raise ValueError(f"the generator makes samples of shape {tuple(fake.shape[1:])} but "
+                                 f"the dataset's are {self.sample_shape}")
+            out = D(fake)
+            if out.numel() != 2:
+                raise ValueError(f"the discriminator returned shape {tuple(out.shape)} for 2 samples; "
+                                 f"it must return one logit per sample")
 
     @staticmethod
     def _real(batch: Any) -> torch.Tensor:
@@ -84,15 +72,15 @@ class Unconditional(Objective):
     def noise(self, n, device="cpu", generator=None):
         return torch.randn(n, self.z_dim, device=device, generator=generator)
 
-    def generate(self, G, noise):
-        return G(noise)
+    def generate(self, nets, noise):
+        return nets["G"](noise)
 
     def judge(self, fake: torch.Tensor, noise: Any) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
         """D's logits for ``fake`` made from ``noise``, plus any extra loss term both players
         add and its statistics (none here; subclasses such as :class:`InfoGAN` add one)."""
         return self.D(fake), None, {}
 
-    def d_loss(self, batch):
+    def d_loss(self, batch) -> Terms:
         real = self._real(batch)
         z = self.noise(real.shape[0], real.device)
         with torch.no_grad():  # D's step needs no graph through G
@@ -102,23 +90,28 @@ class Unconditional(Objective):
         loss = self.loss.d_loss(real_logits, fake_logits)
         if extra is not None:
             loss = loss + extra
-        stats = {"d_real": self.loss.score(real_logits.detach().float()).mean(),
-                 "d_fake": self.loss.score(fake_logits.detach().float()).mean(), **extra_stats}
-        return DOutput(loss, real, fake, stats)
+        logs = {"d_real": self.loss.score(real_logits.detach().float()).mean(),
+                "d_fake": self.loss.score(fake_logits.detach().float()).mean(), **extra_stats}
+        return Terms(loss, logs, judged={"D": (real, fake)})
 
-    def g_loss(self, batch):
+    def g_loss(self, batch) -> Terms:
         real = self._real(batch)
         z = self.noise(real.shape[0], real.device)
         fake_logits, extra, _ = self.judge(self.G(z), z)
-        loss = self.loss.g_loss(fake_logits)
+        if getattr(self.loss, "uses_real_logits", False):  # relativistic losses
+            with torch.no_grad():  # D is frozen: its real logits are constants for G
+                real_logits = self.D(real)
+            loss = self.loss.g_loss(fake_logits, real_logits)
+        else:
+            loss = self.loss.g_loss(fake_logits)
         if extra is not None:
             loss = loss + extra
-        return loss, {"d_fake_g": self.loss.score(fake_logits.detach().float()).mean()}
+        return Terms(loss, {"d_fake_g": self.loss.score(fake_logits.detach().float()).mean()})
 
 
-def unconditional(*, generator, discriminator, loss, z_dim):
+def unconditional(*, loss, z_dim, sample_shape, n_critic, optim):
     """Unconditional GAN: G(z), z ~ N(0, I), against the data (labels ignored)."""
-    return Unconditional(generator, discriminator, loss, z_dim)
+    return Unconditional(loss, z_dim, sample_shape, n_critic, optim)
 
 
 class InfoGAN(Unconditional):
@@ -132,25 +125,28 @@ class InfoGAN(Unconditional):
     partly follow the digits (2 of 10 codes gave one digit >= 90% of the time after 16000 steps
     of ``mnist_infogan``; benchmarks/RESULTS.md).
 
-    D is frozen in G's step (the engine's rule), so Q learns in D's step from the fakes D sees
-    there, and G learns to make its code readable through the frozen Q.
+    D is frozen in G's phase (the engine's rule), so Q learns in D's phase from the fakes D
+    sees there, and G learns to make its code readable through the frozen Q.
 
     A discriminator of one's own qualifies by having a ``q`` layer with ``codes`` outputs and
     a ``forward(x, codes=False)`` that returns ``(logits, code_logits)`` when ``codes`` is
-    true (:func:`forward_with_code_head` does it for a ``Sequential`` body).
+    true (:func:`ganforge.layers.forward_with_code_head` does it for a ``Sequential`` body).
     """
 
-    def __init__(self, generator, discriminator, loss, z_dim: int, codes: int = 10, weight: float = 1.0):
-        super().__init__(generator, discriminator, loss, z_dim)
+    def __init__(self, loss, z_dim: int, sample_shape, n_critic: int = 1, optim=None,
+                 codes: int = 10, weight: float = 1.0):
         if not 1 < codes < z_dim:
             raise ValueError(f"codes must be between 2 and z_dim - 1 (train.z_dim={z_dim}), got {codes}")
-        inner = getattr(discriminator, "module", discriminator)  # under DDP, the wrapped model
-        q = getattr(inner, "q", None)
-        if discriminator is not None and (q is None or _out_features(q) != codes):
-            raise ValueError(
-                f"needs a discriminator with a {codes}-way code head: set discriminator.args.codes="
-                f"{codes} (the 'dcgan' and 'infogan' discriminators have one)")
+        super().__init__(loss, z_dim, sample_shape, n_critic, optim)
         self.codes, self.weight = codes, weight
+
+    def check(self, nets):
+        q = getattr(nets["D"], "q", None)
+        if q is None or _out_features(q) != self.codes:
+            raise ValueError(
+                f"needs a discriminator with a {self.codes}-way code head: set discriminator.args.codes="
+                f"{self.codes} (the 'dcgan' and 'infogan' discriminators have one)")
+        super().check(nets)
 
     def noise(self, n, device="cpu", generator=None):
         z = torch.randn(n, self.z_dim - self.codes, device=device, generator=generator)
@@ -182,24 +178,13 @@ class InfoGAN(Unconditional):
         return fake_logits, self.weight * info, {"info_ce": info.detach()}
 
 
-def forward_with_code_head(net: nn.Sequential, q: nn.Module | None, x: torch.Tensor, codes: bool):
-    """A discriminator's forward when ``net``'s last layer gives the logit and ``q``, on the same
-    features, the code logits (InfoGAN's Q head): logits, or ``(logits, code_logits)``."""
-    if not codes:
-        return net(x).view(-1)
-    if q is None:
-        raise ValueError("this discriminator has no code head: set discriminator.args.codes")
-    h = net[:-1](x)
-    return net[-1](h).view(-1), q(h).flatten(1)
-
-
 def _out_features(layer: nn.Module) -> int:
     return getattr(layer, "out_features", None) or getattr(layer, "out_channels", 0)
 
 
-def infogan(*, generator, discriminator, loss, z_dim, codes: int = 10, weight: float = 1.0):
+def infogan(*, loss, z_dim, sample_shape, n_critic, optim, codes: int = 10, weight: float = 1.0):
     """Unconditional GAN with InfoGAN's categorical latent code (needs a D with a code head)."""
-    return InfoGAN(generator, discriminator, loss, z_dim, codes, weight)
+    return InfoGAN(loss, z_dim, sample_shape, n_critic, optim, codes, weight)
 
 
 @hookimpl

@@ -26,7 +26,7 @@ def _input_grad(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class R1:
     """R1 penalty (Mescheder et al. 2018): 0.5 * E ||grad_x D(x)||^2 on real data."""
 
-    capturable = True  # tensor code only (see ganforge.fastpath)
+    capturable = True  # tensor code only (see ganforge.step)
 
     def __call__(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return 0.5 * _input_grad(D, real).pow(2).sum(1).mean()
@@ -36,7 +36,7 @@ class GradientPenalty:
     """WGAN-GP gradient penalty (Gulrajani et al. 2017): E (||grad D(x_hat)|| - 1)^2 on
     random interpolates of real and fake samples."""
 
-    capturable = True  # tensor code only (see ganforge.fastpath)
+    capturable = True  # tensor code only (see ganforge.step)
 
     def __init__(self, target: float = 1.0):
         self.target = target

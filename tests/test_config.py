@@ -23,8 +23,12 @@ def test_override_name_of_shorthand_part_keeps_working():
 def test_unknown_key_did_you_mean():
     with pytest.raises(ConfigError, match=r"Unknown recipe key 'train.stpes'.*Did you mean 'steps'"):
         load_recipe("toy_grid", ["train.stpes=10"])
-    with pytest.raises(ConfigError, match=r"Unknown recipe key 'optimizer'.*Did you mean 'optim'"):
+    with pytest.raises(ConfigError, match=r"Unknown recipe key 'optimizer'.*Did you mean 'optimizers'"):
         recipe_from_dict({"optimizer": {}})
+    with pytest.raises(ConfigError, match=r"Unknown recipe key 'optimizers.D.learning_rate'.*Keys of 'optimizers.D': lr, "):
+        recipe_from_dict({"optimizers": {"D": {"learning_rate": 1e-3}}})
+    with pytest.raises(ConfigError, match=r"Recipe key 'networks.G' must be a mapping"):
+        recipe_from_dict({"networks": {"G": 3}})
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -140,7 +140,7 @@ def test_loader_settings_for_file_and_memory_datasets(tmp_path):
     import torch
 
     from ganforge.config import load_recipe
-    from ganforge.engine import _workers, make_loader
+    from ganforge.data import _workers, make_loader
 
     assert 1 <= _workers("auto") <= 8 and _workers(0) == 0 and _workers(3) == 3
     recipe = load_recipe("toy_grid", ["data.num_workers=2", "data.batch_size=4"])

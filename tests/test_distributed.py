@@ -17,14 +17,15 @@ PRELUDE = textwrap.dedent("""
     from ganforge.config import load_recipe
     from ganforge.engine import train
     from ganforge.manager import get_plugin_manager
-    from ganforge.plugins.objectives import DOutput, Unconditional
+    from ganforge.plugins.objectives import Unconditional
+    from ganforge.system import Terms
 
     def train_with(objective_cls, *hooks):
         class Objectives:
             @ganforge.hookimpl
             def ganforge_register_objectives(self, register):
-                register("test_objective", lambda *, generator, discriminator, loss, z_dim:
-                         objective_cls(generator, discriminator, loss, z_dim))
+                register("test_objective", lambda *, loss, z_dim, sample_shape, n_critic, optim:
+                         objective_cls(loss, z_dim, sample_shape, n_critic, optim))
 
         for i, plugin in enumerate((Objectives(), *hooks)):
             get_plugin_manager().register(plugin, name=f"test-plugin-{i}")
@@ -142,13 +143,13 @@ def test_world_size_trap_is_refused(tmp_path):
 
 
 def test_second_run_on_the_same_folder_is_refused(tmp_path):
-    from ganforge.engine import _RunLock
+    from ganforge.accel import RunLock
     from ganforge.errors import GanforgeError
 
-    with _RunLock(tmp_path):
+    with RunLock(tmp_path):
         with pytest.raises(GanforgeError, match="is in use by another run"):
-            _RunLock(tmp_path).__enter__()
-    with _RunLock(tmp_path):  # released: usable again
+            RunLock(tmp_path).__enter__()
+    with RunLock(tmp_path):  # released: usable again
         pass
 
 
@@ -160,11 +161,11 @@ EQUIV_SCRIPT = PRELUDE + textwrap.dedent("""
             real = self._real(batch)
             fake = self.G(real.flip(1) * 0.7).detach()
             r, f = self.D(real), self.D(fake)
-            return DOutput(self.loss.d_loss(r, f), real, fake, {})
+            return Terms(self.loss.d_loss(r, f), judged={"D": (real, fake)})
 
         def g_loss(self, batch):
             real = self._real(batch)
-            return self.loss.g_loss(self.D(self.G(real.flip(1) * 0.7))), {}
+            return Terms(self.loss.g_loss(self.D(self.G(real.flip(1) * 0.7))))
 
     state, out = train_with(DataNoise)
     if state.accelerator.is_main_process:
@@ -196,11 +197,12 @@ def test_two_ranks_batch_b_match_one_process_batch_2b(tmp_path):
     # more than the tolerance, so the comparison is not vacuous
     from accelerate.utils import set_seed
     from ganforge.config import load_recipe
-    from ganforge.engine import build_models
+    from ganforge.build import build_networks, build_system
     from ganforge.manager import PluginManager
 
     set_seed(0)
-    G0, D0 = build_models(load_recipe("toy_grid"), PluginManager().registry, (2,))
+    registry, recipe = PluginManager().registry, load_recipe("toy_grid")
+    G0 = build_networks(recipe, registry, build_system(recipe, registry, (2,)))["G"]
     moved = max((a[f"G.{k}"] - v).abs().max().item() for k, v in G0.state_dict().items())
     assert moved > 1e-3, moved
     # logged losses are averaged over ranks: the same numbers as the single process logs

@@ -1,4 +1,4 @@
-"""The fast path (ganforge.fastpath): the function that a GPU captures in a CUDA graph, run
+"""The fast path (ganforge.step, graph mode): the step a GPU captures in a CUDA graph, run
 here on the CPU without capture, must train exactly the model the eager step trains.
 
 Both runs use fused Adam (``optim.fused=true``) so that the optimizer kernel is the same one;
@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ganforge import fastpath
+from ganforge import engine, step
 from ganforge.config import load_recipe
-from ganforge.engine import EagerStep, train
+from ganforge.engine import train
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.manager import PluginManager
 
@@ -30,11 +30,10 @@ TOY = ["train.steps=40", "train.n_critic=2", "data.args.n=1000", "data.batch_siz
 def _train(tmp_path, monkeypatch, graph, recipe, overrides, plugins=None):
     with monkeypatch.context() as m:
         if graph:  # the CPU has no CUDA graphs: run the function that would be captured
-            m.setattr(fastpath, "reasons_against", lambda state, penalties: [])
+            m.setattr(engine, "reasons_against", lambda state, penalties: [])
         state = train(load_recipe(recipe, [f"out_dir={tmp_path}", *overrides]), plugins=plugins)
-    assert isinstance(state.stepper, fastpath.GraphStep if graph else EagerStep)
-    if graph:
-        assert not state.stepper.graphs  # nothing captured on a CPU
+    assert state.stepper.graph is graph
+    assert not state.stepper.graphs  # nothing captured on a CPU
     return state
 
 
@@ -110,7 +109,7 @@ def test_graph_step_resumes_exactly(tmp_path, monkeypatch, first):
     assert resumed.step == eager.step == 40
     final_e = _checkpoint(tmp_path / "eager" / "checkpoints" / "step-00000040")
     final_g = _checkpoint(tmp_path / "graph" / "checkpoints" / "step-00000040")
-    for name in ("generator", "discriminator", "generator_ema", "optimizer_g", "optimizer_d"):
+    for name in ("model.G", "model.D", "ema.G", "optim.G", "optim.D"):
         for key in final_e[name]:
             assert torch.equal(final_e[name][key], final_g[name][key]), f"{name}/{key}"
 
@@ -151,26 +150,27 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
 
     recipe = load_recipe("toy_grid", ["loss=hinge", "penalties=[{name: gp}]"])
     dataset = SimpleNamespace(data=[1, 2])  # not a tensor: read by workers, say
-    objective = SimpleNamespace(loss=SimpleNamespace(), capturable=False)
+    system = SimpleNamespace(loss=SimpleNamespace(), capturable=False)
     acc = SimpleNamespace(device=torch.device("cpu"), num_processes=2, mixed_precision="fp16")
-    state = SimpleNamespace(config=recipe, accelerator=acc, dataset=dataset, objective=objective)
+    state = SimpleNamespace(config=recipe, accelerator=acc, dataset=dataset, system=system)
     penalty = (recipe.penalties[0], object())
-    reasons = fastpath.reasons_against(state, [penalty])
+    reasons = step.reasons_against(state, [penalty])
     text = "; ".join(reasons)
     for part in ("not a CUDA GPU", "2 processes", "fp16 needs a GradScaler", "dataset 'toy_grid'", "loss 'hinge'",
                  "objective 'unconditional'", "penalty 'gp'"):
         assert part in text, part
     # the built-ins themselves are all capturable
-    from ganforge.plugins.losses import BCE, Hinge, LeastSquares, Minimax, Wasserstein
-    from ganforge.plugins.objectives import Unconditional
+    from ganforge.plugins.losses import BCE, Hinge, LeastSquares, Minimax, RelativisticAverage, Wasserstein
+    from ganforge.plugins.objectives import InfoGAN, Unconditional
     from ganforge.plugins.penalties import R1, GradientPenalty
 
-    for part in (BCE, Hinge, LeastSquares, Minimax, Wasserstein, Unconditional, R1, GradientPenalty):
+    for part in (BCE, Hinge, LeastSquares, Minimax, Wasserstein, RelativisticAverage, Unconditional, InfoGAN,
+                 R1, GradientPenalty):
         assert part.capturable is True, part
 
 
 def test_precision_auto_is_bf16_only_for_images_on_native_bf16_hardware(monkeypatch, tmp_path, mnist_dir):
-    from ganforge.engine import resolve_precision
+    from ganforge.accel import resolve_precision
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_precision("auto", "cuda", (3, 64, 64)) == "bf16"

@@ -39,9 +39,36 @@ def test_losses_are_finite_for_extreme_logits_and_under_bf16():
     big = torch.tensor([1e4, -1e4])
     for name in REG.names("loss"):
         loss = REG.build("loss", name)
-        assert torch.isfinite(loss.d_loss(big, -big)) and torch.isfinite(loss.g_loss(big))
+        assert torch.isfinite(loss.d_loss(big, -big)) and torch.isfinite(loss.g_loss(big, -big))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert loss.d_loss(real.bfloat16(), fake.bfloat16()).dtype == torch.float32
+
+
+def test_relativistic_average_loss_by_hand():
+    """RaSGAN (Jolicoeur-Martineau 2018), both G terms as in the paper, against values worked
+    out with math: Dr(a, b) = sigmoid(C(a) - mean C(b))."""
+    loss = REG.build("loss", "relativistic")
+    assert loss.uses_real_logits and loss.capturable
+    real, fake = [1.0, 3.0], [0.0, -3.0]  # means 2 and -1.5
+
+    def sig(a):
+        return 1 / (1 + math.exp(-a))
+
+    mr, mf = sum(real) / 2, sum(fake) / 2
+    d = -sum(math.log(sig(r - mf)) for r in real) / 2 - sum(math.log(1 - sig(f - mr)) for f in fake) / 2
+    g = -sum(math.log(sig(f - mr)) for f in fake) / 2 - sum(math.log(1 - sig(r - mf)) for r in real) / 2
+    assert d == pytest.approx(0.5 * (math.log(1 + math.exp(-2.5)) + math.log(1 + math.exp(-4.5))
+                                     + math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-5))))
+    r_t, f_t = torch.tensor(real, dtype=torch.float64), torch.tensor(fake, dtype=torch.float64, requires_grad=True)
+    assert loss.d_loss(r_t, f_t).item() == pytest.approx(d, rel=1e-6)
+    value = loss.g_loss(f_t, r_t)
+    assert value.item() == pytest.approx(g, rel=1e-6)
+    # G learns from both terms: the real term depends on the fakes' mean
+    value.backward()
+    only_fake_term = torch.autograd.grad(torch.nn.functional.softplus(-(f_t - r_t.mean())).mean(), f_t)[0]
+    assert not torch.allclose(f_t.grad, only_fake_term)
+    with pytest.raises(ValueError, match="needs D's real logits"):
+        loss.g_loss(f_t)
 
 
 class Quadratic(torch.nn.Module):

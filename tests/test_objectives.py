@@ -15,11 +15,18 @@ SHAPE = (1, 28, 28)
 
 
 def _parts(codes=10, d_codes=10, z_dim=16):
-    G = REG.build("generator", "dcgan", {"ngf": 8}, z_dim=z_dim, out_shape=SHAPE)
-    D = REG.build("discriminator", "dcgan", {"ndf": 8, "norm": "none", "codes": d_codes}, in_shape=SHAPE)
-    loss = REG.build("loss", "bce", {})
-    obj = REG.build("objective", "infogan", {"codes": codes}, generator=G, discriminator=D, loss=loss, z_dim=z_dim)
-    return G, D, loss, obj
+    """The InfoGAN system and its networks, built as the engine builds them."""
+    from ganforge.build import build_networks, build_system
+    from ganforge.config import load_recipe
+
+    recipe = load_recipe(None, [
+        f"train.z_dim={z_dim}", "generator={name: dcgan, args: {ngf: 8}}",
+        f"discriminator={{name: dcgan, args: {{ndf: 8, norm: none, codes: {d_codes}}}}}",
+        f"objective={{name: infogan, args: {{codes: {codes}}}}}"])
+    obj = build_system(recipe, REG, SHAPE)
+    nets = build_networks(recipe, REG, obj)
+    obj.setup(nets)
+    return nets["G"], nets["D"], obj.loss, obj
 
 
 def test_noise_is_gaussian_then_a_uniform_one_hot_code():
@@ -59,11 +66,11 @@ def test_losses_are_the_gan_losses_plus_the_code_cross_entropy():
     logits_fake, q = D(fake, codes=True)
     ce = F.cross_entropy(q, obj.code(z))
     expected = loss.d_loss(D(real), logits_fake) + ce
-    assert torch.allclose(d.loss, expected) and torch.allclose(d.stats["info_ce"], ce)
+    assert torch.allclose(d.loss, expected) and torch.allclose(d.logs["info_ce"], ce)
     assert ce > 1.0  # an untrained Q head: about log(10)
 
     torch.manual_seed(4)
-    g, _ = obj.g_loss(real)
+    g = obj.g_loss(real).loss
     torch.manual_seed(4)
     z = obj.noise(8)
     logits_fake, q = D(G(z), codes=True)
@@ -83,9 +90,9 @@ def test_generator_and_code_head_learn_a_readable_code():
         opt_d.zero_grad()
         d.loss.backward()
         opt_d.step()
-        ce.append(d.stats["info_ce"].item())
+        ce.append(d.logs["info_ce"].item())
         D.requires_grad_(False)
-        g, _ = obj.g_loss(real)
+        g = obj.g_loss(real).loss
         opt_g.zero_grad()
         g.backward()
         opt_g.step()
@@ -99,7 +106,7 @@ def test_generator_and_code_head_learn_a_readable_code():
     (16, 16, r"codes must be between 2 and z_dim - 1 \(train.z_dim=16\), got 16"),
 ])
 def test_misconfigured_codes_are_clear_errors(codes, d_codes, message):
-    with pytest.raises(ConfigError, match=f"objective 'infogan': {message}"):
+    with pytest.raises(ConfigError, match=f"objective 'infogan'.*: {message}"):
         _parts(codes, d_codes)
 
 
@@ -118,9 +125,9 @@ def test_mnist_infogan_recipe_trains_with_its_code(tmp_path, mnist_dir):
     assert state.discriminator.q.out_features == 10
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(0 < r["info_ce"] < 5 for r in rows if "info_ce" in r) and any("info_ce" in r for r in rows)
-    G, objective, _, _ = _load_for_sampling(tmp_path, True)
+    nets, objective, _, _ = _load_for_sampling(tmp_path, True)
     noise = objective.noise(10, "cpu", torch.Generator().manual_seed(0))
-    assert objective.generate(G, noise).shape == (10, *SHAPE)
+    assert objective.generate(nets, noise).shape == (10, *SHAPE)
     # pictures are laid out by code, 10 columns of 28 + 2 padding pixels: the training grid
     # (64 samples: 7 rows) and `ganforge sample`'s
     from ganforge.cli import main
@@ -131,5 +138,5 @@ def test_mnist_infogan_recipe_trains_with_its_code(tmp_path, mnist_dir):
     # saved arrays are independent draws from noise(), fit for metrics computed elsewhere
     assert main(["sample", str(tmp_path), "--out", str(tmp_path / "s.npz"), "--n", "12"]) == 0
     with torch.no_grad():
-        expected = objective.generate(G, objective.noise(12, "cpu", torch.Generator().manual_seed(0)))
+        expected = objective.generate(nets, objective.noise(12, "cpu", torch.Generator().manual_seed(0)))
     assert np.allclose(np.load(tmp_path / "s.npz")["samples"], expected.numpy(), atol=1e-6)

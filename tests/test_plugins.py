@@ -9,13 +9,13 @@ import ganforge
 from ganforge.config import load_recipe
 from ganforge.engine import train
 from ganforge.errors import ConfigError, PluginError, UnknownNameError
-from ganforge.manager import BUILTIN_PLUGINS, PluginManager, PluginWarning, iter_hook_names
+from ganforge.manager import PluginManager, PluginWarning, builtin_plugins, iter_hook_names
 
 
 def test_builtins_come_through_entry_points():
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="ganforge")}
-    assert set(BUILTIN_PLUGINS) <= set(eps)
-    for name, module in BUILTIN_PLUGINS.items():
+    assert set(builtin_plugins()) <= set(eps)
+    for name, module in builtin_plugins().items():
         assert eps[name].value == module
         assert eps[name].dist.metadata["Name"] == "ganforge"
     pm = PluginManager(autoload=True)
@@ -34,7 +34,7 @@ def test_autoload_off_without_builtins_registry_is_empty(monkeypatch):
     # autoload off, built-ins registered by hand: they are back, third-party ones are not
     by_hand = PluginManager()
     assert by_hand.registry.get("loss", "bce").plugin.name == "losses"
-    assert set(by_hand.plugin_names()) == set(BUILTIN_PLUGINS)
+    assert set(by_hand.plugin_names()) == set(builtin_plugins())
 
 
 def test_disable_plugins_by_name(monkeypatch):
@@ -136,8 +136,8 @@ class _MorePartsPlugin:
             def g_loss(self, batch):
                 _MorePartsPlugin.calls.append("g_loss")
                 return super().g_loss(batch)
-        register("counting", lambda *, generator, discriminator, loss, z_dim:
-                 Counting(generator, discriminator, loss, z_dim))
+        register("counting", lambda *, loss, z_dim, sample_shape, n_critic, optim:
+                 Counting(loss, z_dim, sample_shape, n_critic, optim))
 
     @ganforge.hookimpl
     def ganforge_register_metrics(self, register):

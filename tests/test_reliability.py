@@ -24,7 +24,7 @@ QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0"]
 def _final_tensors(out: Path):
     folder = sorted((out / "checkpoints").iterdir())[-1]
     return {name: load_file(str(folder / f"{name}.safetensors"))
-            for name in ("generator", "discriminator", "generator_ema")}
+            for name in ("model.G", "model.D", "ema.G")}
 
 
 def _losses(out: Path):
@@ -107,7 +107,7 @@ def test_rotation_keeps_the_last_k(tmp_path):
 def test_corrupted_checkpoint_errors_and_auto_falls_back(tmp_path, damage, capsys):
     out = _run_once(tmp_path)
     newest = out / "checkpoints" / "step-00000004"
-    target = newest / "generator.safetensors"
+    target = newest / "model.G.safetensors"
     if damage == "truncate":
         target.write_bytes(target.read_bytes()[:-50])
     elif damage == "header":
@@ -128,7 +128,7 @@ def test_corrupted_checkpoint_errors_and_auto_falls_back(tmp_path, damage, capsy
 
 def test_architecture_mismatch_lists_tensors(tmp_path):
     out = _run_once(tmp_path)
-    with pytest.raises(CheckpointError, match=r"does not fit this recipe's generator: mismatched tensors .*net\."):
+    with pytest.raises(CheckpointError, match=r"does not fit this recipe's network G \(generator\): mismatched tensors .*net\."):
         train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "resume=auto",
                                        "generator.args.hidden=[64, 64]", *QUICK]))
 
@@ -169,7 +169,7 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path):
     assert state.skipped == 2 and state.step == 8
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["skipped"] == 2 and all(json.dumps(r).count("NaN") == 0 for r in rows)
-    weights = load_file(str(tmp_path / "checkpoints" / "step-00000008" / "generator.safetensors"))
+    weights = load_file(str(tmp_path / "checkpoints" / "step-00000008" / "model.G.safetensors"))
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 

