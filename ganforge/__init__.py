@@ -14,5 +14,5 @@ from ganforge.errors import GanforgeError
 from ganforge.hookspecs import hookimpl, hookspec
 from ganforge.manager import PLUGIN_API_VERSION
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["GanforgeError", "PLUGIN_API_VERSION", "__version__", "hookimpl", "hookspec"]

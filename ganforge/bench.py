@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gzip
 import json
 import os
 import platform
 import resource
-import shutil
 import statistics
 import tempfile
 import time
@@ -44,7 +42,7 @@ from typing import Any
 import torch
 
 from ganforge.config import Recipe, load_recipe
-from ganforge.accel import AUTOCAST_DTYPES, resolve_precision
+from ganforge.bench_loops import eager_loop, reference_loop
 from ganforge.hookspecs import hookimpl
 
 #: Dense peak TFLOP/s by (device name fragment, precision), from the vendors' data sheets.
@@ -102,144 +100,6 @@ def time_ganforge(recipe: Recipe, warmup: int, steps: int) -> dict[str, Any]:
             "fast step, not captured" if state.stepper.graph else "eager step")
     return {"seconds": timer.end - timer.start, "device": state.accelerator.device, "path": path,
             "captured": bool(graphs), "precision": state.accelerator.mixed_precision}
-
-
-def _setup(recipe: Recipe, device: torch.device):
-    """The recipe's dataset, G, D, loss, penalties and optimizers, built by the engine's own
-    code (so the same models, memory format and Adam implementation) for the classic
-    two-network system; also a description of what was built, for the table."""
-    from accelerate.utils import set_seed
-
-    from ganforge.build import build_networks, build_system, make_optimizers, use_channels_last
-    from ganforge.errors import GanforgeError
-    from ganforge.manager import PluginManager
-
-    registry = PluginManager().registry
-    set_seed(recipe.seed)
-    dataset = registry.build("dataset", recipe.data.name, recipe.data.args, root=recipe.data.root,
-                             download=False)
-    system = build_system(recipe, registry, tuple(dataset.sample_shape), dataset)
-    if set(system.networks) != {"G", "D"}:
-        raise GanforgeError(f"ganforge bench's bare loop is written for the two-network G/D systems; "
-                            f"objective '{recipe.objective.name}' has networks {', '.join(system.networks)}")
-    nets = build_networks(recipe, registry, system)
-    channels_last = use_channels_last(recipe.train.channels_last, nets, device)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    nets = {n: m.to(device, memory_format=fmt) for n, m in nets.items()}
-    o = recipe.optim
-    fused = o.fused is True or (o.fused == "auto" and device.type == "cuda")
-    opts = make_optimizers(recipe, system, nets, fused=fused, capturable=False)
-    penalties = [(p, registry.build("penalty", p.name, p.args)) for p in recipe.penalties]
-    adam = "fused" if fused else ("foreach" if device.type == "cuda" else "for-loop")
-    work = f"Adam {adam}, penalties fp32, {'channels_last' if channels_last else 'contiguous'}"
-    return dataset, nets["G"], nets["D"], system.loss, penalties, opts["G"], opts["D"], work
-
-
-def eager_loop(recipe: Recipe, device: torch.device, info: dict | None = None):
-    """A bare PyTorch loop on the recipe's models: returns ``step()`` (one generator step).
-    ``info["work"]`` receives a description of what it runs."""
-    dataset, G, D, loss, penalties, opt_g, opt_d, work = _setup(recipe, device)
-    data, normalize = getattr(dataset, "data", None), getattr(dataset, "normalize", None)
-    if not isinstance(data, torch.Tensor):  # read from files: up to 2048 samples, decoded once
-        items = [dataset[i] for i in range(min(len(dataset), 2048))]
-        data = torch.stack([x[0] if isinstance(x, (tuple, list)) else x for x in items])
-        normalize = None
-    data = data.to(device)  # held on the device, normalised per batch like the engine
-    n, b, z_dim, t = len(data), recipe.data.batch_size, recipe.train.z_dim, recipe.train
-    precision = resolve_precision(t.precision, device.type, tuple(dataset.sample_shape))
-    dtype = AUTOCAST_DTYPES.get(precision)
-    if info is not None:
-        info["work"] = f"{work}, autocast {precision}"
-    d_steps = [0]
-    ema = None
-    if t.ema > 0:  # the engine's EMA, written out: the same work per step
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-    def step():
-        for _ in range(t.n_critic):
-            real = data[torch.randint(n, (b,), device=device)]
-            real = normalize(real) if normalize else real
-            with autocast():
-                with torch.no_grad():
-                    fake = G(torch.randn(b, z_dim, device=device))
-                loss_d = loss.d_loss(D(real), D(fake))
-            d_steps[0] += 1
-            for p, fn in penalties:
-                if d_steps[0] % p.every == 0:
-                    with torch.autocast(device.type, enabled=False):  # fp32, as the engine
-                        loss_d = loss_d + p.weight * p.every * fn(D, real, fake)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-        D.requires_grad_(False)
-        with autocast():
-            loss_g = loss.g_loss(D(G(torch.randn(b, z_dim, device=device))))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        D.requires_grad_(True)
-        if ema is not None:
-            ema.update_parameters(G)
-
-    return step
-
-
-def reference_loop(recipe: Recipe, device: torch.device, workdir: Path):
-    """The MNIST loop as users write it (torchvision dataset + DataLoader, fp32, BCELoss)."""
-    from torchvision import datasets, transforms
-
-    from ganforge.plugins.idx import find_idx_files
-
-    # torchvision's MNIST reads uncompressed files under <root>/MNIST/raw: lay them out once
-    raw = workdir / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    # (it checks that both the train and the test files are there)
-    files = find_idx_files(Path(recipe.data.root), "MNIST", "train") + find_idx_files(Path(recipe.data.root), "MNIST", "test")
-    for path in files:
-        target = raw / path.name.removesuffix(".gz")
-        with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
-    loader = torch.utils.data.DataLoader(datasets.MNIST(str(workdir), train=True, transform=tf),
-                                         batch_size=recipe.data.batch_size, shuffle=True, num_workers=0)
-    reference = load_recipe_like(recipe, ["optim.fused=false", "train.channels_last=false"])
-    _, G, D, _, _, opt_g, opt_d, _ = _setup(reference, device)  # as users write it: plain Adam
-    criterion, z_dim = torch.nn.BCELoss(), recipe.train.z_dim
-    it = iter(loader)
-
-    def step():
-        nonlocal it
-        try:
-            images, _ = next(it)
-        except StopIteration:
-            it = iter(loader)
-            images, _ = next(it)
-        real = images.to(device)
-        b = real.size(0)  # labels sized from the batch: the seed's third bug, fixed
-        ones, zeros = torch.ones(b, device=device), torch.zeros(b, device=device)
-        fake = G(torch.randn(b, z_dim, device=device))
-        loss_d = criterion(torch.sigmoid(D(real)), ones) + criterion(torch.sigmoid(D(fake.detach())), zeros)
-        opt_d.zero_grad()
-        loss_d.backward()
-        opt_d.step()
-        loss_g = criterion(torch.sigmoid(D(fake)), ones)
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
-
-    return step
-
-
-def load_recipe_like(recipe: Recipe, overrides: list[str]) -> Recipe:
-    """``recipe`` with more dotted overrides."""
-    from ganforge.config import apply_overrides, recipe_from_dict
-
-    return recipe_from_dict(apply_overrides(recipe.to_dict(), overrides))
 
 
 def time_loop(step, device: torch.device, warmup: int, steps: int) -> float:

@@ -79,7 +79,9 @@ def ganforge_register_losses(register: Register) -> None:
     Called once when the registry is built. Each factory is called as ``factory(**args)`` and
     returns an object with two methods working on discriminator logits:
     ``d_loss(real_logits, fake_logits) -> Tensor`` and ``g_loss(fake_logits) -> Tensor``
-    (scalars; :class:`ganforge.plugins.losses.Loss` is a convenient base class). An attribute
+    (scalars; :class:`ganforge.plugins.losses.Loss` is a convenient base class). With
+    ``uses_real_logits = True`` the systems call ``g_loss(fake_logits, real_logits)`` instead
+    (D's logits on the real batch, D frozen), as the relativistic loss needs. An attribute
     ``capturable = True`` says both are tensor code only, so that the step may be captured in a
     CUDA graph (``ganforge.step``); without it the engine runs the eager step.
 
@@ -93,8 +95,10 @@ def ganforge_register_penalties(register: Register) -> None:
 
     Called once when the registry is built. Each factory is called as ``factory(**args)`` and
     returns a callable ``penalty(D, real, fake) -> Tensor`` giving a scalar that is added to the
-    discriminator loss. The engine applies it every ``every`` steps and multiplies it by
-    ``weight * every`` (lazy regularisation, as in StyleGAN2), in fp32. ``capturable = True`` on
+    loss of a phase that penalises discriminator ``D`` (``Phase.penalize``; ``real`` and
+    ``fake`` are the inputs D judged there). The engine applies it every ``every`` runs of that
+    phase and multiplies it by ``weight * every`` (lazy regularisation, as in StyleGAN2), in
+    fp32 (autocast off). ``capturable = True`` on
     the penalty object allows the CUDA-graph fast path, as for losses.
 
     :param register: call ``register(name, factory, description=None)`` once per penalty.
@@ -103,14 +107,22 @@ def ganforge_register_penalties(register: Register) -> None:
 
 @hookspec
 def ganforge_register_objectives(register: Register) -> None:
-    """Register training objectives: how a batch becomes discriminator and generator losses.
+    """Register training objectives: adversarial systems of any number of networks.
 
-    Called once when the registry is built. The built-in ``unconditional`` objective is the
-    classic G(z) vs data game; a class-conditional GAN or an image-to-image model (pix2pix)
-    plugs in here without touching the engine. Each factory is called as
-    ``factory(generator=nn.Module, discriminator=nn.Module, loss=Loss, z_dim=int, **args)`` and
-    returns an object implementing :class:`ganforge.plugins.objectives.Objective` (with
-    ``capturable = True`` when its losses are tensor code only: see that class).
+    Called once when the registry is built. Each factory is called with keyword arguments,
+    each passed only if the factory accepts it: ``loss`` (the recipe's loss object), ``z_dim``,
+    ``sample_shape`` (the dataset's), ``n_critic``, ``optim`` (the recipe's ``optim`` section),
+    ``dataset``, plus the recipe's ``objective.args``. It returns a
+    :class:`ganforge.system.GANSystem`: named networks (built by ganforge from the registry,
+    each with its own recipe section), optimizers over them, the phases of one training step
+    (which optimizer steps, which networks are trainable, how often, which discriminators are
+    penalised), each phase's loss returning :class:`ganforge.system.Terms`, persistent state,
+    EMA copies and how samples are made. The built-in ``unconditional`` system is the classic
+    G(z) vs data game; class-conditional GANs, pix2pix and CycleGAN are other systems, with no
+    change to the engine. ``capturable = True`` on the system allows the CUDA-graph fast path.
+
+    A factory written for plugin API 1 (taking ``generator``/``discriminator`` models) is
+    refused with a message saying how to upgrade.
 
     :param register: call ``register(name, factory, description=None)`` once per objective.
     """
@@ -163,12 +175,12 @@ def ganforge_train_start(state: TrainState) -> None:
 
 @hookspec
 def ganforge_step_end(state: TrainState, logs: dict[str, Any]) -> None:
-    """Called after every generator step (that is after ``n_critic`` discriminator steps and one
-    generator step).
+    """Called after every training step (every phase of the system: for the classic GAN,
+    ``n_critic`` discriminator updates and one generator update).
 
-    :param state: the running job; ``state.step`` counts completed generator steps.
-    :param logs: the step's scalar values (``loss_d``, ``loss_g``, ``d_real``, ``d_fake``,
-        ...) as Python floats. They are only materialised on log steps; on other steps ``logs``
+    :param state: the running job; ``state.step`` counts completed training steps.
+    :param logs: the step's scalar values (``loss_<phase>`` such as ``loss_d``, ``loss_g``,
+        and what the phases log: ``d_real``, ``d_fake``, penalties, ...) as Python floats. They are only materialised on log steps; on other steps ``logs``
         is empty to avoid a device synchronisation per step.
     """
 

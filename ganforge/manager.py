@@ -11,25 +11,26 @@ Loading, in order:
 3. ``check_pending()``: a hook implementation whose name matches no hook (a typo) makes its
    plugin fail loudly instead of being silently ignored.
 
-The engine never calls ``pm.hook`` itself: it uses :class:`Registry` to build parts by name
-and the typed methods of :class:`PluginManager` for lifecycle callbacks.
+Component hooks are called through pluggy (so hookwrappers and tracing see them) when the
+registry is first built; the engine then builds parts by name through :class:`Registry`
+(:mod:`ganforge.registry`) and calls lifecycle hooks through the typed methods of
+:class:`PluginManager`.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import inspect
 import os
-import sys
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import pluggy
 
 from ganforge import hookspecs
-from ganforge.errors import ConfigError, PluginError, UnknownNameError, did_you_mean
+from ganforge.errors import PluginError
+from ganforge.registry import (  # noqa: F401 - re-exported: the registry's names are part of this API
+    ENV_DISABLE_PLUGINS, KINDS, PLURALS, Entry, PluginInfo, Register, Registry, _CallerInfo, plural)
 
 #: Version of the contract in :mod:`ganforge.hookspecs`. A plugin module may declare the
 #: version it was written for as ``GANFORGE_PLUGIN_API = 2``; a mismatch fails that plugin
@@ -40,7 +41,6 @@ PLUGIN_API_VERSION = 2
 
 ENTRY_POINT_GROUP = "ganforge"
 ENV_DISABLE_AUTOLOAD = "GANFORGE_DISABLE_PLUGIN_AUTOLOAD"
-ENV_DISABLE_PLUGINS = "GANFORGE_DISABLE_PLUGINS"
 _UPGRADE = "docs/writing-plugins.md, 'Upgrading from plugin API 1'"
 
 
@@ -56,189 +56,8 @@ def builtin_plugins() -> dict[str, str]:
     return {ep.name: ep.value for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP}
 
 
-#: Plural of each kind, for messages and listings.
-PLURALS = {"loss": "losses", "penalty": "penalties"}
-
-#: Part kinds and the hook that registers each.
-KINDS: dict[str, str] = {
-    "generator": "ganforge_register_generators",
-    "discriminator": "ganforge_register_discriminators",
-    "loss": "ganforge_register_losses",
-    "penalty": "ganforge_register_penalties",
-    "objective": "ganforge_register_objectives",
-    "dataset": "ganforge_register_datasets",
-    "metric": "ganforge_register_metrics",
-}
-
-
 class PluginWarning(UserWarning):
     """A plugin could not be loaded; the others were."""
-
-
-@dataclass(frozen=True)
-class PluginInfo:
-    """Where a loaded plugin came from."""
-
-    name: str
-    module: str
-    distribution: str | None = None
-    version: str | None = None
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One registered part."""
-
-    kind: str
-    name: str
-    factory: Callable[..., Any]
-    description: str
-    plugin: PluginInfo
-
-    @property
-    def provider(self) -> str:
-        """'plugin (distribution version)' for messages and catalogues."""
-        p = self.plugin
-        if p.distribution:
-            return f"plugin '{p.name}' ({p.distribution} {p.version})"
-        return f"plugin '{p.name}' ({p.module})"
-
-
-class _CallerInfo:
-    """Which plugin is registering: the one whose hook implementation is on the call stack."""
-
-    def __init__(self, owners: dict[Any, list[tuple[Any, PluginInfo]]]):
-        self.owners = owners
-
-    def find(self) -> PluginInfo:
-        frame = sys._getframe(2)
-        while frame is not None:
-            candidates = self.owners.get(frame.f_code)
-            if candidates:
-                if len(candidates) == 1:
-                    return candidates[0][1]
-                me = frame.f_locals.get("self")  # one class registered as several plugins
-                for plugin, info in candidates:
-                    if plugin is me:
-                        return info
-                return candidates[0][1]
-            frame = frame.f_back
-        return PluginInfo("unknown", "unknown")
-
-
-class Register:
-    """The ``register`` callable handed to component hooks."""
-
-    def __init__(self, registry: Registry, kind: str, caller: _CallerInfo | PluginInfo):
-        self._registry = registry
-        self._kind = kind
-        self._caller = caller
-
-    @property
-    def _plugin(self) -> PluginInfo:
-        return self._caller.find() if isinstance(self._caller, _CallerInfo) else self._caller
-
-    def __call__(
-        self, name: str, factory: Callable[..., Any], description: str | None = None
-    ) -> None:
-        """Register ``factory`` under ``name``.
-
-        :param name: the name recipes use; unique per kind across all plugins.
-        :param factory: called with keyword arguments (see the hook's documentation).
-        :param description: one line for ``ganforge plugins``; defaults to the first line of
-            the factory's docstring.
-        """
-        plugin = self._plugin
-        if not isinstance(name, str) or not name:
-            raise PluginError(f"{plugin.name}: register() needs a non-empty name string")
-        if not callable(factory):
-            raise PluginError(f"{plugin.name}: {self._kind} '{name}' factory is not callable")
-        if description is None:
-            doc = (inspect.getdoc(factory) or "").strip()
-            description = " ".join(doc.split("\n\n")[0].split())  # first paragraph
-        self._registry._add(Entry(self._kind, name, factory, description, plugin))
-
-
-class Registry:
-    """Every part the loaded plugins registered, by kind and name."""
-
-    def __init__(self, failed: dict[str, str] | None = None):
-        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
-        self.failed = dict(failed or {})
-
-    def _add(self, entry: Entry) -> None:
-        table = self._entries[entry.kind]
-        if entry.name in table:
-            other = table[entry.name]
-            raise PluginError(
-                f"{entry.kind} '{entry.name}' is registered twice: by {other.provider} and by "
-                f"{entry.provider}. Uninstall one, or disable one with "
-                f"{ENV_DISABLE_PLUGINS}={entry.plugin.name}"
-            )
-        table[entry.name] = entry
-
-    def names(self, kind: str) -> list[str]:
-        return sorted(self._entries[kind])
-
-    def entries(self, kind: str | None = None) -> list[Entry]:
-        kinds = [kind] if kind else list(KINDS)
-        return [self._entries[k][n] for k in kinds for n in sorted(self._entries[k])]
-
-    def get(self, kind: str, name: str) -> Entry:
-        if kind not in self._entries:
-            raise ValueError(f"unknown part kind {kind!r}; kinds: {', '.join(KINDS)}")
-        table = self._entries[kind]
-        if name in table:
-            return table[name]
-        known = ", ".join(sorted(table)) or "none"
-        msg = f"Unknown {kind} '{name}'. Registered {plural(kind)}: {known}.{did_you_mean(name, table)}"
-        if self.failed:
-            broken = "; ".join(f"'{p}' ({err})" for p, err in self.failed.items())
-            msg += f" Some plugins failed to load and may have provided it: {broken}"
-        raise UnknownNameError(msg)
-
-    def build(self, kind: str, name: str, args: dict[str, Any] | None = None, **context: Any) -> Any:
-        """Call the factory registered as ``kind``/``name``.
-
-        ``args`` come from the recipe and are checked against the factory's signature, so a
-        misspelled argument is a clear error. ``context`` holds what ganforge supplies (shapes,
-        sub-models); each item is passed only if the factory accepts it.
-        """
-        entry = self.get(kind, name)
-        args = dict(args or {})
-        params = inspect.signature(entry.factory).parameters
-        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        accepted = [
-            p for p, v in params.items()
-            if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p not in context
-        ]
-        for key in args:
-            if key in context:
-                raise ConfigError(
-                    f"{kind} '{name}': argument '{key}' is set by ganforge, not by the recipe; "
-                    f"remove it from the recipe's args"
-                )
-            if key not in params and not var_kw:
-                raise ConfigError(
-                    f"{kind} '{name}' has no argument '{key}'. It accepts: "
-                    f"{', '.join(accepted) or 'no arguments'}.{did_you_mean(key, accepted)}"
-                )
-        kwargs = {k: v for k, v in context.items() if k in params or var_kw}
-        kwargs.update(args)
-        missing = [
-            p for p, v in params.items()
-            if v.default is inspect.Parameter.empty
-            and v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p not in kwargs
-        ]
-        if missing:
-            raise ConfigError(
-                f"{kind} '{name}' needs argument(s) {', '.join(missing)}; set them under its "
-                f"'args' in the recipe"
-            )
-        try:
-            return entry.factory(**kwargs)
-        except ValueError as err:  # factories signal unsupported settings with ValueError
-            raise ConfigError(f"{kind} '{name}': {err}") from err
 
 
 class PluginManager:
@@ -362,10 +181,6 @@ class PluginManager:
 
     def train_end(self, state: Any) -> None:
         self.pm.hook.ganforge_train_end(state=state)
-
-
-def plural(kind: str) -> str:
-    return PLURALS.get(kind, kind + "s")
 
 
 def _hook_names() -> list[str]:

@@ -109,7 +109,7 @@ class TrainStep:
         self.penalty_keys = {k for per_phase in self.targets for p, _, nets in per_phase
                              for k in self._penalty_keys(p.name, nets)}
         # batches: each run of a new_batch phase draws one (the first phase always does)
-        self.fresh = sum(ph.repeats for i, ph in enumerate(self.phases) if ph.new_batch or i == 0)
+        self.fresh = sum(ph.repeats if ph.new_batch else int(i == 0) for i, ph in enumerate(self.phases))
         self.batch_size = cfg.data.batch_size
         if graph:
             self.per_epoch = len(state.dataset) // self.batch_size  # drop_last, like the loader

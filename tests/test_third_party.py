@@ -45,7 +45,7 @@ def test_example_distribution_installs_lists_and_trains(tmp_path):
     assert proc.returncode == 0, proc.stderr
     parts = {(p["kind"], p["name"]): p for p in json.loads(proc.stdout)["parts"]}
     for key in [("generator", "sngan"), ("discriminator", "sngan"), ("objective", "diffaugment")]:
-        assert parts[key]["distribution"] == "ganforge-sngan" and parts[key]["version"] == "0.1.0"
+        assert parts[key]["distribution"] == "ganforge-sngan" and parts[key]["version"] == "0.2.0"
         assert parts[key]["description"]
     data = make_cifar_like(tmp_path / "cifar")
     proc = ganforge_cli(target, "train", "cifar10_dcgan", f"data.root={data}", "data.batch_size=8",
@@ -65,9 +65,11 @@ def _guide_files() -> dict[str, str]:
 
 
 def test_the_guides_plugin_works_when_copied_verbatim(tmp_path):
+    """The guide's complete system (two generators, one discriminator), installed for real:
+    listed, trained with a per-network recipe section, checkpointed by network name, sampled."""
     files = _guide_files()
-    assert set(files) == {"pyproject.toml", "ganforge_relativistic.py"}
-    package = tmp_path / "ganforge-relativistic"
+    assert set(files) == {"pyproject.toml", "ganforge_twogen.py"}
+    package = tmp_path / "ganforge-twogen"
     package.mkdir()
     for name, text in files.items():
         (package / name).write_text(text)
@@ -75,17 +77,31 @@ def test_the_guides_plugin_works_when_copied_verbatim(tmp_path):
     pip_install(package, target)
     proc = ganforge_cli(target, "plugins")
     assert proc.returncode == 0 and not proc.stderr, proc.stderr
-    line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("relativistic"))
-    assert "Relativistic average BCE" in line and "[relativistic (ganforge-relativistic 0.1.0)]" in line
-    proc = ganforge_cli(target, "train", "toy_grid", "loss=relativistic", f"out_dir={tmp_path / 'run'}",
-                        "train.steps=5", "log.every=5", "log.progress=false", "metrics=[]")
+    line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("two_generators"))
+    assert "Two generators, each making half" in line and "[twogen (ganforge-twogen 0.1.0)]" in line
+    run = tmp_path / "run"
+    proc = ganforge_cli(target, "train", "toy_grid", "objective=two_generators", f"out_dir={run}",
+                        "networks={G2: {name: mlp, args: {hidden: [64], batchnorm: false}}}",
+                        "train.steps=6", "log.every=3", "log.progress=false", "metrics=[]")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # the same package with the plugin switched off: the loss is unknown, with a clear message
-    proc = subprocess.run([sys.executable, "-m", "ganforge", "train", "toy_grid", "loss=relativistic",
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6] and all("apart" in r and "loss_g" in r for r in rows)
+    folder = run / "checkpoints" / "step-00000006"
+    names = {p.name for p in folder.iterdir()}
+    assert {"model.G1.safetensors", "model.G2.safetensors", "ema.G1.safetensors", "ema.G2.safetensors",
+            "optim.G.safetensors", "optim.D.safetensors"} <= names
+    from safetensors.torch import load_file
+
+    assert load_file(str(folder / "model.G2.safetensors"))["net.0.weight"].shape[0] == 64
+    proc = ganforge_cli(target, "sample", run, "--n", "10", "--out", tmp_path / "s.npz")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert np.load(tmp_path / "s.npz")["samples"].shape == (10, 2)
+    # the same package with the plugin switched off: the objective is unknown, with a clear message
+    proc = subprocess.run([sys.executable, "-m", "ganforge", "train", "toy_grid", "objective=two_generators",
                            f"out_dir={tmp_path / 'run2'}"], cwd=REPO, capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(target), WANDB_MODE="disabled",
-                                   GANFORGE_DISABLE_PLUGINS="relativistic"))
-    assert proc.returncode == 2 and "Unknown loss 'relativistic'" in proc.stderr
+                                   GANFORGE_DISABLE_PLUGINS="twogen"))
+    assert proc.returncode == 2 and "Unknown objective 'two_generators'" in proc.stderr
 
 
 def test_the_guides_hook_table_matches_the_spec_module():

@@ -163,7 +163,7 @@ def test_sample_command_formats(tmp_path, run_cli):
 @pytest.mark.parametrize("args, message", [
     (["generator=mpl"], "Unknown generator 'mpl'. Registered generators: dcgan, infogan, mlp. Did you mean 'mlp'?"),
     (["discriminator=resnet"], "Unknown discriminator 'resnet'. Registered discriminators:"),
-    (["loss=hinj"], "Unknown loss 'hinj'. Registered losses: bce, hinge, lsgan, minimax, wgan. Did you mean 'hinge'?"),
+    (["loss=hinj"], "Unknown loss 'hinj'. Registered losses: bce, hinge, lsgan, minimax, relativistic, wgan. Did you mean 'hinge'?"),
     (["data.name=mnits"], "Unknown dataset 'mnits'. Registered datasets: cifar10, fashion_mnist, image_folder, mnist, toy_grid, toy_ring. Did you mean 'mnist'?"),
     (["trian.steps=3"], "Unknown recipe key 'trian'. Did you mean 'train'?"),
     (["train.steps=many"], "Recipe key 'train.steps' must be int, got str 'many'"),
@@ -216,5 +216,5 @@ def test_plugins_command_lists_parts_with_their_distribution(run_cli):
 def test_linear_lr_decay_is_a_function_of_the_step(tmp_path):
     state = train(load_recipe("toy_grid", [f"out_dir={tmp_path}", "train.steps=4", "optim.lr_decay=linear",
                                            "log.progress=false", "metrics=[]"]))
-    assert state.opt_d.param_groups[0]["lr"] == 1e-3 * (1 - 3 / 4)  # set before the 4th step
-    assert state.opt_g.param_groups[0]["lr"] == 1e-3 * (1 - 3 / 4)
+    assert state.optimizers["D"].param_groups[0]["lr"] == 1e-3 * (1 - 3 / 4)  # set before the 4th step
+    assert state.optimizers["G"].param_groups[0]["lr"] == 1e-3 * (1 - 3 / 4)

@@ -1,4 +1,4 @@
-"""DiffAugment as a ganforge objective.
+"""DiffAugment as a ganforge objective (a GANSystem, plugin API 2).
 
 Zhao, Liu, Lin, Zhu, Han, "Differentiable Augmentation for Data-Efficient GAN Training"
 (NeurIPS 2020), https://arxiv.org/abs/2006.10738: every sample D sees, real or fake, in the D
@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 import ganforge
-from ganforge.plugins.objectives import DOutput, Unconditional
+from ganforge.plugins.objectives import Unconditional
+from ganforge.system import Terms
 
-GANFORGE_PLUGIN_API = 1
+GANFORGE_PLUGIN_API = 2
 
 
 def _color(x):
@@ -63,32 +64,37 @@ def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
 
 
 class DiffAugment(Unconditional):
-    def __init__(self, generator, discriminator, loss, z_dim, policy):
-        super().__init__(generator, discriminator, loss, z_dim)
+    """The unconditional system (networks G and D, phases D then G) with every sample D
+    sees augmented; penalties see the augmented inputs D judged."""
+
+    capturable = False  # the augmentations draw shapes from Python ints: not checked for capture
+
+    def __init__(self, loss, z_dim, sample_shape, n_critic, optim, policy):
+        super().__init__(loss, z_dim, sample_shape, n_critic, optim)
         self.policy = policy
 
     def d_loss(self, batch):
         real = self._real(batch)
         with torch.no_grad():
             fake = self.G(self.noise(real.shape[0], real.device))
-        r = self.D(diff_augment(real, self.policy))
-        f = self.D(diff_augment(fake, self.policy))
-        stats = {"d_real": self.loss.score(r.detach().float()).mean(),
-                 "d_fake": self.loss.score(f.detach().float()).mean()}
-        return DOutput(self.loss.d_loss(r, f), real, fake, stats)
+        real_aug, fake_aug = diff_augment(real, self.policy), diff_augment(fake, self.policy)
+        r, f = self.D(real_aug), self.D(fake_aug)
+        logs = {"d_real": self.loss.score(r.detach().float()).mean(),
+                "d_fake": self.loss.score(f.detach().float()).mean()}
+        return Terms(self.loss.d_loss(r, f), logs, judged={"D": (real_aug, fake_aug)})
 
     def g_loss(self, batch):
         real = self._real(batch)
         f = self.D(diff_augment(self.G(self.noise(real.shape[0], real.device)), self.policy))
-        return self.loss.g_loss(f), {}
+        return Terms(self.loss.g_loss(f))
 
 
-def diffaugment(*, generator, discriminator, loss, z_dim, policy: str = "color,translation,cutout"):
+def diffaugment(*, loss, z_dim, sample_shape, n_critic, optim, policy: str = "color,translation,cutout"):
     """DiffAugment (Zhao et al. 2020): the same differentiable augmentations on real and fake."""
     unknown = [p for p in filter(None, policy.split(",")) if p not in AUGMENTS]
     if unknown:
         raise ValueError(f"unknown DiffAugment policy {unknown}; choose from {', '.join(AUGMENTS)}")
-    return DiffAugment(generator, discriminator, loss, z_dim, policy)
+    return DiffAugment(loss, z_dim, sample_shape, n_critic, optim, policy)
 
 
 @ganforge.hookimpl

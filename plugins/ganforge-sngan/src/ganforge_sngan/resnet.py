@@ -12,7 +12,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 import ganforge
 
-GANFORGE_PLUGIN_API = 1  # the ganforge plugin API this module was written for
+GANFORGE_PLUGIN_API = 2  # the ganforge plugin API this module was written for
 
 
 class GBlock(nn.Module):

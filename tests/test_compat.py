@@ -1,0 +1,101 @@
+"""Compatibility with ganforge 0.1.0: a checkpoint it wrote (format 1, committed in
+tests/fixtures/v0.1.0-toy, see its README) resumes with today's code and reaches, bit for bit,
+the state the 0.1.0 run reached; it also samples. Plugins: the built-ins have one source."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from ganforge.config import load_recipe
+from ganforge.engine import train
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v0.1.0-toy"
+#: the overrides the fixture's run used (its README)
+OVERRIDES = ["train.n_critic=2", "data.args.n=1000", "data.batch_size=64", "generator.args.hidden=[32,32]",
+             "discriminator.args.hidden=[32,32]", "penalties=[{name: r1, weight: 0.1, every: 3}]",
+             "train.ema=0.9", "train.ema_start=5", "log.every=5", "log.checkpoint_every=10", "log.keep=2",
+             "log.progress=false", "metrics=[]", "log.sample_every=0"]
+V1_NAMES = {"generator": "model.G", "discriminator": "model.D", "generator_ema": "ema.G",
+            "optimizer_g": "optim.G", "optimizer_d": "optim.D"}
+
+
+def test_a_checkpoint_written_by_ganforge_0_1_resumes_exactly(tmp_path, capsys):
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copytree(FIXTURE / "step-00000010", tmp_path / "checkpoints" / "step-00000010")
+    state = train(load_recipe("toy_grid", [f"out_dir={tmp_path}", "train.steps=20", "resume=auto", *OVERRIDES]))
+    assert "resumed from" in capsys.readouterr().out
+    assert state.step == 20 and state.phase_steps == {"D": 40, "G": 20}
+    final = tmp_path / "checkpoints" / "step-00000020"
+    for old, new in V1_NAMES.items():
+        expected = load_file(str(FIXTURE / "expected-step-20" / f"{old}.safetensors"))
+        got = load_file(str(final / f"{new}.safetensors"))
+        assert expected.keys() == got.keys(), old
+        for key in expected:
+            assert torch.equal(expected[key], got[key]), f"{old}/{key}"
+    # the losses logged after the resume are the 0.1.0 run's
+    import json
+
+    old_rows = [json.loads(r) for r in (FIXTURE / "metrics.jsonl").read_text().splitlines()]
+    new_rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    pick = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows if r.get("step", 0) > 10]  # noqa: E731
+    assert pick(old_rows) == pick(new_rows) and len(pick(new_rows)) == 2
+
+
+def test_a_format_1_checkpoint_samples(tmp_path):
+    from ganforge.cli import main
+
+    assert main(["sample", str(FIXTURE / "step-00000010"), "--n", "8", "--out", str(tmp_path / "s.npz")]) == 0
+    assert np.load(tmp_path / "s.npz")["samples"].shape == (8, 2)
+
+
+def test_builtin_plugins_have_one_source_and_load_without_autoload(monkeypatch, tmp_path, mnist_dir):
+    """The built-ins registered by hand (autoload off) are exactly ganforge's entry points and
+    every plugin module in plugins/; mnist_fc_r1 (InfoGAN's networks) builds that way."""
+    import ganforge.plugins
+    from ganforge.manager import PluginManager, builtin_plugins
+
+    folder = Path(ganforge.plugins.__file__).parent
+    modules = {p.stem for p in folder.glob("*.py")
+               if p.stem != "__init__" and "@hookimpl" in p.read_text()}
+    assert set(builtin_plugins()) == modules and "infogan" in modules
+    monkeypatch.setenv("GANFORGE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pm = PluginManager()
+    assert set(pm.plugin_names()) == modules
+    state = train(load_recipe("mnist_fc_r1", [f"out_dir={tmp_path}", f"data.root={mnist_dir}", "train.steps=1",
+                                              "data.batch_size=8", "log.progress=false", "metrics=[]",
+                                              "log.sample_every=0"]), plugins=pm)
+    assert state.step == 1
+
+
+def test_component_hooks_go_through_pluggy(monkeypatch):
+    """A hookwrapper sees the registration call, and each part is still attributed to the plugin
+    that registered it."""
+    import ganforge
+    from ganforge.manager import PluginManager
+
+    seen = []
+
+    class Wrapper:
+        @ganforge.hookimpl(wrapper=True)
+        def ganforge_register_losses(self, register):
+            seen.append("before")
+            result = yield
+            seen.append("after")
+            return result
+
+    class Mine:
+        @ganforge.hookimpl
+        def ganforge_register_losses(self, register):
+            from ganforge.plugins.losses import BCE
+            register("mine_bce", BCE)
+
+    pm = PluginManager()
+    pm.register(Wrapper(), name="wrapper")
+    pm.register(Mine(), name="mine")
+    registry = pm.registry
+    assert seen == ["before", "after"]
+    assert registry.get("loss", "mine_bce").plugin.name == "mine"
+    assert registry.get("loss", "bce").plugin.name == "losses"
+    assert registry.get("generator", "infogan").plugin.name == "infogan"
