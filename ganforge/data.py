@@ -107,3 +107,15 @@ def place_dataset(dataset: Any, setting: bool | str, acc: Any) -> None:
     dataset.data = data.to(acc.device)
     if getattr(dataset, "labels", None) is not None:
         dataset.labels = dataset.labels.to(acc.device)
+
+
+def endless_batches(state: Any, loader: Any):
+    """Endless batches; remembers the position (epoch, batch) for exact resume."""
+    acc = state.accelerator
+    while True:
+        loader.set_epoch(state.epoch)
+        it = acc.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+        for batch in it:
+            state.batch_in_epoch += 1
+            yield batch
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ganforge.data import endless_batches
 from ganforge.errors import GanforgeError
 
 __all__ = ["TrainStep", "nonfinite_stop", "reasons_against"]
@@ -103,6 +104,7 @@ class TrainStep:
         self.plain = {n: acc.unwrap_model(m) for n, m in self.nets.items()}  # once: ~0.4 ms a call
         self.trainable = [set(p.trainable or system.optimizers[p.optimizer].networks) for p in self.phases]
         self.frozen: set[str] = set()
+        self.params = {n: list(m.parameters()) for n, m in self.nets.items()}
         # which penalties apply to which discriminator in each phase, and their logged names
         self.targets = [[(p, fn, [n for n in ph.penalize if not p.networks or n in p.networks])
                          for p, fn in penalties] for ph in self.phases]
@@ -116,7 +118,7 @@ class TrainStep:
             self.indices = torch.zeros(self.fresh, self.batch_size, dtype=torch.long, device=device)
             self._perm_epoch, self._perm = -1, None
         else:
-            self.batches = _batches(state, state.loader)
+            self.batches = endless_batches(state, state.loader)
         # counters: the graph keeps them on the device (read when logging)
         self.step_t = torch.tensor(state.step, device=device)
         self.skipped_t = torch.tensor(state.skipped, device=device)
@@ -308,7 +310,9 @@ class TrainStep:
         frozen = set(self.nets) - trainable
         if frozen != self.frozen:
             for n in frozen ^ self.frozen:
-                self.nets[n].requires_grad_(n not in frozen)
+                flag = n not in frozen
+                for p in self.params[n]:  # (module.requires_grad_ walks the module tree each call)
+                    p.requires_grad_(flag)
             self.frozen = frozen
 
     def _set_lr(self) -> None:
@@ -384,14 +388,3 @@ class TrainStep:
             self.counts.add_(present.float())
             self.consecutive_bad = 0
 
-
-def _batches(state: Any, loader: Any):
-    """Endless batches; remembers the position (epoch, batch) for exact resume."""
-    acc = state.accelerator
-    while True:
-        loader.set_epoch(state.epoch)
-        it = acc.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
-        for batch in it:
-            state.batch_in_epoch += 1
-            yield batch
-        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
