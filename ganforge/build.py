@@ -20,10 +20,11 @@ _UPGRADE = "docs/writing-plugins.md, 'Upgrading from plugin API 1'"
 
 
 def build_system(recipe: Recipe, registry: Registry, sample_shape: tuple[int, ...],
-                 dataset: Any = None) -> GANSystem:
+                 dataset: Any = None, num_classes: int | None = None) -> GANSystem:
     """The recipe's objective: a :class:`GANSystem` built by its plugin, with its loss, and
     checked for consistency (every name it uses exists; the recipe's per-network and
-    per-optimizer sections name things it has)."""
+    per-optimizer sections name things it has). ``num_classes``: the data's classes (from
+    ``dataset`` when given; a checkpoint records it for sampling without the data)."""
     name = recipe.objective.name
     entry = registry.get("objective", name)
     params = inspect.signature(entry.factory).parameters
@@ -33,9 +34,11 @@ def build_system(recipe: Recipe, registry: Registry, sample_shape: tuple[int, ..
             f"takes built generator/discriminator models. In API 2 an objective returns a GANSystem "
             f"that declares its networks, optimizers and phases; see {_UPGRADE}")
     loss = registry.build("loss", recipe.loss.name, recipe.loss.args)
+    if num_classes is None:
+        num_classes = getattr(dataset, "num_classes", None)
     system = registry.build("objective", name, recipe.objective.args, loss=loss, z_dim=recipe.train.z_dim,
                             sample_shape=tuple(sample_shape), n_critic=recipe.train.n_critic,
-                            optim=recipe.optim, dataset=dataset)
+                            optim=recipe.optim, dataset=dataset, num_classes=num_classes)
     missing = [a for a in ("networks", "optimizers", "phases", "generate", "noise") if not hasattr(system, a)]
     if missing:
         raise PluginError(f"objective '{name}' ({entry.provider}) returned a {type(system).__name__} "

@@ -2,6 +2,7 @@
 
     ganforge train RECIPE [key.sub=value ...]     train (RECIPE: a YAML path or a name in recipes/)
     ganforge sample CHECKPOINT --n N --out FILE   samples as a PNG grid, .safetensors or .npz
+                   [--label K|all]               (conditional runs: samples of class K / every class)
     ganforge eval CHECKPOINT [--metric NAME]      the recipe's metrics on generated samples
     ganforge plugins [--json]                     every registered part and where it comes from
     ganforge bench RECIPE [--steps N]             throughput against plain PyTorch loops
@@ -49,13 +50,38 @@ def _load_for_sampling(checkpoint: str, ema: bool):
     weights, meta = ckpt.load_network_weights(folder, ema=ema)
     recipe = recipe_from_dict(meta["recipe"])
     registry = get_plugin_manager().registry
-    system = build_system(recipe, registry, tuple(meta["sample_shape"]))
+    system = build_system(recipe, registry, tuple(meta["sample_shape"]), num_classes=meta.get("num_classes"))
     nets = build_networks(recipe, registry, system)
     for name, module in nets.items():
         module.load_state_dict(weights[name])
         module.eval()
     system.setup(nets)
     return nets, system, recipe, meta
+
+
+def _requested_labels(label: str | None, n: int, system, objective: str) -> tuple[object, int | None]:
+    """``--label``: None, one class for all ``n`` samples, or ``all`` (each class in turn,
+    one grid row per class); returns the labels tensor and the grid's row length."""
+    import torch
+
+    if label is None:
+        return None, None
+    classes = getattr(system, "num_classes", None)
+    if not classes:
+        raise GanforgeError(f"--label needs a class-conditional run (objective=conditional or acgan); "
+                            f"this run's objective is '{objective}'")
+    if label == "all":
+        per_class = -(-n // classes)
+        return torch.arange(classes).repeat_interleave(per_class)[:n], per_class
+    if not label.lstrip("-").isdigit() or not 0 <= int(label) < classes:
+        raise GanforgeError(f"--label {label} is out of range: this run has {classes} classes "
+                            f"(0 to {classes - 1}), or use --label all")
+    return torch.full((n,), int(label)), None
+
+
+def _rows(noise, a: int, b: int):
+    """Rows a..b of generator inputs (a tensor, or a tuple of tensors such as (z, labels))."""
+    return tuple(x[a:b] for x in noise) if isinstance(noise, (tuple, list)) else noise[a:b]
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -68,17 +94,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise GanforgeError(f"--n must be at least 1, got {args.n}")
     gen = torch.Generator().manual_seed(args.seed)
-    # a picture is arranged as the system likes (InfoGAN: one code per column); saved
-    # samples are independent draws, fit for computing metrics elsewhere
+    labels, nrow = _requested_labels(args.label, args.n, system, recipe.objective.name)
+    # a picture is arranged as the system likes (InfoGAN: one code per column; conditional:
+    # one row per class); saved samples are independent draws, fit for metrics elsewhere
     picture = out.suffix == ".png"
-    noise = system.grid_noise if picture else system.noise
-    nrow = (system.grid_nrow or 1) if picture else 1
-    chunk = max(nrow, 1024 - 1024 % nrow)  # whole grid rows per chunk
+    if picture and labels is None:
+        noise = system.grid_noise(args.n, "cpu", gen)
+        nrow = system.grid_nrow
+    else:
+        noise = system.noise(args.n, "cpu", gen, **({"labels": labels} if labels is not None else {}))
+    total = len(noise[0]) if isinstance(noise, (tuple, list)) else len(noise)
     with torch.no_grad():
-        samples = torch.cat([
-            system.generate(nets, noise(min(chunk, args.n - i), "cpu", gen)).float()
-            for i in range(0, args.n, chunk)
-        ])
+        samples = torch.cat([system.generate(nets, _rows(noise, i, i + 1024)).float()
+                             for i in range(0, total, 1024)])
+    asked = system.labels_of(noise)
     out.parent.mkdir(parents=True, exist_ok=True)
     if picture:
         from ganforge import plots
@@ -86,16 +115,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if samples.dim() == 2:
             plots.save_scatter(samples, samples[:0], out, f"{recipe.name}: step {meta['step']}")
         else:
-            plots.save_grid(samples, out, system.grid_nrow)
-    elif out.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file({"samples": samples.contiguous()}, str(out))
+            plots.save_grid(samples, out, nrow)
     else:
-        import numpy as np
+        arrays = {"samples": samples.contiguous()}
+        if asked is not None:  # a conditional run: the class each sample was made for
+            arrays["labels"] = asked.long().contiguous()
+        if out.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        np.savez(out, samples=samples.numpy())
-    print(f"wrote {len(samples)} samples of shape {tuple(samples.shape[1:])} to {out}")
+            save_file(arrays, str(out))
+        else:
+            import numpy as np
+
+            np.savez(out, **{k: v.numpy() for k, v in arrays.items()})
+    print(f"wrote {len(samples)} samples of shape {tuple(samples.shape[1:])} to {out}"
+          + (" with their labels" if asked is not None and not picture else ""))
     return 0
 
 
@@ -117,8 +151,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = {n: registry.build("metric", n, args_by_name.get(n, {}), dataset=dataset) for n in names}
     gen = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
-        samples = system.generate(nets, system.noise(args.n, "cpu", gen)).float()
-    results = evaluate_samples(samples, dataset, metrics)
+        noise = system.noise(args.n, "cpu", gen)
+        samples = system.generate(nets, noise).float()
+    results = evaluate_samples(samples, dataset, metrics, system.labels_of(noise))
     print(json.dumps({"checkpoint": str(args.checkpoint), "step": meta["step"], **results}, indent=1))
     return 0
 
@@ -170,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
         if name == "sample":
             p.add_argument("--out", required=True, help="FILE.png, FILE.safetensors or FILE.npz")
+            p.add_argument("--label", help="class-conditional runs: a class index, or 'all' (a row per class)")
         else:
             p.add_argument("--metric", action="append", help="metric name (repeatable); default: the recipe's")
         p.set_defaults(func=func)

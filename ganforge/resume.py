@@ -55,6 +55,7 @@ def save_checkpoint(state: Any, plugins: Any, pause_hook: Any = None) -> Path | 
             "step": state.step, "phase_steps": dict(state.phase_steps), "epoch": state.epoch,
             "batch_in_epoch": state.batch_in_epoch, "skipped": state.skipped,
             "world_size": acc.num_processes, "sample_shape": list(state.dataset.sample_shape),
+            "num_classes": getattr(state.dataset, "num_classes", None),
             "networks": {n: spec.kind for n, spec in state.system.networks.items()},
             "ema_n_averaged": {n: int(e.n_averaged) for n, e in state.emas.items()},
             "optimizers": opt_meta, "rng": [m for _, m in all_rng],

@@ -2,6 +2,7 @@
 metrics on generated samples, and Weights & Biases set-up. Main process only."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -58,7 +59,9 @@ def evaluate(state: Any, metrics: dict[str, Any]) -> dict[str, float]:
         return {}
     n, device = state.config.log.eval_samples, state.accelerator.device
     noise = state.system.noise(n, device, torch.Generator(device).manual_seed(state.config.seed + 1))
-    results = evaluate_samples(generate(state, noise).cpu(), state.dataset, metrics)
+    labels = state.system.labels_of(noise)
+    results = evaluate_samples(generate(state, noise).cpu(), state.dataset, metrics,
+                               labels.cpu() if labels is not None else None)
     state.metrics = results
     row = {"step": state.step, **{f"eval/{k}": v for k, v in results.items()}}
     state.history.append(row)
@@ -69,12 +72,23 @@ def evaluate(state: Any, metrics: dict[str, Any]) -> dict[str, float]:
     return results
 
 
-def evaluate_samples(samples: torch.Tensor, dataset: Any, metrics: dict[str, Any]) -> dict[str, float]:
-    """Run metrics on given samples (used by ``ganforge eval``)."""
+def evaluate_samples(samples: torch.Tensor, dataset: Any, metrics: dict[str, Any],
+                     labels: torch.Tensor | None = None) -> dict[str, float]:
+    """Run metrics on given samples (used by ``ganforge eval``). ``labels``: the classes the
+    samples were asked for (conditional runs), passed to metrics that take ``labels``."""
     out: dict[str, float] = {}
     for name, metric in metrics.items():
-        out.update({f"{name}/{k}": float(v) for k, v in metric(samples, dataset).items()})
+        kwargs = {"labels": labels} if labels is not None and _takes(metric, "labels") else {}
+        out.update({f"{name}/{k}": float(v) for k, v in metric(samples, dataset, **kwargs).items()})
     return out
+
+
+def _takes(fn: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def init_wandb(acc: Any, cfg: Any) -> None:

@@ -153,6 +153,11 @@ class GANSystem:
         copy where one is kept), in eval mode, unwrapped; called under ``torch.no_grad()``."""
         raise NotImplementedError
 
+    def labels_of(self, noise: Any) -> torch.Tensor | None:
+        """The class labels that ``noise`` asks for (class-conditional systems), so that
+        metrics can check them; ``None`` for unconditional systems."""
+        return None
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Persistent tensors (a pool of past fakes, counters) saved with each checkpoint,
         one file per process. Default: none."""

@@ -7,6 +7,12 @@ BatchNorm and ReLU in G (tanh out), strided convolutions with BatchNorm and Leak
 
 Sizes: 28x28 (via a 7x7 base map; not in the paper, which works at 64x64) and powers of two
 from 16 to 256 (4x4 base map), any number of channels. D returns logits (no sigmoid).
+
+Class-conditional when the objective passes ``num_classes`` (``objective=conditional``): G's
+``cond`` is ``cbn`` (every BatchNorm class-conditional, as in BigGAN/StudioGAN) or ``concat``
+(a one-hot label appended to z); D's is ``projection`` (Miyato & Koyama 2018: logit +
+<embed(y), sum-pooled features before the last conv>) or ``concat`` (one-hot label maps as
+extra input channels). ``auto``: cbn and projection.
 """
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
-from ganforge.layers import forward_with_code_head
+from ganforge.layers import (ConditionalBatchNorm, check_condition, forward_with_code_head, needs_labels, one_hot,
+                             projection, run_conditional)
 
 __all__ = ["DCGANDiscriminator", "DCGANGenerator"]
 
@@ -42,31 +49,43 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
+    elif isinstance(module, nn.BatchNorm2d) and module.affine:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
 
 class DCGANGenerator(nn.Module):
-    def __init__(self, z_dim: int, out_shape: Sequence[int], ngf: int = 64):
+    def __init__(self, z_dim: int, out_shape: Sequence[int], ngf: int = 64, num_classes: int = 0,
+                 cond: str = "none"):
         super().__init__()
         channels, base, steps = _plan(out_shape)
+        self.cond, self.num_classes = cond, num_classes
+
+        def bn(width: int) -> nn.Module:
+            return ConditionalBatchNorm(width, num_classes) if cond == "cbn" else nn.BatchNorm2d(width)
+
         width = ngf * 2 ** (steps - 1)
+        z_in = z_dim + (num_classes if cond == "concat" else 0)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(z_dim, width, base, 1, 0, bias=False),
-            nn.BatchNorm2d(width), nn.ReLU(True),
+            nn.ConvTranspose2d(z_in, width, base, 1, 0, bias=False),
+            bn(width), nn.ReLU(True),
         ]
         for _ in range(steps - 1):
             layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(width // 2), nn.ReLU(True)]
+                       bn(width // 2), nn.ReLU(True)]
             width //= 2
         layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
-        self.z_dim = z_dim
+        self.z_dim, self.z_in = z_dim, z_in
         self.apply(_init_weights)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.view(z.shape[0], self.z_dim, 1, 1))
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cond == "none":
+            return self.net(z.view(z.shape[0], self.z_dim, 1, 1))
+        needs_labels(self.cond, y, "generator")
+        if self.cond == "concat":
+            z = torch.cat([z, one_hot(y, self.num_classes, z.dtype)], 1)
+        return run_conditional(self.net, z.view(z.shape[0], self.z_in, 1, 1), y)
 
 
 NORMS = ("batch", "spectral", "none")
@@ -81,13 +100,16 @@ class DCGANDiscriminator(nn.Module):
     features predicting a categorical code of that many classes: ``D(x, codes=True)`` returns
     ``(logits, code_logits)``; used by the ``infogan`` objective."""
 
-    def __init__(self, in_shape: Sequence[int], ndf: int = 64, norm: str = "batch", codes: int = 0):
+    def __init__(self, in_shape: Sequence[int], ndf: int = 64, norm: str = "batch", codes: int = 0,
+                 num_classes: int = 0, cond: str = "none"):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got '{norm}'")
         if codes < 0:
             raise ValueError(f"codes is the size of the code head (0: none), got {codes}")
         channels, base, steps = _plan(in_shape)
+        self.cond, self.num_classes = cond, num_classes
+        channels += num_classes if cond == "concat" else 0
         bias = norm != "batch"  # BatchNorm has its own shift
 
         def conv(c_in: int, c_out: int, *args: int) -> nn.Module:
@@ -107,22 +129,39 @@ class DCGANDiscriminator(nn.Module):
         self.q = conv(width, codes, base, 1, 0) if codes > 0 else None
         if norm != "spectral":  # spectral norm rescales the weights itself
             self.apply(_init_weights)
+        if cond == "projection":
+            embed = nn.Embedding(num_classes, width)
+            nn.init.xavier_uniform_(embed.weight)
+            self.embed = nn.utils.parametrizations.spectral_norm(embed) if norm == "spectral" else embed
 
-    def forward(self, x: torch.Tensor, codes: bool = False):
-        """Logits; with ``codes=True``, ``(logits, code_logits)`` from the Q head."""
-        return forward_with_code_head(self.net, self.q, x, codes)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, codes: bool = False):
+        """Logits; with ``codes=True``, ``(logits, code_logits)`` from the Q head; ``y``: the
+        labels of a class-conditional D."""
+        if self.cond == "none":
+            return forward_with_code_head(self.net, self.q, x, codes)
+        needs_labels(self.cond, y, "discriminator")
+        if self.cond == "concat":
+            maps = one_hot(y, self.num_classes, x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            return forward_with_code_head(self.net, self.q, torch.cat([x, maps], 1), codes)
+        h = self.net[:-1](x)
+        logits = self.net[-1](h).view(-1) + projection(self.embed, y, h)
+        return (logits, self.q(h).flatten(1)) if codes and self.q is not None else logits
 
 
-def dcgan_generator(*, z_dim: int, out_shape: Sequence[int], ngf: int = 64) -> DCGANGenerator:
-    """DCGAN generator (Radford et al. 2015) for 28x28 and 16..256 px square images."""
-    return DCGANGenerator(z_dim, out_shape, ngf)
+def dcgan_generator(*, z_dim: int, out_shape: Sequence[int], ngf: int = 64, num_classes: int = 0,
+                    cond: str = "auto") -> DCGANGenerator:
+    """DCGAN generator (Radford et al. 2015) for 28x28 and 16..256 px square images;
+    class-conditional (cond: cbn | concat) under a conditional objective."""
+    return DCGANGenerator(z_dim, out_shape, ngf, num_classes, check_condition("generator", cond, num_classes))
 
 
 def dcgan_discriminator(*, in_shape: Sequence[int], ndf: int = 64, norm: str = "batch",
-                        codes: int = 0) -> DCGANDiscriminator:
+                        codes: int = 0, num_classes: int = 0, cond: str = "auto") -> DCGANDiscriminator:
     """DCGAN discriminator (Radford et al. 2015) returning logits; norm: batch | spectral | none;
-    codes: size of an InfoGAN categorical-code head (0: none)."""
-    return DCGANDiscriminator(in_shape, ndf, norm, codes)
+    codes: size of an InfoGAN code / AC-GAN class head (0: none); class-conditional (cond:
+    projection | concat) under a conditional objective."""
+    cond = check_condition("discriminator", cond, num_classes)
+    return DCGANDiscriminator(in_shape, ndf, norm, codes, num_classes, cond)
 
 
 @hookimpl

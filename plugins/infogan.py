@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
-from ganforge.layers import forward_with_code_head
+from ganforge.layers import (ConditionalBatchNorm, check_condition, forward_with_code_head, needs_labels, one_hot,
+                             projection, run_conditional)
 
 __all__ = ["InfoGANDiscriminator", "InfoGANGenerator"]
 
@@ -41,32 +42,51 @@ def _check_shape(shape: Sequence[int]) -> int:
 
 
 class InfoGANGenerator(nn.Module):
-    def __init__(self, z_dim: int, out_shape: Sequence[int], ngf: int = 64, fc: int = 1024):
+    """``cond`` (under a conditional objective): ``cbn`` makes every BatchNorm class-conditional,
+    ``concat`` appends a one-hot label to z."""
+
+    def __init__(self, z_dim: int, out_shape: Sequence[int], ngf: int = 64, fc: int = 1024,
+                 num_classes: int = 0, cond: str = "none"):
         super().__init__()
         channels = _check_shape(out_shape)
+        self.cond, self.num_classes = cond, num_classes
+
+        def bn(width: int, dims: int) -> nn.Module:
+            if cond == "cbn":
+                return ConditionalBatchNorm(width, num_classes, dims)
+            return nn.BatchNorm1d(width) if dims == 1 else nn.BatchNorm2d(width)
+
+        z_in = z_dim + (num_classes if cond == "concat" else 0)
         self.fc = nn.Sequential(
-            nn.Linear(z_dim, fc), nn.BatchNorm1d(fc), nn.ReLU(True),
-            nn.Linear(fc, 2 * ngf * 7 * 7), nn.BatchNorm1d(2 * ngf * 7 * 7), nn.ReLU(True),
+            nn.Linear(z_in, fc), bn(fc, 1), nn.ReLU(True),
+            nn.Linear(fc, 2 * ngf * 7 * 7), bn(2 * ngf * 7 * 7, 1), nn.ReLU(True),
         )
         self.conv = nn.Sequential(
-            nn.ConvTranspose2d(2 * ngf, ngf, 4, 2, 1), nn.BatchNorm2d(ngf), nn.ReLU(True),  # 14x14
-            nn.ConvTranspose2d(ngf, channels, 4, 2, 1), nn.Tanh(),                            # 28x28
+            nn.ConvTranspose2d(2 * ngf, ngf, 4, 2, 1), bn(ngf, 2), nn.ReLU(True),  # 14x14
+            nn.ConvTranspose2d(ngf, channels, 4, 2, 1), nn.Tanh(),                   # 28x28
         )
         self.width = 2 * ngf
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.fc(z.view(z.shape[0], -1)).view(-1, self.width, 7, 7))
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cond == "none":
+            return self.conv(self.fc(z.view(z.shape[0], -1)).view(-1, self.width, 7, 7))
+        needs_labels(self.cond, y, "generator")
+        z = z.view(z.shape[0], -1)
+        if self.cond == "concat":
+            z = torch.cat([z, one_hot(y, self.num_classes, z.dtype)], 1)
+        return run_conditional(self.conv, run_conditional(self.fc, z, y).view(-1, self.width, 7, 7), y)
 
 
 class InfoGANDiscriminator(nn.Module):
     def __init__(self, in_shape: Sequence[int], ndf: int = 64, fc: int = 1024, norm: str = "batch",
-                 codes: int = 0):
+                 codes: int = 0, num_classes: int = 0, cond: str = "none"):
         super().__init__()
+        self.cond, self.num_classes = cond, num_classes
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got '{norm}'")
         if codes < 0:
             raise ValueError(f"codes is the size of the code head (0: none), got {codes}")
-        channels = _check_shape(in_shape)
+        channels = _check_shape(in_shape) + (num_classes if cond == "concat" else 0)
         wrap = nn.utils.parametrizations.spectral_norm if norm == "spectral" else (lambda m: m)
 
         def bn(kind: type[nn.Module], width: int) -> list[nn.Module]:
@@ -81,22 +101,40 @@ class InfoGANDiscriminator(nn.Module):
             wrap(nn.Linear(fc, 1)),
         )
         self.q = wrap(nn.Linear(fc, codes)) if codes > 0 else None
+        if cond == "projection":
+            embed = nn.Embedding(num_classes, fc)
+            nn.init.xavier_uniform_(embed.weight)
+            self.embed = wrap(embed)
 
-    def forward(self, x: torch.Tensor, codes: bool = False):
-        """Logits; with ``codes=True``, ``(logits, code_logits)`` from the Q head."""
-        return forward_with_code_head(self.net, self.q, x, codes)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, codes: bool = False):
+        """Logits; with ``codes=True``, ``(logits, code_logits)`` from the Q head; ``y``: the
+        labels of a class-conditional D (projection on the FC features, or concat)."""
+        if self.cond == "none":
+            return forward_with_code_head(self.net, self.q, x, codes)
+        needs_labels(self.cond, y, "discriminator")
+        if self.cond == "concat":
+            maps = one_hot(y, self.num_classes, x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            return forward_with_code_head(self.net, self.q, torch.cat([x, maps], 1), codes)
+        h = self.net[:-1](x)
+        logits = self.net[-1](h).view(-1) + projection(self.embed, y, h)
+        return (logits, self.q(h)) if codes and self.q is not None else logits
 
 
-def infogan_generator(*, z_dim: int, out_shape: Sequence[int], ngf: int = 64, fc: int = 1024) -> InfoGANGenerator:
-    """InfoGAN's MNIST generator (Chen et al. 2016): two FC layers, two up-convolutions; 28x28."""
-    return InfoGANGenerator(z_dim, out_shape, ngf, fc)
+def infogan_generator(*, z_dim: int, out_shape: Sequence[int], ngf: int = 64, fc: int = 1024,
+                      num_classes: int = 0, cond: str = "auto") -> InfoGANGenerator:
+    """InfoGAN's MNIST generator (Chen et al. 2016): two FC layers, two up-convolutions; 28x28;
+    class-conditional (cond: cbn | concat) under a conditional objective."""
+    return InfoGANGenerator(z_dim, out_shape, ngf, fc, num_classes, check_condition("generator", cond, num_classes))
 
 
 def infogan_discriminator(*, in_shape: Sequence[int], ndf: int = 64, fc: int = 1024,
-                          norm: str = "batch", codes: int = 0) -> InfoGANDiscriminator:
+                          norm: str = "batch", codes: int = 0, num_classes: int = 0,
+                          cond: str = "auto") -> InfoGANDiscriminator:
     """InfoGAN's MNIST discriminator (Chen et al. 2016) returning logits; norm: batch | spectral |
-    none; codes: size of the categorical-code (Q) head (0: none)."""
-    return InfoGANDiscriminator(in_shape, ndf, fc, norm, codes)
+    none; codes: size of the categorical-code (Q) / AC-GAN class head (0: none); class-conditional
+    (cond: projection | concat) under a conditional objective."""
+    cond = check_condition("discriminator", cond, num_classes)
+    return InfoGANDiscriminator(in_shape, ndf, fc, norm, codes, num_classes, cond)
 
 
 @hookimpl

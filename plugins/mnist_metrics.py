@@ -58,11 +58,12 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
 
 
 class MNISTMetrics:
-    def __init__(self, real_test: torch.Tensor, n_real: int, k: int):
+    def __init__(self, real_test: torch.Tensor, n_real: int, k: int, real_labels: torch.Tensor | None = None):
         self.model = load_classifier()
         g = torch.Generator().manual_seed(0)
-        real = real_test[torch.randperm(len(real_test), generator=g)[:n_real]]
-        self.real_probs, self.real_features = self.embed(real)
+        pick = torch.randperm(len(real_test), generator=g)[:n_real]
+        self.real_probs, self.real_features = self.embed(real_test[pick])
+        self.real_labels = real_labels[pick] if real_labels is not None else None
         self.k = k
 
     @torch.no_grad()
@@ -74,8 +75,11 @@ class MNISTMetrics:
             probs.append(torch.softmax(self.model.head(f), 1))
         return torch.cat(probs), torch.cat(feats)
 
-    def __call__(self, samples: torch.Tensor, dataset=None) -> dict[str, float]:
+    def __call__(self, samples: torch.Tensor, dataset=None, labels: torch.Tensor | None = None) -> dict[str, float]:
+        """``labels``: the classes the samples were asked for (conditional runs) add the
+        classifier's accuracy against them and the mean per-class Fréchet distance."""
         probs, feats = self.embed(samples.clamp(-1, 1))
+        conditional = {} if labels is None else self._conditional(probs, feats, labels)
         hist = torch.bincount(probs.argmax(1), minlength=10).double() / len(probs)
         class_kl = float(sum(p * math.log(10 * p) for p in hist.tolist() if p > 0))
         n = min(len(feats), len(self.real_features))
@@ -88,7 +92,18 @@ class MNISTMetrics:
             "precision": precision,
             "recall": recall,
             **{f"class_{d}": float(hist[d]) for d in range(10)},
+            **conditional,
         }
+
+    def _conditional(self, probs: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        labels = labels.long().cpu()
+        out = {"conditional_accuracy": float((probs.argmax(1) == labels).float().mean())}
+        if self.real_labels is not None:  # intra-class FD: generated class c against real class c
+            fds = [frechet_distance(feats[labels == c], self.real_features[self.real_labels == c])
+                   for c in range(10) if (labels == c).sum() > 1 and (self.real_labels == c).sum() > 1]
+            if fds:
+                out["intra_class_fd"] = sum(fds) / len(fds)
+        return out
 
 
 def mnist_metric(*, dataset, root: str | None = None, n_real: int = 10000, k: int = 3):
@@ -100,7 +115,7 @@ def mnist_metric(*, dataset, root: str | None = None, n_real: int = 10000, k: in
         raise ValueError("needs an MNIST dataset (1x28x28) with a data.root holding the test files "
                          "(t10k-*), or args: {root: FOLDER}")
     test = mnist(root=str(Path(root)), download=False, split="test")
-    return MNISTMetrics(test.normalize(test.data), n_real, k)
+    return MNISTMetrics(test.normalize(test.data), n_real, k, test.labels)
 
 
 @hookimpl
