@@ -136,7 +136,8 @@ def ganforge_register_datasets(register: Register) -> None:
     ``factory(root=str | None, download=bool, **args)`` and returns a
     ``torch.utils.data.Dataset`` whose items are float tensors scaled to the generator's output
     range (images in [-1, 1]) or ``(sample, label)`` pairs, and which has a ``sample_shape``
-    attribute. Returning a :class:`ganforge.data.TensorDataset` (data held in memory) lets the
+    attribute; a dataset with labels says how many classes in ``num_classes`` (the
+    class-conditional objectives need it). Returning a :class:`ganforge.data.TensorDataset` (data held in memory) lets the
     engine fetch whole batches at once, keep the data on the GPU and gather batches there
     (its ``fetch(indices)``) inside the CUDA-graph fast path. Missing files raise
     :class:`ganforge.errors.DatasetError` saying where the factory looked and which file names it
@@ -153,7 +154,8 @@ def ganforge_register_metrics(register: Register) -> None:
     Called once when the registry is built. Each factory is called as
     ``factory(dataset=Dataset, **args)`` and returns a callable
     ``metric(samples: Tensor, dataset) -> dict[str, float]``; ``samples`` are generated
-    samples on the CPU in the dataset's value range. The keys are logged as ``eval/<key>``.
+    samples on the CPU in the dataset's value range. A metric that also accepts ``labels``
+    receives, for class-conditional runs, the class each sample was made for. The keys are logged as ``eval/<key>``.
 
     :param register: call ``register(name, factory, description=None)`` once per metric.
     """

@@ -57,6 +57,16 @@ def test_example_distribution_installs_lists_and_trains(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert (tmp_path / "run" / "samples-final.png").exists()
+    # the cGAN-PD recipe (a GPU recipe) on the CPU: cBN ResNet G + projection ResNet D, 2 steps
+    proc = ganforge_cli(target, "train", "cifar10_cgan_pd", f"data.root={data}", "data.batch_size=8",
+                        f"out_dir={tmp_path / 'pd'}", "generator.args={ch: 16}", "discriminator.args={ch: 16}",
+                        "train.steps=2", "train.n_critic=2", "log.every=1", "log.progress=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pd" / "checkpoints" / "step-00000002"
+    assert "embed.parametrizations.weight.original" in load_file(str(folder / "model.D.safetensors"))
+    assert any(".bn1.gain.weight" in k for k in load_file(str(folder / "model.G.safetensors")))
 
 
 def _guide_files() -> dict[str, str]:
