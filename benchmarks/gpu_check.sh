@@ -36,6 +36,12 @@ ganforge train toy_grid train.steps=400 train.n_critic=2 "penalties=[{name: r1, 
   train.cuda_graph=true out_dir=/tmp/fast-r1 log.progress=false log.every=100 | tail -3
 ganforge train mnist_dcgan data.root=.data/mnist train.steps=300 train.precision=bf16 train.cuda_graph=true \
   out_dir=/tmp/fast-bf16 log.progress=false log.every=100 | tail -3
+# class-conditional systems in CUDA graphs (labels gathered on the GPU; labels: data draws with
+# torch.multinomial inside the graph), bf16
+ganforge train mnist_cgan data.root=.data/mnist train.steps=300 train.cuda_graph=true train.precision=bf16 \
+  out_dir=/tmp/fast-cgan log.progress=false log.every=100 | tail -3
+ganforge train mnist_cgan data.root=.data/mnist train.steps=300 train.cuda_graph=true objective.args.labels=data \
+  out_dir=/tmp/fast-cgan-data log.progress=false log.every=100 | tail -3
 
 # 3. throughput: mnist_seed at batch 64 against the users' reference loop and a bare eager loop
 python3 benchmarks/throughput.py mnist_seed data.root=.data/mnist --steps 300 --warmup 30 --results "$OUT" | tee "$OUT/mnist_seed.txt"

@@ -106,8 +106,9 @@ class TrainStep:
         self.frozen: set[str] = set()
         self.params = {n: list(m.parameters()) for n, m in self.nets.items()}
         # which penalties apply to which discriminator in each phase, and their logged names
-        self.targets = [[(p, fn, [n for n in ph.penalize if not p.networks or n in p.networks])
-                         for p, fn in penalties] for ph in self.phases]
+        self.targets = [[(p, fn, nets) for p, fn in penalties
+                         if (nets := [n for n in ph.penalize if not p.networks or n in p.networks])]
+                        for ph in self.phases]
         self.penalty_keys = {k for per_phase in self.targets for p, _, nets in per_phase
                              for k in self._penalty_keys(p.name, nets)}
         # batches: each run of a new_batch phase draws one (the first phase always does)
