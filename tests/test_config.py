@@ -73,3 +73,29 @@ def test_yaml_scalars_users_write():
     assert r.log.wandb is False and r.train.steps == 100 and isinstance(r.train.steps, int)
     with pytest.raises(ConfigError, match="'log.wandb' must be bool, got str 'yes'"):
         load_recipe("toy_grid", ["log.wandb=yes"])
+
+
+def test_the_readme_key_table_documents_every_recipe_key():
+    """Every key of the recipe schema has a row in README.md's key table, and every row names a
+    real key (compound rows: `optim.lr_g`, `lr_d` share the first name's section)."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from ganforge.config import Part, Recipe
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    documented = set()
+    for cell in re.findall(r"^\| (`[^|]*`) \|", readme, re.M):
+        names = re.findall(r"`([\w.]+)`", cell)
+        section = names[0].rsplit(".", 1)[0] + "." if "." in names[0] else ""
+        documented |= {n if "." in n or not section else section + n for n in names}
+    schema = set()
+    for f in dataclasses.fields(Recipe):
+        inner = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(inner) and not isinstance(inner, Part):
+            schema |= {f"{f.name}.{g.name}" for g in dataclasses.fields(inner)}
+        else:
+            schema.add(f.name)
+    assert schema - documented == set(), "keys missing from README's table"
+    assert documented - schema == set(), "README documents keys that do not exist"
