@@ -29,12 +29,16 @@ def save_checkpoint(state: Any, plugins: Any, pause_hook: Any = None) -> Path | 
     """Write a checkpoint of ``state``; None (and a message) if a network holds NaN/Inf."""
     acc, cfg = state.accelerator, state.config
     plain = {n: acc.unwrap_model(m) for n, m in state.nets.items()}
-    for name, module in plain.items():
-        bad = [k for k, v in module.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            acc.print(f"not writing a checkpoint at step {state.step}: network {name} has non-finite "
-                      f"values in {', '.join(bad[:5])}")
-            return None
+    bad = {name: [k for k, v in module.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+           for name, module in plain.items()}
+    bad = {name: keys for name, keys in bad.items() if keys}
+    any_bad = torch.tensor(float(bool(bad)), device=acc.device)
+    if acc.num_processes > 1:  # every rank returns here, or none: the gathers below are collective
+        any_bad = acc.reduce(any_bad, reduction="sum")
+    if any_bad > 0:
+        where = "; ".join(f"network {n}: {', '.join(k[:5])}" for n, k in bad.items()) or "on another rank"
+        acc.print(f"not writing a checkpoint at step {state.step}: non-finite values ({where})")
+        return None
     all_rng = _gather(acc, ckpt.rng_state())
     system_state = {k: v.detach().cpu() for k, v in state.system.state_dict().items()}
     all_system = _gather(acc, system_state)

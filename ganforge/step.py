@@ -49,14 +49,21 @@ def reasons_against(state: Any, penalties: list) -> list[str]:
         reasons.append(f"dataset '{cfg.data.name}' is not held on the GPU as one tensor with "
                        f"fetch(indices) (data.on_device, in-memory datasets only)")
     loss = getattr(system, "loss", None)
-    if loss is not None and not getattr(loss, "capturable", False):
+    if loss is not None and not declares_capturable(loss):
         reasons.append(f"loss '{cfg.loss.name}' does not declare capturable = True")
-    if not getattr(system, "capturable", False):
+    if not declares_capturable(system):
         reasons.append(f"objective '{cfg.objective.name}' does not declare capturable = True")
     for p, fn in penalties:
-        if not getattr(fn, "capturable", False):
+        if not declares_capturable(fn):
             reasons.append(f"penalty '{p.name}' does not declare capturable = True")
     return reasons
+
+
+def declares_capturable(part: Any) -> bool:
+    """``capturable = True`` set by the part's own class (or the object): a subclass does not
+    inherit its parent's promise, since what it adds may not be tensor code."""
+    own = vars(part) if hasattr(part, "__dict__") else {}
+    return own.get("capturable", vars(type(part)).get("capturable", False)) is True
 
 
 def nonfinite_stop(state: Any, in_a_row: int) -> GanforgeError:
@@ -92,6 +99,7 @@ class TrainStep:
         self.state, self.penalties, self.graph, self.capture, self.warmup = state, penalties, graph, capture, warmup
         cfg, acc, system = state.config, state.accelerator, state.system
         self.device = device = acc.device
+        self.world = acc.num_processes
         self.system, self.nets, self.phases = system, state.nets, system.phases
         # Accelerate's optimizer wrapper re-checks optional packages on every zero_grad/step
         # (~1 ms per step on a 2-core CPU); without a GradScaler (fp16) it only forwards to
@@ -273,9 +281,12 @@ class TrainStep:
                 loss = self._phase_loss(phase, batch, due, values)
                 opt.zero_grad(set_to_none=True)
                 bad = bad | ~torch.isfinite(loss.detach())
-                if not self.graph and bool(bad):  # one scalar sync per loss: never apply a NaN update
-                    self._freeze(set(self.nets))
-                    return self._skip(phase.name, loss)
+                if not self.graph:  # one scalar sync per loss: never apply a NaN update
+                    if self.world > 1:  # every rank decides alike, or DDP's all-reduces desynchronise
+                        bad = acc.reduce(bad.float(), reduction="sum") > 0
+                    if bool(bad):
+                        self._freeze(set(self.nets))
+                        return self._skip(phase.name, loss)
                 acc.backward(loss)
                 if self.graph:
                     opt.found_inf = bad.float()  # fused Adam leaves weights and moments as they were if 1

@@ -29,6 +29,8 @@ class Conditional(Unconditional):
     networks' own conditioning (cBN / concat in G, projection / concat in D: see the
     architectures). Networks, optimizers and phases are the unconditional system's."""
 
+    capturable = True  # labels drawn and gathered with tensor ops, on the device
+
     def __init__(self, loss, z_dim, sample_shape, n_critic, optim, num_classes: int,
                  labels: str = "uniform", frequencies: torch.Tensor | None = None):
         super().__init__(loss, z_dim, sample_shape, n_critic, optim)
@@ -121,6 +123,8 @@ class ACGAN(Conditional):
     auxiliary classifier head (its code head: ``codes`` = the number of classes, set by this
     objective). D adds ``weight * (CE(C(x), y) + CE(C(G(z, y)), y'))``, G adds
     ``weight * CE(C(G(z, y)), y)``."""
+
+    capturable = True
 
     def __init__(self, loss, z_dim, sample_shape, n_critic, optim, num_classes: int,
                  labels: str = "uniform", frequencies=None, weight: float = 1.0):

@@ -56,6 +56,8 @@ class BCE(Loss):
 class Minimax(BCE):
     """Saturating minimax BCE (Goodfellow et al. 2014): G minimises log(1 - D(G(z)))."""
 
+    capturable = True
+
     def g_loss(self, fake, real=None):
         return -F.softplus(fake.float()).mean()
 

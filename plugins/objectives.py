@@ -133,6 +133,8 @@ class InfoGAN(Unconditional):
     true (:func:`ganforge.layers.forward_with_code_head` does it for a ``Sequential`` body).
     """
 
+    capturable = True  # the code is drawn and one-hot encoded with tensor ops (scatter)
+
     def __init__(self, loss, z_dim: int, sample_shape, n_critic: int = 1, optim=None,
                  codes: int = 10, weight: float = 1.0):
         if not 1 < codes < z_dim:

@@ -279,3 +279,47 @@ def test_penalties_give_the_gradient_averaged_over_ranks(tmp_path):
 def test_sync_batchnorm_needs_a_gpu(tmp_path, run_cli):
     code, _, err = run_cli("train", "toy_grid", f"out_dir={tmp_path}", "train.sync_bn=true")
     assert code == 2 and "train.sync_bn needs CUDA GPUs" in err
+
+
+NAN_SCRIPT = textwrap.dedent("""
+    import os, sys
+    import ganforge
+    from ganforge.config import load_recipe
+    from ganforge.engine import train
+    from ganforge.manager import get_plugin_manager
+    from ganforge.plugins.losses import BCE
+
+    rank, calls = int(os.environ["RANK"]), [0]
+
+    class OnlyRank1(BCE):
+        def d_loss(self, real, fake):  # NaN on rank 1's third D loss only
+            calls[0] += 1
+            value = super().d_loss(real, fake)
+            return value * float("nan") if rank == 1 and calls[0] == 3 else value
+
+    class Plugin:
+        @ganforge.hookimpl
+        def ganforge_register_losses(self, register):
+            register("nan_on_rank1", OnlyRank1)
+
+    get_plugin_manager().register(Plugin(), name="nan-rank1")
+    state = train(load_recipe("toy_grid", sys.argv[1:]))
+    sys.stdout.write(f"RESULT {rank} {state.skipped} {state.step}\\n")
+""")
+
+
+def test_a_nonfinite_loss_on_one_rank_is_skipped_on_every_rank(tmp_path):
+    """Rank 1 alone sees a NaN: both ranks skip that step (one all-reduce of the flag), so DDP's
+    all-reduces stay in step (without it gloo fails with a size mismatch; NCCL hangs)."""
+    script = tmp_path / "nan.py"
+    script.write_text(NAN_SCRIPT)
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), f"out_dir={tmp_path / 'run'}", "loss=nan_on_rank1", "train.steps=6",
+                           "data.args={n: 2048}", "data.batch_size=32", "log.every=3", "log.progress=false",
+                           "metrics=[]", "log.sample_every=0"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted(line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("RESULT"))
+    assert results == [["0", "1", "6"], ["1", "1", "6"]]
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["skipped"] == 1 and "NaN" not in json.dumps(rows)

@@ -164,9 +164,25 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
     from ganforge.plugins.objectives import InfoGAN, Unconditional
     from ganforge.plugins.penalties import R1, GradientPenalty
 
+    from ganforge.plugins.conditional import ACGAN, Conditional
+    from ganforge.step import declares_capturable
+
     for part in (BCE, Hinge, LeastSquares, Minimax, Wasserstein, RelativisticAverage, Unconditional, InfoGAN,
-                 R1, GradientPenalty):
-        assert part.capturable is True, part
+                 Conditional, ACGAN, R1, GradientPenalty):
+        assert vars(part).get("capturable") is True, part  # declared by the class itself
+
+    class MyBCE(BCE):  # may do anything: it does not inherit BCE's promise
+        def d_loss(self, real, fake):
+            return super().d_loss(real, fake) * float(real.mean())  # a host synchronisation
+
+    class Promised(MyBCE):
+        capturable = True
+
+    assert declares_capturable(BCE()) and not declares_capturable(MyBCE()) and declares_capturable(Promised())
+    system = SimpleNamespace(loss=MyBCE(), capturable=True)
+    state = SimpleNamespace(config=recipe,
+                            accelerator=acc, dataset=dataset, system=system)
+    assert "does not declare capturable" in "; ".join(step.reasons_against(state, []))
 
 
 def test_precision_auto_is_bf16_only_for_images_on_native_bf16_hardware(monkeypatch, tmp_path, mnist_dir):
