@@ -13,6 +13,7 @@ Accelerator in :mod:`ganforge.accel`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -33,7 +34,8 @@ from ganforge.manager import PluginManager, get_plugin_manager
 from ganforge.resume import resume_or_refuse, save_checkpoint
 from ganforge.sampling import evaluate, init_wandb, write_samples
 from ganforge.state import TrainState
-from ganforge.step import TrainStep, reasons_against
+from ganforge.capture import reasons_against
+from ganforge.step import TrainStep
 
 __all__ = ["TrainState", "train"]
 
@@ -131,15 +133,6 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
     if cfg.log.wandb:
         init_wandb(acc, cfg)
 
-    interrupted: list[str] = []
-
-    def _on_signal(signum, _frame):  # finish the step, then checkpoint and exit
-        interrupted.append(signal.Signals(signum).name)
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
-        if main and in_main_thread else {}
-
     if main:
         plugins.train_start(state)
     from tqdm.auto import tqdm
@@ -149,46 +142,44 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
     window_start, window_steps = time.perf_counter(), 0
     images_per_step = stepper.fresh * cfg.data.batch_size * acc.num_processes  # real images drawn
 
-    while state.step < t.steps and not interrupted:
-        stepper()  # every phase of the system, EMA (eager, or one CUDA graph replay)
-        state.step += 1
-        window_steps += 1
-        bar.update(1)
+    with _catch_interrupts(main) as interrupted:  # SIGINT/SIGTERM: finish the step, checkpoint, exit
+        while state.step < t.steps and not interrupted:
+            stepper()  # every phase of the system, EMA (eager, or one CUDA graph replay)
+            state.step += 1
+            window_steps += 1
+            bar.update(1)
 
-        logs: dict[str, Any] = {}
-        last = state.step == t.steps or bool(interrupted)
-        if state.step % log.every == 0 or last:
-            sums, counts = stepper.take()  # the first synchronisation since the last log
-            elapsed = time.perf_counter() - window_start
-            names = sorted(k for k in sums if counts[k])
-            if names:  # means over the steps that computed each value (the same on every rank)
-                values = acc.reduce(torch.stack([sums[k] for k in names]), reduction="mean")
-                values = values / torch.tensor([counts[k] for k in names], device=values.device)
-                logs = {k: float(v) for k, v in zip(names, values.tolist(), strict=True)}
-            logs.update(step=state.step, epoch=state.epoch, skipped=state.skipped,
-                        images_per_s=window_steps * images_per_step / max(elapsed, 1e-9))
-            state.history.append(logs)
+            logs: dict[str, Any] = {}
+            last = state.step == t.steps or bool(interrupted)
+            if state.step % log.every == 0 or last:
+                sums, counts = stepper.take()  # the first synchronisation since the last log
+                elapsed = time.perf_counter() - window_start
+                names = sorted(k for k in sums if counts[k])
+                if names:  # means over the steps that computed each value (the same on every rank)
+                    values = acc.reduce(torch.stack([sums[k] for k in names]), reduction="mean")
+                    values = values / torch.tensor([counts[k] for k in names], device=values.device)
+                    logs = {k: float(v) for k, v in zip(names, values.tolist(), strict=True)}
+                logs.update(step=state.step, epoch=state.epoch, skipped=state.skipped,
+                            images_per_s=window_steps * images_per_step / max(elapsed, 1e-9))
+                state.history.append(logs)
+                if main:
+                    with open(metrics_file, "a") as f:
+                        f.write(json.dumps(logs) + "\n")
+                    bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in logs.items() if k.startswith("loss_")})
+                acc.log({f"train/{k}": v for k, v in logs.items() if k != "step"}, step=state.step)
+                window_start, window_steps = time.perf_counter(), 0
             if main:
-                with open(metrics_file, "a") as f:
-                    f.write(json.dumps(logs) + "\n")
-                bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in logs.items() if k.startswith("loss_")})
-            acc.log({f"train/{k}": v for k, v in logs.items() if k != "step"}, step=state.step)
-            window_start, window_steps = time.perf_counter(), 0
-        if main:
-            plugins.step_end(state, logs)
+                plugins.step_end(state, logs)
 
-        if log.sample_every and state.step % log.sample_every == 0 and not last:
-            write_samples(state, fixed_noise, f"samples-{state.step:08d}")
-        if log.eval_every and metrics and state.step % log.eval_every == 0 and not last:
-            evaluate(state, metrics)
-        if log.checkpoint_every and state.step % log.checkpoint_every == 0 and not last:
-            stepper.sync()
-            save_checkpoint(state, plugins, pause_hook)
-
+            if log.sample_every and state.step % log.sample_every == 0 and not last:
+                write_samples(state, fixed_noise, f"samples-{state.step:08d}")
+            if log.eval_every and metrics and state.step % log.eval_every == 0 and not last:
+                evaluate(state, metrics)
+            if log.checkpoint_every and state.step % log.checkpoint_every == 0 and not last:
+                stepper.sync()
+                save_checkpoint(state, plugins, pause_hook)
     bar.close()
     stepper.sync()
-    for s, h in old_handlers.items():
-        signal.signal(s, h)
 
     # --- the end: checkpoint, samples, metrics, plots
     path = save_checkpoint(state, plugins, pause_hook)
@@ -208,3 +199,22 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
                       f"ganforge train RECIPE resume=auto out_dir={state.output_dir}")
         plugins.train_end(state)
     acc.end_training()
+
+
+@contextlib.contextmanager
+def _catch_interrupts(enabled: bool):
+    """Collect SIGINT/SIGTERM instead of dying mid-step (the loop then checkpoints and ends);
+    the previous handlers come back however the loop ends, also on an error."""
+    interrupted: list[str] = []
+
+    def on_signal(signum, _frame):
+        interrupted.append(signal.Signals(signum).name)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if enabled and in_main_thread else {}
+    try:
+        yield interrupted
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -27,43 +27,11 @@ from typing import Any
 
 import torch
 
+from ganforge.capture import make_capturable
 from ganforge.data import endless_batches
 from ganforge.errors import GanforgeError
 
-__all__ = ["TrainStep", "nonfinite_stop", "reasons_against"]
-
-
-def reasons_against(state: Any, penalties: list) -> list[str]:
-    """Why the step cannot be captured in this run (an empty list: it can)."""
-    cfg, acc, dataset, system = state.config, state.accelerator, state.dataset, state.system
-    reasons = []
-    if acc.device.type != "cuda":
-        reasons.append(f"the device is {acc.device.type}, not a CUDA GPU")
-    if acc.num_processes > 1:
-        reasons.append(f"{acc.num_processes} processes: DDP's gradient all-reduce is not captured")
-    if acc.mixed_precision == "fp16":
-        reasons.append("fp16 needs a GradScaler whose scale changes between steps (use bf16)")
-    data = getattr(dataset, "data", None)
-    if not (callable(getattr(dataset, "fetch", None)) and isinstance(data, torch.Tensor)
-            and data.device.type == acc.device.type):
-        reasons.append(f"dataset '{cfg.data.name}' is not held on the GPU as one tensor with "
-                       f"fetch(indices) (data.on_device, in-memory datasets only)")
-    loss = getattr(system, "loss", None)
-    if loss is not None and not declares_capturable(loss):
-        reasons.append(f"loss '{cfg.loss.name}' does not declare capturable = True")
-    if not declares_capturable(system):
-        reasons.append(f"objective '{cfg.objective.name}' does not declare capturable = True")
-    for p, fn in penalties:
-        if not declares_capturable(fn):
-            reasons.append(f"penalty '{p.name}' does not declare capturable = True")
-    return reasons
-
-
-def declares_capturable(part: Any) -> bool:
-    """``capturable = True`` set by the part's own class (or the object): a subclass does not
-    inherit its parent's promise, since what it adds may not be tensor code."""
-    own = vars(part) if hasattr(part, "__dict__") else {}
-    return own.get("capturable", vars(type(part)).get("capturable", False)) is True
+__all__ = ["TrainStep", "nonfinite_stop"]
 
 
 def nonfinite_stop(state: Any, in_a_row: int) -> GanforgeError:
@@ -73,16 +41,6 @@ def nonfinite_stop(state: Any, in_a_row: int) -> GanforgeError:
         f"Lower the learning rates, add a penalty (penalties: [{{name: r1, weight: 10}}]) or use "
         f"train.precision=no. Last checkpoint: {state.last_checkpoint or 'none'}"
     )
-
-
-def _make_capturable(opt: torch.optim.Optimizer) -> None:
-    """Fused, capturable Adam, also after loading a checkpoint written by the eager step
-    (``load_state_dict`` restores the saved flags, and Adam's step counts on the CPU)."""
-    for group in opt.param_groups:
-        group["fused"], group["capturable"] = True, True
-    for param, values in opt.state.items():
-        if torch.is_tensor(values.get("step")):
-            values["step"] = values["step"].to(param.device, torch.float32)
 
 
 class TrainStep:
@@ -108,7 +66,7 @@ class TrainStep:
         self.opts = {n: (o.optimizer if direct else o) for n, o in state.optimizers.items()}
         if graph:
             for opt in self.opts.values():
-                _make_capturable(opt)
+                make_capturable(opt)
         self.plain = {n: acc.unwrap_model(m) for n, m in self.nets.items()}  # once: ~0.4 ms a call
         self.trainable = [set(p.trainable or system.optimizers[p.optimizer].networks) for p in self.phases]
         self.frozen: set[str] = set()
@@ -195,7 +153,10 @@ class TrainStep:
                 self._step(pattern)
             torch.cuda.current_stream(self.device).wait_stream(side)
         else:
-            self._step(pattern)
+            try:
+                self._step(pattern)
+            finally:  # an error in a phase leaves no network frozen
+                self._freeze(set(self.nets))
         self.seen.add(pattern)
         self.calls += 1
         for ph in self.phases:  # a skipped step still counts its phases' runs

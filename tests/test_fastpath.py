@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ganforge import engine, step
+from ganforge import capture, engine
 from ganforge.config import load_recipe
 from ganforge.engine import train
 from ganforge.errors import ConfigError, GanforgeError
@@ -154,7 +154,7 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
     acc = SimpleNamespace(device=torch.device("cpu"), num_processes=2, mixed_precision="fp16")
     state = SimpleNamespace(config=recipe, accelerator=acc, dataset=dataset, system=system)
     penalty = (recipe.penalties[0], object())
-    reasons = step.reasons_against(state, [penalty])
+    reasons = capture.reasons_against(state, [penalty])
     text = "; ".join(reasons)
     for part in ("not a CUDA GPU", "2 processes", "fp16 needs a GradScaler", "dataset 'toy_grid'", "loss 'hinge'",
                  "objective 'unconditional'", "penalty 'gp'"):
@@ -165,7 +165,7 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
     from ganforge.plugins.penalties import R1, GradientPenalty
 
     from ganforge.plugins.conditional import ACGAN, Conditional
-    from ganforge.step import declares_capturable
+    from ganforge.capture import declares_capturable
 
     for part in (BCE, Hinge, LeastSquares, Minimax, Wasserstein, RelativisticAverage, Unconditional, InfoGAN,
                  Conditional, ACGAN, R1, GradientPenalty):
@@ -182,7 +182,7 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
     system = SimpleNamespace(loss=MyBCE(), capturable=True)
     state = SimpleNamespace(config=recipe,
                             accelerator=acc, dataset=dataset, system=system)
-    assert "does not declare capturable" in "; ".join(step.reasons_against(state, []))
+    assert "does not declare capturable" in "; ".join(capture.reasons_against(state, []))
 
 
 def test_precision_auto_is_bf16_only_for_images_on_native_bf16_hardware(monkeypatch, tmp_path, mnist_dir):
