@@ -257,3 +257,36 @@ def test_wandb_offline_run_holds_the_metrics(tmp_path, monkeypatch):
     assert b"train/loss_d" in data and b"train/images_per_s" in data
     assert b"toy_grid" in data  # the recipe is the run's config
     assert (out / "metrics.jsonl").exists()  # the JSONL file is always written
+
+
+def test_an_error_inside_a_phase_restores_signal_handlers_and_leaves_nothing_frozen(tmp_path):
+    import signal
+
+    seen = {}
+
+    class Broken:
+        @ganforge.hookimpl
+        def ganforge_register_losses(self, register):
+            from ganforge.plugins.losses import BCE
+
+            class Raising(BCE):
+                calls = 0
+
+                def g_loss(self, fake, real=None):  # in G's phase, while D is frozen
+                    Raising.calls += 1
+                    if Raising.calls == 2:
+                        raise RuntimeError("boom")
+                    return super().g_loss(fake)
+            register("raising", Raising)
+
+        @ganforge.hookimpl
+        def ganforge_train_start(self, state):
+            seen["state"] = state
+
+    before = signal.getsignal(signal.SIGINT)
+    pm = PluginManager()
+    pm.register(Broken(), name="broken")
+    with pytest.raises(RuntimeError, match="boom"):
+        train(load_recipe("toy_grid", [f"out_dir={tmp_path}", "loss=raising", "train.steps=5", *QUICK]), plugins=pm)
+    assert signal.getsignal(signal.SIGINT) is before
+    assert all(p.requires_grad for net in seen["state"].nets.values() for p in net.parameters())
