@@ -279,12 +279,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _shipped_recipes() -> Path:
+    """ganforge's own recipes: ``recipes/`` of the source tree, installed as ``ganforge.recipes``."""
+    try:
+        import ganforge.recipes as shipped
+
+        return Path(next(iter(shipped.__path__)))
+    except (ImportError, StopIteration):  # pragma: no cover - an unusual install
+        return Path(__file__).resolve().parent.parent / "recipes"
+
+
 def find_recipe(name_or_path: str) -> Path:
     """A recipe path, or a bare name looked up in ./recipes and in ganforge's own recipes."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    here = Path(__file__).resolve().parent.parent / "recipes"
+    here = _shipped_recipes()
     candidates = [Path("recipes") / f"{name_or_path}.yaml", here / f"{name_or_path}.yaml"]
     for candidate in candidates:
         if candidate.is_file():

@@ -144,3 +144,18 @@ def test_example_models_and_diffaugment(monkeypatch):
         assert "built for 32x32" in str(err)
     else:
         raise AssertionError("64x64 accepted")
+
+
+def test_a_wheel_install_finds_the_shipped_recipes(tmp_path):
+    """`pip install .` (not editable): the recipes travel in the package (ganforge.recipes), so
+    `ganforge train toy_grid` works from any folder."""
+    target = tmp_path / "site"
+    pip_install(REPO, target)
+    assert (target / "ganforge" / "recipes" / "toy_grid.yaml").is_file()
+    assert (target / "ganforge" / "recipes" / "accelerate" / "cpu_2proc.yaml").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = ganforge_cli(target, "train", "toy_grid", f"out_dir={tmp_path / 'run'}", "train.steps=2",
+                        "log.progress=false", "metrics=[]", cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "step-00000002").is_dir()
