@@ -105,7 +105,17 @@ def load_checkpoint(state: Any, folder: Path) -> None:
     if differences:
         acc.print(f"warning: resuming with a recipe that differs from the checkpoint's: {'; '.join(differences)}")
     for name, opt in state.optimizers.items():
+        # the moments come from the checkpoint; lr, betas, weight decay and the kernel flags are
+        # this run's (the recipe's), as the warning above says
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
         opt.load_state_dict(ckpt.join_optimizer_state(tensors(f"optim.{name}"), meta["optimizers"][name]))
+        for group, own in zip(opt.param_groups, settings, strict=True):
+            group.update(own)
+    if cfg.optim.lr_decay == "linear" and saved.train.steps != cfg.train.steps:
+        before, after = (1 - meta["step"] / saved.train.steps, 1 - meta["step"] / cfg.train.steps)
+        acc.print(f"warning: train.steps changed from {saved.train.steps} to {cfg.train.steps} under "
+                  f"optim.lr_decay=linear: the learning rates jump from {before:.3g} to {after:.3g} of "
+                  f"their base value at step {meta['step']}")
     for name, ema in state.emas.items():
         if f"{ckpt.stem(meta, f'ema.{name}')}.safetensors" in raw["files"]:
             ema.module.load_state_dict(tensors(f"ema.{name}"))

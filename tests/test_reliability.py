@@ -135,10 +135,17 @@ def test_architecture_mismatch_lists_tensors(tmp_path):
 
 def test_other_recipe_differences_warn(tmp_path, capsys):
     out = _run_once(tmp_path)
-    train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "resume=auto", "optim.lr_d=3e-4", *QUICK]))
+    state = train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "resume=auto", "optim.lr_d=3e-4",
+                                           "optim.betas=[0.0, 0.99]", "optim.weight_decay=1.0e-5", *QUICK]))
     out_text = capsys.readouterr().out
     assert "resuming with a recipe that differs from the checkpoint's" in out_text
     assert "optim.lr_d: 0.001 -> 0.0003" in out_text
+    # the recipe's settings are the ones used, not the checkpoint's (only the moments are restored)
+    group = state.optimizers["D"].param_groups[0]
+    assert group["betas"] == (0.0, 0.99) and group["weight_decay"] == 1e-5
+    assert group["lr"] == pytest.approx(3e-4 * (1 - 5 / 6))  # linear decay of the new base, set at the last step
+    # train.steps changed under linear decay: the learning rate jumps, and the user is told
+    assert "train.steps changed from 4 to 6 under optim.lr_decay=linear" in out_text
 
 
 class NaNLoss:
