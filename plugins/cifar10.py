@@ -1,7 +1,9 @@
 """CIFAR-10 from its python batches (``cifar-10-batches-py``) in a local folder.
 
-The batches are Python pickles, the format the dataset ships in; only load files you trust.
-With ``data.download=true`` torchvision downloads them first. Images are held in memory as
+The batches are Python pickles, the format the dataset ships in. They are read with a restricted
+unpickler that builds only what the format holds (dicts, lists, strings, bytes, numbers and
+numpy arrays) and refuses anything else, so a crafted file cannot run code. With
+``data.download=true`` torchvision downloads them first. Images are held in memory as
 uint8, optionally resized once at load time (``size: 64`` for a DCGAN at 64x64).
 """
 from __future__ import annotations
@@ -17,6 +19,29 @@ from ganforge.data import TensorDataset
 from ganforge.errors import DatasetError
 
 SPLITS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+#: the only globals a CIFAR-10 batch needs: numpy's array reconstruction (numpy 1 and 2 paths)
+_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"), ("builtins", "bytearray"),
+            ("_codecs", "encode")}  # protocol-2 pickles from Python 3 encode bytes with it (harmless)
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, strings, numbers and numpy arrays; any other global is refused
+    before it can be called."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR-10 batch holds only arrays, "
+                                     f"lists and strings (the file may be malicious)")
+
+
+def load_batch(path: Path) -> dict:
+    """One python batch of CIFAR-10, read without running code from the file."""
+    with open(path, "rb") as f:
+        return _BatchUnpickler(f, encoding="latin1").load()
 
 
 def cifar10(*, root: str | None, download: bool, split: str = "train", size: int = 32,
@@ -40,8 +65,7 @@ def cifar10(*, root: str | None, download: bool, split: str = "train", size: int
     arrays, labels = [], []
     for name in SPLITS[split]:
         try:
-            with open(base / name, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
+            entry = load_batch(base / name)
             arrays.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.extend(entry["labels"])
         except Exception as err:  # noqa: BLE001 - any damage to the file is the same problem

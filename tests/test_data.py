@@ -161,3 +161,28 @@ def _images(tmp_path, n=12):
     for i in range(n):
         Image.new("RGB", (20, 20), (20 * i, 0, 0)).save(folder / f"{i}.png")
     return folder
+
+
+def test_a_malicious_cifar_batch_is_refused_without_running_its_payload(tmp_path):
+    """CIFAR-10's python batches are pickles: a crafted one must not run code."""
+    import os as _os
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (_os.system, (f"touch {marker}",))
+
+    good = {"data": np.zeros((4, 3072), np.uint8), "labels": [1, 2, 3, 4], "batch_label": "b", "filenames": ["a"] * 4}
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump(good if i > 1 else {"data": Payload(), "labels": []}, f, protocol=2)
+    with pytest.raises(DatasetError, match=r"data_batch_1: not a CIFAR-10 batch \(refused to load .*system"):
+        REG.build("dataset", "cifar10", {}, root=str(tmp_path), download=False)
+    assert not marker.exists()  # the payload never ran
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump(good, f, protocol=2)
+    data = REG.build("dataset", "cifar10", {}, root=str(tmp_path), download=False)  # real batches still load
+    assert len(data) == 20 and data.labels[:4].tolist() == [1, 2, 3, 4]
