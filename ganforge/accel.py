@@ -29,6 +29,14 @@ _TRAP = (
 )
 
 
+def _world_size() -> int:
+    raw = os.environ.get("WORLD_SIZE", "1") or "1"
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ConfigError(f"the environment variable WORLD_SIZE={raw!r} is not a number of processes; "
+                          f"unset it, or launch with accelerate launch / torchrun, which set it")
+    return int(raw)
+
+
 def native_cpu_bf16() -> bool:
     """Whether this CPU computes bf16 itself (AVX-512 BF16 or AMX); elsewhere it is emulated."""
     checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
@@ -56,7 +64,7 @@ def make_accelerator(recipe: Recipe, sample_shape: tuple[int, ...] | None = None
     cpu_dist = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
     cpu = t.cpu or cpu_dist or not torch.cuda.is_available()
     precision = resolve_precision(t.precision, "cpu" if cpu else "cuda", sample_shape)
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = _world_size()
     if world > 1 and not torch.cuda.is_available() and not cpu_dist:
         raise ConfigError(_TRAP.format(world=world))  # would not be distributed at all
     if world == 1:
@@ -84,7 +92,7 @@ def make_accelerator(recipe: Recipe, sample_shape: tuple[int, ...] | None = None
                 f"warning: train.precision=bf16 on a CPU without native bf16 ({capability}) is "
                 f"emulated and much slower than fp32 (28x on mnist_seed, benchmarks/RESULTS.md); "
                 f"use train.precision=no here")
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = _world_size()
     if world > 1 and accelerator.num_processes == 1:
         raise ConfigError(_TRAP.format(world=world))
     return accelerator

@@ -139,6 +139,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     import torch
 
+    if args.n < 1:
+        raise GanforgeError(f"--n must be at least 1, got {args.n}")
     nets, system, recipe, meta = _load_for_sampling(args.checkpoint, not args.no_ema)
     registry = get_plugin_manager().registry
     names = args.metric or [m.name for m in recipe.metrics]

@@ -17,6 +17,7 @@ optimizers. ``generator:`` / ``discriminator:`` build every network of that kind
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -260,6 +261,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         keys, value = parse_override(text)
         node: Any = data
         for i, key in enumerate(keys[:-1]):
+            if isinstance(node, list) and not (key.isdigit() and int(key) < len(node)):
+                raise ConfigError(f"Override '{text}': '{'.'.join(keys[:i])}' has {len(node)} entries "
+                                  f"(indices 0 to {len(node) - 1}); set the whole list instead")
             nxt = node[int(key)] if isinstance(node, list) else node.get(key)
             if isinstance(nxt, str) and keys[i + 1] in ("name", "args"):
                 nxt = {"name": nxt}  # expand the "loss: hinge" shorthand to edit it
@@ -272,10 +276,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = nxt
             if not isinstance(node, (dict, list)):
                 raise ConfigError(f"Override '{text}': '{'.'.join(keys[: i + 1])}' is not a section")
-        if isinstance(node, list):
-            node[int(keys[-1])] = value
-        else:
-            node[keys[-1]] = value
+        try:
+            if isinstance(node, list):
+                node[int(keys[-1])] = value
+            else:
+                node[keys[-1]] = value
+        except (IndexError, ValueError):
+            raise ConfigError(f"Override '{text}': '{'.'.join(keys[:-1])}' has {len(node)} entries "
+                              f"(indices 0 to {len(node) - 1}); set the whole list instead") from None
     return data
 
 
@@ -314,9 +322,12 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = N
     if name_or_path is not None:
         path = find_recipe(name_or_path)
         try:
-            raw = _yaml(path.read_text()) or {}
+            raw = _yaml(path.read_text())
         except yaml.YAMLError as err:
             raise ConfigError(f"Recipe {path} is not valid YAML: {err}") from None
+        if raw is None:
+            raise ConfigError(f"Recipe {path} is empty; a recipe holds at least the keys that differ from the "
+                              f"defaults (e.g. data: {{name: toy_grid}})")
         if not isinstance(raw, dict):
             raise ConfigError(f"Recipe {path} must be a mapping of keys, got {type(raw).__name__}")
     if data:
@@ -331,6 +342,19 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     recipe = _from_dict(Recipe, data)
     validate(recipe)
     return recipe
+
+
+def _check_adam(where: str, lr: float | None, betas: list[float] | None, decay: float | None, lr_key: str) -> None:
+    """Adam's settings: a positive finite learning rate, two betas in [0, 1), decay >= 0."""
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"{where}.{lr_key} must be a positive number, got {lr}")
+    if betas is not None:
+        if len(betas) != 2:
+            raise ConfigError(f"{where}.betas needs two numbers, got {betas}")
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ConfigError(f"{where}.betas must each be in [0, 1) (e.g. [0.5, 0.999]), got {betas}")
+    if decay is not None and not (math.isfinite(decay) and decay >= 0):
+        raise ConfigError(f"{where}.weight_decay must be >= 0, got {decay}")
 
 
 def validate(recipe: Recipe) -> None:
@@ -363,11 +387,15 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"data.batch_size must be >= 1, got {recipe.data.batch_size}")
     if recipe.optim.lr_decay not in ("none", "linear"):
         raise ConfigError(f"optim.lr_decay must be 'none' or 'linear', got '{recipe.optim.lr_decay}'")
-    if len(recipe.optim.betas) != 2:
-        raise ConfigError(f"optim.betas needs two numbers, got {recipe.optim.betas}")
+    _check_adam("optim", recipe.optim.lr_g, recipe.optim.betas, recipe.optim.weight_decay, "lr_g")
+    _check_adam("optim", recipe.optim.lr_d, None, None, "lr_d")
+    if recipe.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {recipe.seed}")
+    for key in ("sample_every", "eval_every", "checkpoint_every"):
+        if getattr(recipe.log, key) < 0:
+            raise ConfigError(f"log.{key} must be >= 0 (0: only at the end), got {getattr(recipe.log, key)}")
     for name, o in recipe.optimizers.items():
-        if o.betas is not None and len(o.betas) != 2:
-            raise ConfigError(f"optimizers.{name}.betas needs two numbers, got {o.betas}")
+        _check_adam(f"optimizers.{name}", o.lr, o.betas, o.weight_decay, "lr")
     for name, part in recipe.networks.items():
         if not part.name:
             raise ConfigError(f"Recipe key 'networks.{name}.name' is empty: name a registered network")

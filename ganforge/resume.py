@@ -157,6 +157,10 @@ def resume_or_refuse(state: Any) -> None:
             acc.print(f"resume=auto: no valid checkpoint in {out / 'checkpoints'}; starting fresh")
     elif cfg.resume:
         resume_from = Path(cfg.resume)
+        if not (resume_from / "meta.json").exists() and (resume_from / "checkpoints").is_dir():
+            raise GanforgeError(f"resume={cfg.resume} is a run folder, not a checkpoint; use resume=auto "
+                                f"out_dir={cfg.resume} (its newest valid checkpoint), or resume="
+                                f"{resume_from / 'checkpoints'}/step-...")
     elif ckpt.list_checkpoints(out / "checkpoints"):
         raise GanforgeError(
             f"{out} already holds checkpoints of an earlier run; pass resume=auto to continue "

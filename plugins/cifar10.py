@@ -49,6 +49,8 @@ def cifar10(*, root: str | None, download: bool, split: str = "train", size: int
     """CIFAR-10 (Krizhevsky 2009), 3x32x32 (or resized), from the python batches."""
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got '{split}'")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit is a number of samples, >= 1, got {limit}")
     folder = Path(root) if root else Path("data") / "cifar10"
     if download:
         import torchvision.datasets as tvd

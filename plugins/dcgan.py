@@ -152,6 +152,8 @@ def dcgan_generator(*, z_dim: int, out_shape: Sequence[int], ngf: int = 64, num_
                     cond: str = "auto") -> DCGANGenerator:
     """DCGAN generator (Radford et al. 2015) for 28x28 and 16..256 px square images;
     class-conditional (cond: cbn | concat) under a conditional objective."""
+    if ngf < 1:
+        raise ValueError(f"ngf is the generator's base width, >= 1 (64 in the paper), got {ngf}")
     return DCGANGenerator(z_dim, out_shape, ngf, num_classes, check_condition("generator", cond, num_classes))
 
 
@@ -160,6 +162,8 @@ def dcgan_discriminator(*, in_shape: Sequence[int], ndf: int = 64, norm: str = "
     """DCGAN discriminator (Radford et al. 2015) returning logits; norm: batch | spectral | none;
     codes: size of an InfoGAN code / AC-GAN class head (0: none); class-conditional (cond:
     projection | concat) under a conditional objective."""
+    if ndf < 1:
+        raise ValueError(f"ndf is the discriminator's base width, >= 1 (64 in the paper), got {ndf}")
     cond = check_condition("discriminator", cond, num_classes)
     return DCGANDiscriminator(in_shape, ndf, norm, codes, num_classes, cond)
 

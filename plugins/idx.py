@@ -86,6 +86,8 @@ def _load(name: str, subdir: str, torchvision_cls: str, root: str | None, downlo
             f"expected N x H x W images and N labels"
         )
     if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit is a number of samples, >= 1, got {limit}")
         images, labels = images[:limit], labels[:limit]
     data = torch.from_numpy(images.copy()).unsqueeze(1)  # N, 1, H, W uint8
     dataset = TensorDataset(data, torch.from_numpy(labels.astype(np.int64)), num_classes=10)

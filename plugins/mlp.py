@@ -94,11 +94,17 @@ class MLPDiscriminator(nn.Module):
         return (logits, self.q(h)) if codes and self.q is not None else logits
 
 
+def _check_hidden(hidden) -> None:
+    if isinstance(hidden, (int, float)) or not all(isinstance(h, int) and h > 0 for h in hidden):
+        raise ValueError(f"hidden is a list of layer widths, each >= 1 (e.g. [256, 256]), got {hidden}")
+
+
 def mlp_generator(*, z_dim: int, out_shape: Sequence[int], hidden: Sequence[int] = (256, 512, 1024),
                   batchnorm: bool = True, activation: str = "relu",
                   out_activation: str = "auto", num_classes: int = 0, cond: str = "auto") -> MLPGenerator:
     """MLP generator (defaults: the reference MNIST GAN's G, tanh out for images); class-conditional
     (cond: cbn | concat) under a conditional objective."""
+    _check_hidden(hidden)
     if out_activation == "auto":  # images live in [-1, 1]; vectors are unbounded
         out_activation = "tanh" if len(out_shape) == 3 else "none"
     if cond == "auto" and num_classes and not batchnorm:
@@ -115,6 +121,7 @@ def mlp_discriminator(*, in_shape: Sequence[int], hidden: Sequence[int] = (512, 
     class head of that size."""
     if codes < 0:
         raise ValueError(f"codes is the size of the code head (0: none), got {codes}")
+    _check_hidden(hidden)
     cond = check_condition("discriminator", cond, num_classes)
     return MLPDiscriminator(in_shape, list(hidden), activation, spectral_norm, num_classes, cond, codes)
 

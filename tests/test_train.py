@@ -171,6 +171,16 @@ def test_sample_command_formats(tmp_path, run_cli):
      "MNIST train files not found: looked in /nonexistent/mnist, /nonexistent/mnist/MNIST/raw"),
     (["data.name=cifar10", "data.root=/nonexistent", "generator=dcgan", "discriminator=seed_conv"],
      "CIFAR-10 train batches not found"),
+    (["optim.lr_g=-1"], "optim.lr_g must be a positive number, got -1.0"),
+    (["optim.lr_d=.nan"], "optim.lr_d must be a positive number, got nan"),
+    (["optim.betas=[1.5, 0.9]"], "optim.betas must each be in [0, 1) (e.g. [0.5, 0.999]), got [1.5, 0.9]"),
+    (["optimizers={D: {betas: [0.5]}}"], "optimizers.D.betas needs two numbers, got [0.5]"),
+    (["seed=-1"], "seed must be >= 0, got -1"),
+    (["penalties.5.weight=1"], "Override 'penalties.5.weight=1': 'penalties' has 1 entries (indices 0 to 0)"),
+    (["generator.args.hidden=[-4]"], "generator 'mlp': hidden is a list of layer widths, each >= 1"),
+    (["generator.args.hidden=0"], "generator 'mlp': hidden is a list of layer widths, each >= 1"),
+    (["discriminator.args.hidden=[0]"], "discriminator 'mlp': hidden is a list of layer widths, each >= 1"),
+    (["log.checkpoint_every=-5"], "log.checkpoint_every must be >= 0 (0: only at the end), got -5"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, run_cli, args, message):
     code, out, err = run_cli("train", "toy_grid", f"out_dir={tmp_path}", *args)
@@ -218,3 +228,20 @@ def test_linear_lr_decay_is_a_function_of_the_step(tmp_path):
                                            "log.progress=false", "metrics=[]"]))
     assert state.optimizers["D"].param_groups[0]["lr"] == 1e-3 * (1 - 3 / 4)  # set before the 4th step
     assert state.optimizers["G"].param_groups[0]["lr"] == 1e-3 * (1 - 3 / 4)
+
+
+def test_more_bad_input_is_one_clear_line(tmp_path, run_cli, monkeypatch):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("\n")
+    code, _, err = run_cli("train", empty)
+    assert code == 2 and "is empty" in err and err.count("\n") == 1
+    run = tmp_path / "run"
+    assert run_cli("train", "toy_grid", f"out_dir={run}", "train.steps=2", *QUICK)[0] == 0
+    code, _, err = run_cli("train", "toy_grid", f"out_dir={tmp_path / 'other'}", f"resume={run}", *QUICK)
+    assert code == 2 and "is a run folder, not a checkpoint; use resume=auto" in err and err.count("\n") == 1
+    code, _, err = run_cli("eval", run, "--n", "0")
+    assert code == 2 and "--n must be at least 1, got 0" in err
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    code, _, err = run_cli("train", "toy_grid", f"out_dir={tmp_path / 'w'}", *QUICK)
+    assert code == 2 and "WORLD_SIZE='abc' is not a number of processes" in err and err.count("\n") == 1
+
