@@ -28,8 +28,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ganforge.config import load_recipe
     from ganforge.engine import train
 
+    import signal
+
     recipe = load_recipe(args.recipe, args.overrides)
-    train(recipe)
+    state = train(recipe)
+    if state.interrupted:  # as a shell reports a process a signal ended: 130 (SIGINT), 143 (SIGTERM)
+        return 128 + signal.Signals[state.interrupted].value
     return 0
 
 

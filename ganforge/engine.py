@@ -180,10 +180,12 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
                 save_checkpoint(state, plugins, pause_hook)
     bar.close()
     stepper.sync()
+    state.interrupted = interrupted[0] if interrupted else None
 
     # --- the end: checkpoint, samples, metrics, plots
     path = save_checkpoint(state, plugins, pause_hook)
-    sample_path = write_samples(state, fixed_noise, "samples-final")
+    # an interrupted run leaves nothing that looks finished: its last grid is named by its step
+    sample_path = write_samples(state, fixed_noise, f"samples-{state.step:08d}" if interrupted else "samples-final")
     if metrics:
         evaluate(state, metrics)
     if main and state.history:

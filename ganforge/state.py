@@ -44,6 +44,7 @@ class TrainState:
     last_checkpoint: Path | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     stepper: Any = None  # ganforge.step.TrainStep
+    interrupted: str | None = None  # SIGINT / SIGTERM when a signal ended the run early
     autocast: Any = contextlib.nullcontext  # () -> the mixed-precision context of the losses
 
     @property

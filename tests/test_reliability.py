@@ -297,3 +297,19 @@ def test_an_error_inside_a_phase_restores_signal_handlers_and_leaves_nothing_fro
         train(load_recipe("toy_grid", [f"out_dir={tmp_path}", "loss=raising", "train.steps=5", *QUICK]), plugins=pm)
     assert signal.getsignal(signal.SIGINT) is before
     assert all(p.requires_grad for net in seen["state"].nets.values() for p in net.parameters())
+
+
+def test_an_interrupted_cli_run_exits_non_zero_and_does_not_look_finished(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "ganforge", "train", "toy_grid", f"out_dir={out}",
+                             "train.steps=100000", "log.every=10", *QUICK],
+                            env=dict(os.environ, WANDB_MODE="disabled"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(out / "metrics.jsonl", proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr  # 128 + SIGINT, as a shell reports it
+    assert "interrupted by SIGINT" in stdout
+    assert not (out / "samples-final.png").exists()
+    step = json.loads(next((out / "checkpoints").iterdir()).joinpath("meta.json").read_text())["step"]
+    assert (out / f"samples-{step:08d}.png").exists()
