@@ -133,9 +133,15 @@ def write_checkpoint(final: Path, tensors: dict[str, dict[str, torch.Tensor]],
         json.dump(meta, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if final.exists():  # re-saving a step: the old copy stays whole until the new one is in place
+        old = final.parent / f".old-{final.name}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
     fd = os.open(final.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -179,9 +185,14 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Checkpoint folders, oldest first (temporary folders excluded)."""
+    """Checkpoint folders, oldest first (temporary folders excluded). A step whose re-save was
+    cut off between its two renames is put back from its ``.old-`` copy first."""
     if not ckpt_dir.is_dir():
         return []
+    for old in ckpt_dir.glob(f".old-{PREFIX}*"):
+        final = ckpt_dir / old.name.removeprefix(".old-")
+        if not final.exists():
+            os.replace(old, final)
     return sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
 
 

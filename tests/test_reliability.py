@@ -313,3 +313,30 @@ def test_an_interrupted_cli_run_exits_non_zero_and_does_not_look_finished(tmp_pa
     assert not (out / "samples-final.png").exists()
     step = json.loads(next((out / "checkpoints").iterdir()).joinpath("meta.json").read_text())["step"]
     assert (out / f"samples-{step:08d}.png").exists()
+
+
+def test_re_saving_a_step_is_atomic(tmp_path, monkeypatch):
+    """Writing a step that exists again: killed between moving the old copy aside and moving
+    the new one in, the old copy comes back and resume=auto continues from it."""
+    from ganforge import checkpoint as ckpt
+
+    out = _run_once(tmp_path)
+    folder = out / "checkpoints" / "step-00000004"
+    before = load_file(str(folder / "model.G.safetensors"))
+    real_replace, calls = os.replace, []
+
+    def dies_after_the_first_rename(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", dies_after_the_first_rename)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.write_checkpoint(folder, {"model.G": {"w": torch.zeros(1)}}, {"step": 4})
+    monkeypatch.setattr(ckpt.os, "replace", real_replace)
+    assert not folder.exists()  # moved aside: nothing named step-4 for a moment
+    assert ckpt.latest_valid(out / "checkpoints") == folder  # and back, whole
+    assert torch.equal(load_file(str(folder / "model.G.safetensors"))["net.0.weight"], before["net.0.weight"])
+    state = train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "resume=auto", *QUICK]))
+    assert state.step == 6
