@@ -3,6 +3,8 @@ system by name, the system's persistent state and every rank's RNG (files by the
 process only, see :mod:`ganforge.checkpoint` for the format), and the resume policy."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +171,33 @@ def resume_or_refuse(state: Any) -> None:
     if resume_from is not None:
         load_checkpoint(state, resume_from)
         acc.print(f"resumed from {resume_from} at step {state.step}")
+    if acc.is_main_process:
+        _continue_metrics(state, resumed=resume_from is not None)
+
+
+def _continue_metrics(state: Any, resumed: bool) -> None:
+    """``metrics.jsonl`` tells one story: on resume, rows the interrupted run logged after the
+    checkpoint's step are dropped (they are logged again) and the earlier ones feed the loss
+    plot; a fresh run never appends to a file an earlier run left (it is moved aside)."""
+    path = state.output_dir / "metrics.jsonl"
+    if not path.exists():
+        return
+    if not resumed:
+        aside = path.with_name(f"metrics-before-{int(path.stat().st_mtime)}.jsonl")
+        os.replace(path, aside)
+        state.accelerator.print(f"note: {path} held an earlier run's rows; moved to {aside.name}")
+        return
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short when the process was killed
+            continue
+    keep = [r for r in rows if r.get("step", 0) <= state.step]
+    if len(keep) < len(rows):
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        os.replace(tmp, path)
+        state.accelerator.print(f"note: dropped {len(rows) - len(keep)} row(s) of {path.name} logged after "
+                                f"step {state.step} by the interrupted run")
+    state.history = keep

@@ -340,3 +340,24 @@ def test_re_saving_a_step_is_atomic(tmp_path, monkeypatch):
     assert torch.equal(load_file(str(folder / "model.G.safetensors"))["net.0.weight"], before["net.0.weight"])
     state = train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "resume=auto", *QUICK]))
     assert state.step == 6
+
+
+def test_metrics_tell_one_story_across_a_resume(tmp_path):
+    """Rows an interrupted run logged after its last checkpoint are dropped on resume (they are
+    logged again), so no step repeats; a fresh run moves an earlier run's file aside."""
+    out = tmp_path / "run"
+    train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "log.every=1", "log.checkpoint_every=4",
+                                   "log.keep=5", *QUICK]))
+    import shutil
+
+    shutil.rmtree(out / "checkpoints" / "step-00000006")  # as if killed after logging step 6, before saving it
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "loss_d": 1.0')  # and a line cut short by the kill
+    state = train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=8", "log.every=1", "resume=auto", *QUICK]))
+    steps = [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and len(steps) == len(set(steps)) and steps[-1] == 8
+    assert [r["step"] for r in state.history if "loss_d" in r][:4] == [1, 2, 3, 4]  # the plot covers the whole run
+    (out / "checkpoints").rename(tmp_path / "gone")  # a crash before any checkpoint, then a fresh run
+    train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=2", "log.every=1", *QUICK]))
+    assert [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert len(list(out.glob("metrics-before-*.jsonl"))) == 1
