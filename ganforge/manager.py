@@ -108,7 +108,7 @@ class PluginManager:
             plugin = load()
             _check_api_version(info.name, plugin)
             self.pm.register(plugin, name=info.name)
-        except Exception as err:  # noqa: BLE001 - isolate any failure of third-party code
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - isolate any failure of third-party code
             self._fail(info.name, f"{type(err).__name__}: {err}")
             return
         self.info[info.name] = info
@@ -155,17 +155,29 @@ class PluginManager:
         Each component hook is called through pluggy (``pm.hook.<name>(register=...)``), so
         hookwrappers and tracing see it; a registration is attributed to the plugin whose
         hook implementation is on the call stack when ``register`` is called."""
-        if self._registry is None:
-            registry = Registry(self.failed)
-            for kind, hook_name in KINDS.items():
-                caller = getattr(self.pm.hook, hook_name)
-                owners: dict[Any, list[tuple[Any, PluginInfo]]] = {}
-                for impl in caller.get_hookimpls():
-                    name = self.pm.get_name(impl.plugin)
-                    info = self.info.get(name) or PluginInfo(name, repr(impl.plugin))
-                    code = getattr(impl.function, "__code__", None)
-                    owners.setdefault(code, []).append((impl.plugin, info))
-                caller(register=Register(registry, kind, _CallerInfo(owners)))
+        while self._registry is None:
+            registry, owners = Registry(self.failed), {}
+            try:
+                for kind, hook_name in KINDS.items():
+                    caller = getattr(self.pm.hook, hook_name)
+                    owners = {}
+                    for impl in caller.get_hookimpls():
+                        name = self.pm.get_name(impl.plugin)
+                        info = self.info.get(name) or PluginInfo(name, repr(impl.plugin))
+                        code = getattr(impl.function, "__code__", None)
+                        owners.setdefault(code, []).append((impl.plugin, info))
+                    caller(register=Register(registry, kind, _CallerInfo(owners)))
+            except PluginError:
+                raise  # a broken contract between plugins (a name registered twice): the user decides
+            except Exception as err:  # noqa: BLE001 - a plugin's registration hook raised
+                culprit = _culprit(err, owners)
+                if culprit is None:
+                    raise
+                plugin, info = culprit
+                self.pm.unregister(plugin)
+                self.info.pop(info.name, None)
+                self._fail(info.name, f"{type(err).__name__} in {hook_name}: {err}")
+                continue  # build again without it
             self._registry = registry
         return self._registry
 
@@ -181,6 +193,18 @@ class PluginManager:
 
     def train_end(self, state: Any) -> None:
         self.pm.hook.ganforge_train_end(state=state)
+
+
+def _culprit(err: BaseException, owners: dict[Any, list[tuple[Any, PluginInfo]]]) -> tuple[Any, PluginInfo] | None:
+    """The plugin whose hook implementation raised ``err`` (the innermost one on its traceback)."""
+    found, tb = None, err.__traceback__
+    while tb is not None:
+        candidates = owners.get(tb.tb_frame.f_code)
+        if candidates:
+            me = tb.tb_frame.f_locals.get("self")
+            found = next(((p, i) for p, i in candidates if p is me), candidates[0])
+        tb = tb.tb_next
+    return found
 
 
 def _hook_names() -> list[str]:

@@ -269,3 +269,34 @@ def test_every_hook_is_exercised_by_a_test():
     missing = [h for h in iter_hook_names() if f"def {h}(" not in text]
     assert not missing, f"hooks without a test: {missing}"
     assert len(list(iter_hook_names())) == 11
+
+
+def test_a_plugin_whose_registration_hook_raises_is_isolated():
+    class Bad:
+        @ganforge.hookimpl
+        def ganforge_register_losses(self, register):
+            register("bad_loss", lambda: None)
+            raise RuntimeError("my bug")
+
+    pm = PluginManager()
+    pm.register(Bad(), name="bad")
+    with pytest.warns(PluginWarning, match="'bad' failed to load: RuntimeError in ganforge_register_losses: my bug"):
+        registry = pm.registry
+    assert "bce" in registry.names("loss") and "bad_loss" not in registry.names("loss")
+    assert "bad" in pm.failed and "bad" not in pm.plugin_names()
+    with pytest.raises(UnknownNameError, match=r"failed to load and may have provided it: 'bad' \(RuntimeError"):
+        registry.get("loss", "bad_loss")
+
+
+def test_a_plugin_calling_sys_exit_at_import_is_isolated(monkeypatch):
+    class ExitingEntryPoint:
+        name, value, group, dist = "exits", "ganforge_exits_mod", "ganforge", None
+
+        def load(self):
+            raise SystemExit(3)
+
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: list(real(**kw)) + [ExitingEntryPoint()])
+    with pytest.warns(PluginWarning, match="plugin 'exits' failed to load: SystemExit: 3"):
+        pm = PluginManager()
+    assert "bce" in pm.registry.names("loss")
