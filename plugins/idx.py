@@ -61,6 +61,10 @@ def find_idx_files(root: Path, subdir: str, split: str) -> tuple[Path, Path]:
                 found.append(hits[0])
                 break
         else:
+            if found:  # one of the two is there: say which one is missing
+                raise DatasetError(
+                    f"{subdir} {split} file {stem}[.gz] is missing: found {found[0]} but not its "
+                    f"partner in {', '.join(str(f) for f in folders)}. Copy it next to {found[0].name}")
             raise DatasetError(
                 f"{subdir} {split} files not found: looked in {', '.join(str(f) for f in folders)} "
                 f"for {' and '.join(n + '[.gz]' for n in FILES[split])}. Set data.root to the "

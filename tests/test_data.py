@@ -186,3 +186,13 @@ def test_a_malicious_cifar_batch_is_refused_without_running_its_payload(tmp_path
         pickle.dump(good, f, protocol=2)
     data = REG.build("dataset", "cifar10", {}, root=str(tmp_path), download=False)  # real batches still load
     assert len(data) == 20 and data.labels[:4].tolist() == [1, 2, 3, 4]
+
+
+def test_a_missing_mnist_labels_file_is_named(tmp_path):
+    root = make_mnist_like(tmp_path / "mnist")
+    (root / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DatasetError, match=r"MNIST train file train-labels-idx1-ubyte\[.gz\] is missing: found "
+                                           r".*train-images-idx3-ubyte.gz but not its partner"):
+        REG.build("dataset", "mnist", {}, root=str(root), download=False)
+    with pytest.raises(Exception, match="limit is a number of samples, >= 1, got -5"):
+        REG.build("dataset", "mnist", {"limit": -5}, root=str(make_mnist_like(tmp_path / "m2")), download=False)
