@@ -118,6 +118,16 @@ def write_checkpoint(final: Path, tensors: dict[str, dict[str, torch.Tensor]],
     """Write ``{file stem: tensors}`` and ``meta`` atomically into folder ``final``."""
     final = Path(final)
     tmp = final.parent / f".tmp-{final.name}"
+    try:
+        return _write(final, tmp, tensors, meta, pause_hook)
+    except OSError as err:  # disk full, read-only, permissions: the previous checkpoints are intact
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write checkpoint {final} ({err.strerror or err}); the previous "
+                              f"checkpoints are intact. Free space or choose another out_dir") from None
+
+
+def _write(final: Path, tmp: Path, tensors: dict[str, dict[str, torch.Tensor]], meta: dict[str, Any],
+           pause_hook: Any) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)

@@ -100,7 +100,10 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
     set_seed(cfg.seed, device_specific=True)  # from here on, each rank draws its own noise
 
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise GanforgeError(f"cannot use out_dir={out}: {err.strerror or err}; choose another folder") from None
     accelerator.wait_for_everyone()
     # one run per output folder, taken before looking at its checkpoints; every rank learns
     # whether rank 0 got it, so none is left waiting in a collective when it did not

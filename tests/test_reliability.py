@@ -361,3 +361,26 @@ def test_metrics_tell_one_story_across_a_resume(tmp_path):
     train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=2", "log.every=1", *QUICK]))
     assert [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert len(list(out.glob("metrics-before-*.jsonl"))) == 1
+
+
+def test_unwritable_output_is_one_clear_line(tmp_path, monkeypatch):
+    from ganforge import checkpoint as ckpt
+    from ganforge.cli import main
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(GanforgeError, match="cannot use out_dir=.*file/run: Not a directory; choose another"):
+        train(load_recipe("toy_grid", [f"out_dir={a_file / 'run'}", "train.steps=1", *QUICK]))
+    out = _run_once(tmp_path)  # checkpoints at steps 2 and 4
+
+    def disk_full(tensors, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "_save_tensors", disk_full)
+    with pytest.raises(CheckpointError, match=r"could not write checkpoint .*step-00000006 \(No space left on device\); "
+                                              r"the previous checkpoints are intact"):
+        train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "resume=auto", *QUICK]))
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["step-00000002", "step-00000004"]  # no half-written folder left behind
+    monkeypatch.undo()
+    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.npz")]) == 0
