@@ -10,6 +10,7 @@ system's networks and optimizers by name::
     rng-rank0.safetensors ...                      torch/CUDA/NumPy RNG state per rank
     meta.json                                      step, phase counts, data position, recipe,
                                                    plugin versions, non-tensor state, file sizes
+                                                   and SHA-256 hashes (checked on load)
 
 Format 1 (ganforge 0.1.0: ``generator``, ``discriminator``, ``generator_ema``,
 ``optimizer_g``, ``optimizer_d``) is read as networks ``G`` and ``D``.
@@ -21,6 +22,7 @@ unpickles anything.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -131,14 +133,15 @@ def _write(final: Path, tmp: Path, tensors: dict[str, dict[str, torch.Tensor]], 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    files = {}
+    files, hashes = {}, {}
     for stem, group in tensors.items():
         path = tmp / f"{stem}.safetensors"
         _save_tensors(group, path)
         files[path.name] = path.stat().st_size
+        hashes[path.name] = _sha256(path)
     if pause_hook is not None:  # tests: a chance to kill the process mid-write
         pause_hook(tmp)
-    meta = dict(meta, format=FORMAT_VERSION, files=files)
+    meta = dict(meta, format=FORMAT_VERSION, files=files, sha256=hashes)
     with open(tmp / "meta.json", "w") as f:
         json.dump(meta, f, indent=1)
         f.flush()
@@ -172,8 +175,16 @@ def read_meta(folder: Path) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{meta_path} is corrupted ({err})") from None
-    for name, size in meta.get("files", {}).items():
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or not isinstance(meta.get("step"), int) or not all(
+            isinstance(k, str) and isinstance(v, int) for k, v in files.items()):
+        raise CheckpointError(f"{meta_path} is malformed: it needs 'step' (a number) and 'files' "
+                              f"(file name -> size); the checkpoint cannot be used")
+    hashes = meta.get("sha256") or {}
+    for name, size in files.items():
         path = folder / name
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise CheckpointError(f"{meta_path} names a file outside its folder ({name!r}); refusing it")
         if not path.is_file():
             raise CheckpointError(f"checkpoint file {path} is missing")
         if path.stat().st_size != size:
@@ -181,7 +192,18 @@ def read_meta(folder: Path) -> dict[str, Any]:
                 f"checkpoint file {path} has {path.stat().st_size} bytes, expected {size}: "
                 f"it is truncated or damaged"
             )
+        if name in hashes and _sha256(path) != hashes[name]:
+            raise CheckpointError(f"checkpoint file {path} does not match its SHA-256 in meta.json: "
+                                  f"it is damaged")
     return meta
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

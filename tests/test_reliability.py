@@ -384,3 +384,37 @@ def test_unwritable_output_is_one_clear_line(tmp_path, monkeypatch):
     assert names == ["step-00000002", "step-00000004"]  # no half-written folder left behind
     monkeypatch.undo()
     assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.npz")]) == 0
+
+
+def test_same_size_corruption_is_caught_by_the_hashes(tmp_path, capsys):
+    """NaN bytes written over weights keep the file's size: meta.json's SHA-256 catches it, so
+    `sample` refuses with one line and resume=auto takes the previous checkpoint."""
+    from ganforge.cli import main
+
+    out = _run_once(tmp_path)
+    newest = out / "checkpoints" / "step-00000004"
+    target = newest / "model.G.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-16:] = b"\xff\xff\xc0\x7f" * 4  # four float32 NaNs in the last tensor, same size
+    target.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["sample", str(newest), "--n", "4", "--out", str(tmp_path / "s.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "does not match its SHA-256 in meta.json" in err and err.count("\n") == 1
+    assert not (tmp_path / "s.npz").exists()
+    state = train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", "resume=auto", *QUICK]))
+    assert "skipping invalid checkpoint" in capsys.readouterr().out and state.step == 6
+
+
+def test_malformed_meta_is_one_clear_line(tmp_path):
+    out = _run_once(tmp_path)
+    meta_path = out / "checkpoints" / "step-00000004" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["files"]["../../elsewhere.safetensors"] = 10
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"names a file outside its folder"):
+        train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", f"resume={meta_path.parent}", *QUICK]))
+    del meta["step"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"is malformed: it needs 'step'"):
+        train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", f"resume={meta_path.parent}", *QUICK]))
