@@ -150,29 +150,54 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def resume_or_refuse(state: Any) -> None:
-    """Resume from ``recipe.resume`` (a folder or "auto"), or refuse to overwrite a run."""
-    cfg, acc, out = state.config, state.accelerator, state.output_dir
-    resume_from = None
-    if cfg.resume == "auto":
-        resume_from = ckpt.latest_valid(out / "checkpoints", log=acc.print)
-        if resume_from is None:
-            acc.print(f"resume=auto: no valid checkpoint in {out / 'checkpoints'}; starting fresh")
-    elif cfg.resume:
-        resume_from = Path(cfg.resume)
-        if not (resume_from / "meta.json").exists() and (resume_from / "checkpoints").is_dir():
-            raise GanforgeError(f"resume={cfg.resume} is a run folder, not a checkpoint; use resume=auto "
-                                f"out_dir={cfg.resume} (its newest valid checkpoint), or resume="
-                                f"{resume_from / 'checkpoints'}/step-...")
-    elif ckpt.list_checkpoints(out / "checkpoints"):
-        raise GanforgeError(
-            f"{out} already holds checkpoints of an earlier run; pass resume=auto to continue "
-            f"it, or out_dir=OTHER_FOLDER for a new run"
-        )
+    """Resume from ``recipe.resume`` (a folder or "auto"), or refuse to overwrite a run. Rank 0
+    decides and tells the others, so that every rank resumes from the same checkpoint; a rank
+    that cannot see it (several machines without a shared folder) stops all of them."""
+    acc = state.accelerator
+    decision = [None, None, False]  # (checkpoint folder, refusal, rank 0 sees it)
+    if acc.is_main_process:
+        try:
+            decision[0] = _choose(state)
+        except GanforgeError as err:
+            decision[1] = str(err)
+        decision[2] = bool(decision[0]) and (Path(decision[0]) / "meta.json").is_file()
+    if acc.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(decision)
+    if decision[1]:
+        raise GanforgeError(decision[1])
+    resume_from = Path(decision[0]) if decision[0] else None
+    if resume_from is not None and acc.num_processes > 1 and decision[2]:  # else load_checkpoint says why
+        unseen = torch.tensor(float(not (resume_from / "meta.json").is_file()), device=acc.device)
+        if acc.reduce(unseen, reduction="sum") > 0:
+            raise GanforgeError(f"checkpoint {resume_from}, chosen by rank 0, is not visible on every rank; "
+                                f"with several machines out_dir must be a folder they share")
     if resume_from is not None:
         load_checkpoint(state, resume_from)
         acc.print(f"resumed from {resume_from} at step {state.step}")
     if acc.is_main_process:
         _continue_metrics(state, resumed=resume_from is not None)
+
+
+def _choose(state: Any) -> str | None:
+    cfg, acc, out = state.config, state.accelerator, state.output_dir
+    if cfg.resume == "auto":
+        found = ckpt.latest_valid(out / "checkpoints", log=acc.print)
+        if found is None:
+            acc.print(f"resume=auto: no valid checkpoint in {out / 'checkpoints'}; starting fresh")
+        return str(found) if found else None
+    if cfg.resume:
+        folder = Path(cfg.resume)
+        if not (folder / "meta.json").exists() and (folder / "checkpoints").is_dir():
+            raise GanforgeError(f"resume={cfg.resume} is a run folder, not a checkpoint; use resume=auto "
+                                f"out_dir={cfg.resume} (its newest valid checkpoint), or resume="
+                                f"{folder / 'checkpoints'}/step-...")
+        return str(folder)
+    if ckpt.list_checkpoints(out / "checkpoints"):
+        raise GanforgeError(f"{out} already holds checkpoints of an earlier run; pass resume=auto to continue "
+                            f"it, or out_dir=OTHER_FOLDER for a new run")
+    return None
 
 
 def _continue_metrics(state: Any, resumed: bool) -> None:
