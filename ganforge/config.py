@@ -17,7 +17,6 @@ optimizers. ``generator:`` / ``discriminator:`` build every network of that kind
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import types
 import typing
@@ -28,8 +27,8 @@ from typing import Any, Union
 import yaml
 
 from ganforge.errors import ConfigError, did_you_mean
+from ganforge.validate import PRECISIONS, validate  # noqa: F401 - PRECISIONS is part of this API
 
-PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
 class _Loader(yaml.SafeLoader):
@@ -342,69 +341,3 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     recipe = _from_dict(Recipe, data)
     validate(recipe)
     return recipe
-
-
-def _check_adam(where: str, lr: float | None, betas: list[float] | None, decay: float | None, lr_key: str) -> None:
-    """Adam's settings: a positive finite learning rate, two betas in [0, 1), decay >= 0."""
-    if lr is not None and not (math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"{where}.{lr_key} must be a positive number, got {lr}")
-    if betas is not None:
-        if len(betas) != 2:
-            raise ConfigError(f"{where}.betas needs two numbers, got {betas}")
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ConfigError(f"{where}.betas must each be in [0, 1) (e.g. [0.5, 0.999]), got {betas}")
-    if decay is not None and not (math.isfinite(decay) and decay >= 0):
-        raise ConfigError(f"{where}.weight_decay must be >= 0, got {decay}")
-
-
-def validate(recipe: Recipe) -> None:
-    """Checks that need more than types."""
-    t = recipe.train
-    if t.precision not in PRECISIONS:
-        raise ConfigError(
-            f"train.precision must be one of {', '.join(PRECISIONS)}, got '{t.precision}'"
-            f"{did_you_mean(t.precision, PRECISIONS)}"
-        )
-    if t.channels_last not in ("auto", True, False):
-        raise ConfigError(f"train.channels_last must be auto, true or false, got '{t.channels_last}'")
-    if t.cuda_graph not in ("auto", True, False):
-        raise ConfigError(f"train.cuda_graph must be auto, true or false, got '{t.cuda_graph}'")
-    if recipe.optim.fused not in ("auto", True, False):
-        raise ConfigError(f"optim.fused must be auto, true or false, got '{recipe.optim.fused}'")
-    if t.nonfinite not in ("skip", "stop"):
-        raise ConfigError(f"train.nonfinite must be 'skip' or 'stop', got '{t.nonfinite}'")
-    for key in ("steps", "n_critic", "z_dim"):
-        if getattr(t, key) < 1:
-            raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
-    if not 0.0 <= t.ema < 1.0:
-        raise ConfigError(f"train.ema is a decay in [0, 1), got {t.ema} (0 turns EMA off)")
-    if recipe.data.on_device not in ("auto", True, False):
-        raise ConfigError(f"data.on_device must be auto, true or false, got '{recipe.data.on_device}'")
-    workers = recipe.data.num_workers
-    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise ConfigError(f"data.num_workers must be auto or a number >= 0, got '{workers}'")
-    if recipe.data.batch_size < 1:
-        raise ConfigError(f"data.batch_size must be >= 1, got {recipe.data.batch_size}")
-    if recipe.optim.lr_decay not in ("none", "linear"):
-        raise ConfigError(f"optim.lr_decay must be 'none' or 'linear', got '{recipe.optim.lr_decay}'")
-    _check_adam("optim", recipe.optim.lr_g, recipe.optim.betas, recipe.optim.weight_decay, "lr_g")
-    _check_adam("optim", recipe.optim.lr_d, None, None, "lr_d")
-    if recipe.seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {recipe.seed}")
-    for key in ("sample_every", "eval_every", "checkpoint_every"):
-        if getattr(recipe.log, key) < 0:
-            raise ConfigError(f"log.{key} must be >= 0 (0: only at the end), got {getattr(recipe.log, key)}")
-    for name, o in recipe.optimizers.items():
-        _check_adam(f"optimizers.{name}", o.lr, o.betas, o.weight_decay, "lr")
-    for name, part in recipe.networks.items():
-        if not part.name:
-            raise ConfigError(f"Recipe key 'networks.{name}.name' is empty: name a registered network")
-    for i, p in enumerate(recipe.penalties):
-        if p.every < 1:
-            raise ConfigError(f"penalties.{i}.every must be >= 1, got {p.every}")
-    for key in ("every", "keep", "n_samples", "eval_samples"):
-        if getattr(recipe.log, key) < 1:
-            raise ConfigError(f"log.{key} must be >= 1, got {getattr(recipe.log, key)}")
-    for part in ("generator", "discriminator", "loss", "objective"):
-        if not getattr(recipe, part).name:
-            raise ConfigError(f"Recipe key '{part}.name' is empty: name a registered {part}")

@@ -79,3 +79,24 @@ def projection(embed: nn.Module, y: torch.Tensor, features: torch.Tensor) -> tor
     with ``phi`` the features before the last layer, summed over space for feature maps."""
     phi = features.sum(dim=tuple(range(2, features.dim()))) if features.dim() > 2 else features
     return (embed(y) * phi).sum(1)
+
+
+def discriminator_forward(d: nn.Module, x: torch.Tensor, y: torch.Tensor | None, codes: bool,
+                          spatial: bool = True):
+    """The forward of a discriminator built as ``d.net`` (a Sequential whose last layer gives the
+    logit), an optional code/class head ``d.q`` on the same features, and its conditioning
+    ``d.cond`` (none, concat, projection with ``d.embed``) over ``d.num_classes`` classes.
+    ``spatial``: concat the labels as constant maps (conv nets) or to the flattened input (MLPs)."""
+    if d.cond == "none":
+        return forward_with_code_head(d.net, d.q, x, codes)
+    needs_labels(d.cond, y, "discriminator")
+    if d.cond == "concat":
+        labels = one_hot(y, d.num_classes, x.dtype)
+        if spatial:
+            x = torch.cat([x, labels[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
+        else:
+            x = torch.cat([x.flatten(1), labels], 1)
+        return forward_with_code_head(d.net, d.q, x, codes)
+    h = d.net[:-1](x)
+    logits = d.net[-1](h).view(-1) + projection(d.embed, y, h)
+    return (logits, d.q(h).flatten(1)) if codes and d.q is not None else logits

@@ -92,11 +92,17 @@ class Conditional(Unconditional):
                              f"it must return one logit per sample")
 
     # --- the phases
-    def d_loss(self, batch) -> Terms:
+    def _batch_and_fakes(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """D's phase: the real batch and its labels, and fakes made (without a graph through G)
+        for labels drawn as the objective says."""
         real, y_real = self._split(batch)
         z, y_fake = self.noise(real.shape[0], real.device)
         with torch.no_grad():
             fake = self.G(z, y_fake)
+        return real, y_real, fake, y_fake
+
+    def d_loss(self, batch) -> Terms:
+        real, y_real, fake, y_fake = self._batch_and_fakes(batch)
         real_logits, fake_logits = self.D(real, y_real), self.D(fake, y_fake)
         logs = {"d_real": self.loss.score(real_logits.detach().float()).mean(),
                 "d_fake": self.loss.score(fake_logits.detach().float()).mean()}
@@ -144,10 +150,7 @@ class ACGAN(Conditional):
                              f"expected (2, {self.num_classes})")
 
     def d_loss(self, batch) -> Terms:
-        real, y_real = self._split(batch)
-        z, y_fake = self.noise(real.shape[0], real.device)
-        with torch.no_grad():
-            fake = self.G(z, y_fake)
+        real, y_real, fake, y_fake = self._batch_and_fakes(batch)
         real_logits, real_cls = self.D(real, codes=True)
         fake_logits, fake_cls = self.D(fake, codes=True)
         ce_real = F.cross_entropy(real_cls.float(), y_real)

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
-from ganforge.layers import (ConditionalBatchNorm, check_condition, forward_with_code_head, needs_labels, one_hot,
-                             projection, run_conditional)
+from ganforge.layers import (ConditionalBatchNorm, check_condition, discriminator_forward, needs_labels, one_hot,
+                             run_conditional)
 
 __all__ = ["InfoGANDiscriminator", "InfoGANGenerator"]
 
@@ -109,15 +109,7 @@ class InfoGANDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, codes: bool = False):
         """Logits; with ``codes=True``, ``(logits, code_logits)`` from the Q head; ``y``: the
         labels of a class-conditional D (projection on the FC features, or concat)."""
-        if self.cond == "none":
-            return forward_with_code_head(self.net, self.q, x, codes)
-        needs_labels(self.cond, y, "discriminator")
-        if self.cond == "concat":
-            maps = one_hot(y, self.num_classes, x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
-            return forward_with_code_head(self.net, self.q, torch.cat([x, maps], 1), codes)
-        h = self.net[:-1](x)
-        logits = self.net[-1](h).view(-1) + projection(self.embed, y, h)
-        return (logits, self.q(h)) if codes and self.q is not None else logits
+        return discriminator_forward(self, x, y, codes)
 
 
 def infogan_generator(*, z_dim: int, out_shape: Sequence[int], ngf: int = 64, fc: int = 1024,

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
-from ganforge.layers import (ConditionalBatchNorm, check_condition, forward_with_code_head, needs_labels, one_hot,
-                             projection, run_conditional)
+from ganforge.layers import (ConditionalBatchNorm, check_condition, discriminator_forward, needs_labels, one_hot,
+                             run_conditional)
 
 __all__ = ["MLPDiscriminator", "MLPGenerator"]
 
@@ -83,15 +83,7 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, codes: bool = False):
         """Logits; with ``codes=True``, ``(logits, code_logits)`` from the code/class head."""
-        if self.cond == "none":
-            return forward_with_code_head(self.net, self.q, x, codes)
-        needs_labels(self.cond, y, "discriminator")
-        if self.cond == "concat":
-            x = torch.cat([x.flatten(1), one_hot(y, self.num_classes, x.dtype)], 1)
-            return forward_with_code_head(self.net, self.q, x, codes)
-        h = self.net[:-1](x)
-        logits = self.net[-1](h).view(-1) + projection(self.embed, y, h)
-        return (logits, self.q(h)) if codes and self.q is not None else logits
+        return discriminator_forward(self, x, y, codes, spatial=False)
 
 
 def _check_hidden(hidden) -> None:
