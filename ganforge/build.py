@@ -77,7 +77,7 @@ def _check_system(name: str, system: GANSystem, recipe: Recipe) -> None:
             raise PluginError(f"{where}: network '{n}' has kind '{spec.kind}'; it must be generator or discriminator")
     _unknown("network", recipe.networks, nets, "the recipe's 'networks' section")
     _unknown("optimizer", recipe.optimizers, opts, "the recipe's 'optimizers' section")
-    penalized = {n for p in system.phases for n in p.penalize}
+    penalized = sorted({n for p in system.phases for n in p.penalize})
     for i, p in enumerate(recipe.penalties):
         _unknown("network", p.networks, penalized or ["(no phase penalises one)"], f"penalties.{i}.networks")
     if recipe.penalties and not penalized:
