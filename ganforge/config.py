@@ -121,6 +121,7 @@ class Log:
     sample_every: int = 1000  # steps between sample grids / scatter plots; 0 = only at the end
     n_samples: int = 64  # size of the fixed noise batch for sample grids
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end
+    checkpoint_minutes: float = 10.0  # also a checkpoint when this much wall time has passed; 0 = off
     keep: int = 3  # checkpoints kept
     eval_every: int = 0  # steps between metric evaluations; 0 = only at the end
     eval_samples: int = 2500

@@ -143,6 +143,7 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
     bar = tqdm(total=t.steps, initial=state.step, disable=not (main and log.progress),
                desc=cfg.name, dynamic_ncols=True)
     window_start, window_steps = time.perf_counter(), 0
+    clock = _CheckpointClock(log.checkpoint_minutes, acc)
     images_per_step = stepper.fresh * cfg.data.batch_size * acc.num_processes  # real images drawn
 
     with _catch_interrupts(main) as interrupted:  # SIGINT/SIGTERM: finish the step, checkpoint, exit
@@ -178,9 +179,11 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
                 write_samples(state, fixed_noise, f"samples-{state.step:08d}")
             if log.eval_every and metrics and state.step % log.eval_every == 0 and not last:
                 evaluate(state, metrics)
-            if log.checkpoint_every and state.step % log.checkpoint_every == 0 and not last:
+            by_steps = bool(log.checkpoint_every) and state.step % log.checkpoint_every == 0
+            if (by_steps or clock.due(state.step % log.every == 0)) and not last:
                 stepper.sync()
                 save_checkpoint(state, plugins, pause_hook)
+                clock.reset()
     bar.close()
     stepper.sync()
     state.interrupted = interrupted[0] if interrupted else None
@@ -223,3 +226,26 @@ def _catch_interrupts(enabled: bool):
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+class _CheckpointClock:
+    """``log.checkpoint_minutes``: a checkpoint when that much wall time has passed since the
+    last one, so a crash or a kill never loses more. Looked at on log steps only; every rank
+    takes rank 0's decision (saving is collective)."""
+
+    def __init__(self, minutes: float, acc: Any):
+        self.seconds, self.acc = minutes * 60, acc
+        self.reset()
+
+    def reset(self) -> None:
+        self.start = time.monotonic()
+
+    def due(self, log_step: bool) -> bool:
+        if not self.seconds or not log_step:
+            return False
+        flag = torch.tensor(float(time.monotonic() - self.start >= self.seconds), device=self.acc.device)
+        if self.acc.num_processes > 1:
+            from accelerate.utils import broadcast
+
+            flag = broadcast(flag, from_process=0)
+        return bool(flag > 0)

@@ -61,6 +61,8 @@ def validate(recipe: Recipe) -> None:
     _check_adam("optim", recipe.optim.lr_d, None, None, "lr_d")
     if recipe.seed < 0:
         raise ConfigError(f"seed must be >= 0, got {recipe.seed}")
+    if not (math.isfinite(recipe.log.checkpoint_minutes) and recipe.log.checkpoint_minutes >= 0):
+        raise ConfigError(f"log.checkpoint_minutes must be >= 0 (0: off), got {recipe.log.checkpoint_minutes}")
     for key in ("sample_every", "eval_every", "checkpoint_every"):
         if getattr(recipe.log, key) < 0:
             raise ConfigError(f"log.{key} must be >= 0 (0: only at the end), got {getattr(recipe.log, key)}")

@@ -418,3 +418,18 @@ def test_malformed_meta_is_one_clear_line(tmp_path):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"is malformed: it needs 'step'"):
         train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", f"resume={meta_path.parent}", *QUICK]))
+
+
+def test_checkpoints_by_wall_time(tmp_path):
+    """log.checkpoint_minutes: a checkpoint at the first log step after that much time (here a
+    few milliseconds: every log step); the default (10 minutes) leaves a short run one checkpoint."""
+    fast = tmp_path / "fast"
+    train(load_recipe("toy_grid", [f"out_dir={fast}", "train.steps=6", "log.every=2", "log.keep=10",
+                                   "log.checkpoint_minutes=0.00001", *QUICK]))
+    assert sorted(p.name for p in (fast / "checkpoints").iterdir()) == ["step-00000002", "step-00000004",
+                                                                         "step-00000006"]
+    default = tmp_path / "default"
+    train(load_recipe("toy_grid", [f"out_dir={default}", "train.steps=6", "log.every=2", *QUICK]))
+    assert [p.name for p in (default / "checkpoints").iterdir()] == ["step-00000006"]
+    with pytest.raises(Exception, match=r"log.checkpoint_minutes must be >= 0"):
+        load_recipe("toy_grid", ["log.checkpoint_minutes=-1"])
