@@ -30,7 +30,7 @@ import pluggy
 from ganforge import hookspecs
 from ganforge.errors import PluginError
 from ganforge.registry import (  # noqa: F401 - re-exported: the registry's names are part of this API
-    ENV_DISABLE_PLUGINS, KINDS, PLURALS, Entry, PluginInfo, Register, Registry, _CallerInfo, plural)
+    ENV_DISABLE_PLUGINS, KINDS, PLURALS, Entry, PluginInfo, Register, Registry, _CallerInfo, owner_of, plural)
 
 #: Version of the contract in :mod:`ganforge.hookspecs`. A plugin module may declare the
 #: version it was written for as ``GANFORGE_PLUGIN_API = 2``; a mismatch fails that plugin
@@ -199,10 +199,7 @@ def _culprit(err: BaseException, owners: dict[Any, list[tuple[Any, PluginInfo]]]
     """The plugin whose hook implementation raised ``err`` (the innermost one on its traceback)."""
     found, tb = None, err.__traceback__
     while tb is not None:
-        candidates = owners.get(tb.tb_frame.f_code)
-        if candidates:
-            me = tb.tb_frame.f_locals.get("self")
-            found = next(((p, i) for p, i in candidates if p is me), candidates[0])
+        found = owner_of(tb.tb_frame, owners) or found
         tb = tb.tb_next
     return found
 

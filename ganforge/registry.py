@@ -56,6 +56,16 @@ class Entry:
         return f"plugin '{p.name}' ({p.module})"
 
 
+def owner_of(frame: Any, owners: dict[Any, list[tuple[Any, PluginInfo]]]) -> tuple[Any, PluginInfo] | None:
+    """The (plugin, info) whose hook implementation ``frame`` runs, if any (a class registered
+    as several plugins is told apart by the frame's ``self``)."""
+    candidates = owners.get(frame.f_code)
+    if not candidates:
+        return None
+    me = frame.f_locals.get("self")
+    return next(((p, i) for p, i in candidates if p is me), candidates[0])
+
+
 class _CallerInfo:
     """Which plugin is registering: the one whose hook implementation is on the call stack."""
 
@@ -65,15 +75,9 @@ class _CallerInfo:
     def find(self) -> PluginInfo:
         frame = sys._getframe(2)
         while frame is not None:
-            candidates = self.owners.get(frame.f_code)
-            if candidates:
-                if len(candidates) == 1:
-                    return candidates[0][1]
-                me = frame.f_locals.get("self")  # one class registered as several plugins
-                for plugin, info in candidates:
-                    if plugin is me:
-                        return info
-                return candidates[0][1]
+            found = owner_of(frame, self.owners)
+            if found:
+                return found[1]
             frame = frame.f_back
         return PluginInfo("unknown", "unknown")
 

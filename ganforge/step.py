@@ -70,6 +70,7 @@ class TrainStep:
         self.plain = {n: acc.unwrap_model(m) for n, m in self.nets.items()}  # once: ~0.4 ms a call
         self.trainable = [set(p.trainable or system.optimizers[p.optimizer].networks) for p in self.phases]
         self.frozen: set[str] = set()
+        self.all_nets = frozenset(self.nets)
         self.params = {n: list(m.parameters()) for n, m in self.nets.items()}
         # which penalties apply to which discriminator in each phase, and their logged names
         self.targets = [[(p, fn, nets) for p, fn in penalties
@@ -95,7 +96,7 @@ class TrainStep:
         self.keys: list[str] = []
         self.sums = torch.zeros(0, device=device)  # per logged value: sum over good steps
         self.counts = torch.zeros(0, device=device)  # and the number of steps in that sum
-        self.present: dict[tuple, torch.Tensor] = {}  # which logged values a pattern has
+        self.present: dict[tuple, torch.Tensor] = {}  # which logged values a step has, on the device
         # learning rates: a decaying rate on the fast path must be a tensor, or capture would
         # freeze today's value
         self.lr_base: list[tuple[dict, Any, float]] = []  # (param group, its tensor or None, base lr)
@@ -118,10 +119,10 @@ class TrainStep:
         return [f"penalty_{name}"] if len(nets) == 1 else [f"penalty_{name}_{n}" for n in nets]
 
     def _ema_setup(self) -> None:
+        """Graph mode: the (EMA, network) tensor pairs its EMA arithmetic works on."""
         self.ema_pairs = {}
-        for name, ema in self.state.emas.items():
-            if self.graph:
-                ema.n_averaged = ema.n_averaged.to(self.device)  # AveragedModel keeps it on the CPU
+        for name, ema in self.state.emas.items() if self.graph else ():
+            ema.n_averaged = ema.n_averaged.to(self.device)  # AveragedModel keeps it on the CPU
             plain = self.plain[name]
             pairs = list(zip([*ema.module.parameters(), *ema.module.buffers()],
                              [*plain.parameters(), *plain.buffers()], strict=True))
@@ -156,7 +157,7 @@ class TrainStep:
             try:
                 self._step(pattern)
             finally:  # an error in a phase leaves no network frozen
-                self._freeze(set(self.nets))
+                self._freeze(self.all_nets)
         self.seen.add(pattern)
         self.calls += 1
         for ph in self.phases:  # a skipped step still counts its phases' runs
@@ -245,8 +246,7 @@ class TrainStep:
                 if not self.graph:  # one scalar sync per loss: never apply a NaN update
                     if self.world > 1:  # every rank decides alike, or DDP's all-reduces desynchronise
                         bad = acc.reduce(bad.float(), reduction="sum") > 0
-                    if bool(bad):
-                        self._freeze(set(self.nets))
+                    if bool(bad):  # (__call__ unfreezes every network)
                         return self._skip(phase.name, loss)
                 acc.backward(loss)
                 if self.graph:
@@ -257,9 +257,9 @@ class TrainStep:
                         del opt.found_inf
                 else:
                     opt.step()
-        self._freeze(set(self.nets))  # between steps every network is trainable
+        self._freeze(self.all_nets)  # between steps every network is trainable
         self._ema(bad)
-        self._record(values, bad, pattern)
+        self._record(values, bad)
 
     def _phase_loss(self, phase: Any, batch: Any, due: list, values: dict) -> torch.Tensor:
         """The phase's loss under autocast, plus ``weight * every * penalty`` in fp32 for each
@@ -280,7 +280,7 @@ class TrainStep:
 
     def _freeze(self, trainable: set[str]) -> None:
         """Networks outside ``trainable`` get no gradient (none computed, none all-reduced)."""
-        frozen = set(self.nets) - trainable
+        frozen = self.all_nets - trainable
         if frozen != self.frozen:
             for n in frozen ^ self.frozen:
                 flag = n not in frozen
@@ -332,7 +332,7 @@ class TrainStep:
                 e.copy_(torch.where(bad, e, torch.where(copy, m, new).to(e.dtype)))
             ema.n_averaged.add_((~bad & ~before_start).to(ema.n_averaged.dtype))
 
-    def _record(self, values: dict[str, torch.Tensor], bad: torch.Tensor, pattern: tuple) -> None:
+    def _record(self, values: dict[str, torch.Tensor], bad: torch.Tensor) -> None:
         """Add this step's values to the sums (nothing for a skipped step), count the step."""
         new = sorted((set(values) | self.penalty_keys) - set(self.keys))
         if new:  # the first step fixes what is logged (on the fast path it runs eagerly)
@@ -346,9 +346,10 @@ class TrainStep:
             self.present.clear()
         zero = torch.zeros((), device=self.device)
         stacked = torch.stack([values[k].detach().float() if k in values else zero for k in self.keys])
-        present = self.present.get(pattern)
-        if present is None:  # made on the pattern's first, eager run: a copy from the host
-            present = self.present[pattern] = torch.tensor([k in values for k in self.keys], device=self.device)
+        mask = tuple(k in values for k in self.keys)  # a lazy penalty's value is not there every step
+        present = self.present.get(mask)
+        if present is None:  # made once per mask (on the fast path during the eager warm-up)
+            present = self.present[mask] = torch.tensor(mask, device=self.device)
         if self.graph:
             self.sums.add_(torch.where(bad, zero, stacked))
             self.counts.add_((present & ~bad).float())

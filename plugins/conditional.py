@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ganforge import hookimpl
-from ganforge.plugins.objectives import Unconditional
+from ganforge.plugins.objectives import Unconditional, one_logit_each
 from ganforge.system import Terms
 
 __all__ = ["ACGAN", "Conditional"]
@@ -75,21 +75,8 @@ class Conditional(Unconditional):
         z, y = noise
         return nets["G"](z, y)
 
-    def check(self, nets):
-        G, D = nets["G"], nets["D"]
-        with torch.no_grad():
-            z, y = self.noise(2)
-            fake = G(z, y)
-            if tuple(fake.shape[1:]) != self.sample_shape:
-                raise ValueError(f"the generator makes samples of shape {tuple(fake.shape[1:])} but "
-                                 f"the dataset's are {self.sample_shape}")
-            self._check_d(D, fake, y)
-
-    def _check_d(self, D, fake, y):
-        out = D(fake, y)
-        if out.numel() != 2:
-            raise ValueError(f"the discriminator returned shape {tuple(out.shape)} for 2 samples; "
-                             f"it must return one logit per sample")
+    def check_discriminator(self, D, fake, noise):
+        one_logit_each(D(fake, noise[1]))
 
     # --- the phases
     def _batch_and_fakes(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -139,10 +126,10 @@ class ACGAN(Conditional):
         del self.networks["D"].context["num_classes"]  # an unconditional D ...
         self.networks["D"].context["codes"] = num_classes  # ... with a class head
 
-    def _check_d(self, D, fake, y):
+    def check_discriminator(self, D, fake, noise):
         q = getattr(D, "q", None)
         if q is None:
-            raise ValueError("acgan needs a discriminator with a class head (the 'dcgan' and 'infogan' "
+            raise ValueError("acgan needs a discriminator with a class head (the 'mlp', 'dcgan' and 'infogan' "
                              "discriminators have one)")
         logits, classes = D(fake, codes=True)
         if logits.numel() != 2 or classes.shape != (2, self.num_classes):

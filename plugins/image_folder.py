@@ -37,8 +37,7 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self.files[index]) as img:
-            return self.transform(img.convert(self.mode))
+        return self.transform(_open(self.files[index], self.mode))
 
 
 def _open(path: str, mode: str) -> Image.Image:

@@ -54,16 +54,17 @@ class Unconditional(GANSystem):
         return self.nets["D"]
 
     def check(self, nets):
-        G, D = nets["G"], nets["D"]
         with torch.no_grad():  # fail now, with the shapes, rather than in the middle of a step
-            fake = G(self.noise(2))
+            noise = self.noise(2)
+            fake = self.generate(nets, noise)
             if tuple(fake.shape[1:]) != self.sample_shape:
                 raise ValueError(f"the generator makes samples of shape {tuple(fake.shape[1:])} but "
                                  f"the dataset's are {self.sample_shape}")
-            out = D(fake)
-            if out.numel() != 2:
-                raise ValueError(f"the discriminator returned shape {tuple(out.shape)} for 2 samples; "
-                                 f"it must return one logit per sample")
+            self.check_discriminator(nets["D"], fake, noise)
+
+    def check_discriminator(self, D: nn.Module, fake: torch.Tensor, noise: Any) -> None:
+        """D must give one logit per sample (subclasses: with their extra inputs or heads)."""
+        one_logit_each(D(fake))
 
     @staticmethod
     def _real(batch: Any) -> torch.Tensor:
@@ -107,6 +108,13 @@ class Unconditional(GANSystem):
         if extra is not None:
             loss = loss + extra
         return Terms(loss, {"d_fake_g": self.loss.score(fake_logits.detach().float()).mean()})
+
+
+def one_logit_each(out: torch.Tensor) -> None:
+    """A discriminator's output for the 2 samples of :meth:`Unconditional.check`."""
+    if out.numel() != 2:
+        raise ValueError(f"the discriminator returned shape {tuple(out.shape)} for 2 samples; "
+                         f"it must return one logit per sample")
 
 
 def unconditional(*, loss, z_dim, sample_shape, n_critic, optim):
