@@ -114,7 +114,11 @@ def load_checkpoint(state: Any, folder: Path) -> None:
         for group, own in zip(opt.param_groups, settings, strict=True):
             group.update(own)
     if cfg.optim.lr_decay == "linear" and saved.train.steps != cfg.train.steps:
-        before, after = (1 - meta["step"] / saved.train.steps, 1 - meta["step"] / cfg.train.steps)
+        def factor(steps: int, start: int) -> float:
+            return 1 - max(0, meta["step"] - start) / (steps - start)
+
+        before = factor(saved.train.steps, saved.optim.lr_decay_start)
+        after = factor(cfg.train.steps, cfg.optim.lr_decay_start)
         acc.print(f"warning: train.steps changed from {saved.train.steps} to {cfg.train.steps} under "
                   f"optim.lr_decay=linear: the learning rates jump from {before:.3g} to {after:.3g} of "
                   f"their base value at step {meta['step']}")

@@ -289,13 +289,15 @@ class TrainStep:
             self.frozen = frozen
 
     def _set_lr(self) -> None:
-        """``optim.lr_decay=linear``: a function of the step alone, so nothing to checkpoint."""
-        steps = self.state.config.train.steps
+        """``optim.lr_decay=linear``: constant until ``lr_decay_start``, then linear to 0 at
+        ``train.steps``; a function of the step alone, so nothing to checkpoint."""
+        steps, start = self.state.config.train.steps, self.state.config.optim.lr_decay_start
         for group, tensor, base in self.lr_base:
             if tensor is not None:
-                tensor.copy_(base * (1.0 - self.step_t.to(tensor.dtype) / steps))
+                done = (self.step_t.to(tensor.dtype) - start).clamp_min(0) / (steps - start)
+                tensor.copy_(base * (1.0 - done))
             else:
-                group["lr"] = base * (1.0 - self.state.step / steps)
+                group["lr"] = base * (1.0 - max(0, self.state.step - start) / (steps - start))
 
     def _skip(self, phase: str, loss: torch.Tensor) -> None:
         """Eager: a non-finite loss skipped the rest of the step."""

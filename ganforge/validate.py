@@ -57,6 +57,10 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"data.batch_size must be >= 1, got {recipe.data.batch_size}")
     if recipe.optim.lr_decay not in ("none", "linear"):
         raise ConfigError(f"optim.lr_decay must be 'none' or 'linear', got '{recipe.optim.lr_decay}'")
+    start = recipe.optim.lr_decay_start
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < recipe.train.steps:
+        raise ConfigError(f"optim.lr_decay_start is the step where the linear decay begins, from 0 to "
+                          f"train.steps - 1 ({recipe.train.steps - 1}); got {start!r}")
     _check_adam("optim", recipe.optim.lr_g, recipe.optim.betas, recipe.optim.weight_decay, "lr_g")
     _check_adam("optim", recipe.optim.lr_d, None, None, "lr_d")
     if recipe.seed < 0:

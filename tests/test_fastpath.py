@@ -63,9 +63,10 @@ def _assert_same_run(a, b, out_a, out_b):
     assert rows_a == rows_b  # the same logged losses, D(x), penalties, epochs
 
 
-@pytest.mark.parametrize("decay", ["none", "linear"])
+@pytest.mark.parametrize("decay", ["none", "linear", "linear-from-20"])
 def test_graph_step_trains_the_same_model_as_the_eager_step(tmp_path, monkeypatch, decay):
-    overrides = [*TOY, f"optim.lr_decay={decay}"]
+    kind, _, start = decay.partition("-from-")
+    overrides = [*TOY, f"optim.lr_decay={kind}", f"optim.lr_decay_start={start or 0}"]
     eager = _train(tmp_path / "eager", monkeypatch, False, "toy_grid", overrides)
     graph = _train(tmp_path / "graph", monkeypatch, True, "toy_grid", overrides)
     _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")

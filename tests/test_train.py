@@ -230,6 +230,20 @@ def test_linear_lr_decay_is_a_function_of_the_step(tmp_path):
     assert state.optimizers["G"].param_groups[0]["lr"] == 1e-3 * (1 - 3 / 4)
 
 
+def test_linear_lr_decay_can_start_late(tmp_path, run_cli):
+    """optim.lr_decay_start: constant until then (the pix2pix/CycleGAN schedule), then linear
+    to 0 at train.steps; a start outside [0, steps) is one clear error."""
+    state = train(load_recipe("toy_grid", [f"out_dir={tmp_path}", "train.steps=8", "optim.lr_decay=linear",
+                                           "optim.lr_decay_start=4", "log.progress=false", "metrics=[]"]))
+    assert state.optimizers["D"].param_groups[0]["lr"] == 1e-3 * (1 - 3 / 4)  # set before the 8th step
+    state = train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'b'}", "train.steps=8", "optim.lr_decay=linear",
+                                           "optim.lr_decay_start=7", "log.progress=false", "metrics=[]"]))
+    assert state.optimizers["G"].param_groups[0]["lr"] == 1e-3  # still constant at step 7
+    code, _, err = run_cli("train", "toy_grid", f"out_dir={tmp_path / 'c'}", "train.steps=4",
+                           "optim.lr_decay=linear", "optim.lr_decay_start=4")
+    assert code == 2 and "optim.lr_decay_start" in err and "from 0 to train.steps - 1 (3)" in err
+
+
 def test_more_bad_input_is_one_clear_line(tmp_path, run_cli, monkeypatch):
     empty = tmp_path / "empty.yaml"
     empty.write_text("\n")
