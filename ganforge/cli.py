@@ -4,6 +4,8 @@
     ganforge sample CHECKPOINT --n N --out FILE   samples as a PNG grid, .safetensors or .npz
                    [--label K|all]               (conditional runs: samples of class K / every class)
     ganforge eval CHECKPOINT [--metric NAME]      the recipe's metrics on generated samples
+    ganforge translate RUN --out FOLDER           image-to-image runs: translate --input FOLDER
+                   [--input FOLDER] [--direction BtoA]  (default: the held-out split)
     ganforge plugins [--json]                     every registered part and where it comes from
     ganforge bench RECIPE [--steps N]             throughput against plain PyTorch loops
 
@@ -54,13 +56,28 @@ def _load_for_sampling(checkpoint: str, ema: bool):
     weights, meta = ckpt.load_network_weights(folder, ema=ema)
     recipe = recipe_from_dict(meta["recipe"])
     registry = get_plugin_manager().registry
-    system = build_system(recipe, registry, tuple(meta["sample_shape"]), num_classes=meta.get("num_classes"))
+    dataset = _dataset(recipe, registry) if _needs_dataset(recipe, registry) else None
+    system = build_system(recipe, registry, tuple(meta["sample_shape"]), dataset, num_classes=meta.get("num_classes"))
     nets = build_networks(recipe, registry, system)
     for name, module in nets.items():
         module.load_state_dict(weights[name])
         module.eval()
     system.setup(nets)
     return nets, system, recipe, meta
+
+
+def _needs_dataset(recipe, registry) -> bool:
+    """An objective whose factory requires ``dataset`` (no default: the image-to-image systems,
+    whose inputs are the data's images) gets it for sampling and evaluation too."""
+    import inspect
+
+    factory = registry.get("objective", recipe.objective.name).factory
+    param = inspect.signature(factory).parameters.get("dataset")
+    return param is not None and param.default is inspect.Parameter.empty
+
+
+def _dataset(recipe, registry):
+    return registry.build("dataset", recipe.data.name, recipe.data.args, root=recipe.data.root, download=False)
 
 
 def _requested_labels(label: str | None, n: int, system, objective: str) -> tuple[object, int | None]:
@@ -152,16 +169,83 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise GanforgeError(f"the recipe names no metrics; pass --metric NAME "
                             f"(registered: {', '.join(registry.names('metric'))})")
     args_by_name = {m.name: m.args for m in recipe.metrics}
-    dataset = registry.build("dataset", recipe.data.name, recipe.data.args, root=recipe.data.root,
-                             download=False)
+    dataset = getattr(system, "dataset", None) or _dataset(recipe, registry)
     metrics = {n: registry.build("metric", n, args_by_name.get(n, {}), dataset=dataset) for n in names}
     gen = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
         noise = system.noise(args.n, "cpu", gen)
         samples = system.generate(nets, noise).float()
-    results = evaluate_samples(samples, dataset, metrics, system.labels_of(noise))
+    results = evaluate_samples(samples, dataset, metrics, system.labels_of(noise), noise)
     print(json.dumps({"checkpoint": str(args.checkpoint), "step": meta["step"], **results}, indent=1))
     return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    """Translate a folder of images (or the run's held-out split) with an image-to-image run."""
+    import torch
+    from torchvision.utils import save_image
+
+    nets, system, recipe, meta = _load_for_sampling(args.run, not args.no_ema)
+    directions = getattr(system, "directions", None)
+    if not directions or not callable(getattr(system, "translate", None)):
+        raise GanforgeError(f"ganforge translate needs an image-to-image run (objective pix2pix or cyclegan); "
+                            f"this run's objective is '{recipe.objective.name}'")
+    if args.direction not in directions:
+        raise GanforgeError(f"--direction {args.direction}: this run translates {', '.join(directions)}")
+    _, in_shape, _ = directions[args.direction]
+    if args.input:
+        names, images = _input_images(Path(args.input), in_shape, getattr(system.dataset, "direction", None))
+    else:  # the held-out split the metrics use
+        held = system.held_out()
+        images = held.a if args.direction == "AtoB" else held.b
+        if images is None:
+            raise GanforgeError(f"this run's data has no held-out {args.direction[0]} images; pass --input FOLDER")
+        names = [f"{i:06d}" for i in range(len(images))]
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GanforgeError(f"cannot write to --out {out}: {err.strerror or err}") from None
+    with torch.no_grad():
+        for start in range(0, len(images), 64):
+            result = system.translate(nets, images[start:start + 64].float(), args.direction)
+            for name, image in zip(names[start:start + 64], result, strict=True):
+                target = out / f"{name}.png"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                save_image(image.float(), str(target), normalize=True, value_range=(-1.0, 1.0))
+    source = args.input or "the held-out split"
+    print(f"translated {len(images)} images ({args.direction}) from {source} to {out}")
+    return 0
+
+
+def _input_images(folder: Path, shape, direction):
+    """Images under ``folder`` as the generator's input (resized to its size); pix2pix A|B
+    files (twice as wide as high, from a paired_folder run) give their input half."""
+    import torch
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.v2 import functional as TF
+
+    from ganforge.plugins.image_folder import EXTENSIONS
+
+    if not folder.is_dir():
+        raise GanforgeError(f"--input {folder} is not a folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS)
+    if not files:
+        raise GanforgeError(f"no images in --input {folder} (looked for {', '.join(EXTENSIONS)})")
+    mode, size, images = ("L" if shape[0] == 1 else "RGB"), shape[1], []
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode)
+        except (OSError, UnidentifiedImageError) as err:
+            raise GanforgeError(f"{path}: cannot read this image ({err})") from None
+        w, h = img.size
+        if direction is not None and w == 2 * h:  # an A|B pair: the half the run translates from
+            img = img.crop((0, 0, h, h)) if direction == "AtoB" else img.crop((h, 0, w, h))
+        x = TF.to_dtype(TF.to_image(TF.resize(img, [size, size])), torch.float32, scale=True)
+        images.append(x.mul(2).sub(1))
+    names = [str(p.relative_to(folder).with_suffix("")) for p in files]
+    return names, torch.stack(images)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -215,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--metric", action="append", help="metric name (repeatable); default: the recipe's")
         p.set_defaults(func=func)
+    p = sub.add_parser("translate", help="translate images with an image-to-image run (pix2pix, cyclegan)")
+    p.add_argument("run", help="a checkpoint folder (or a run folder: its newest)")
+    p.add_argument("--input", help="a folder of images (default: the run's held-out split)")
+    p.add_argument("--out", required=True, help="a folder for the translated PNGs (same relative names)")
+    p.add_argument("--direction", default="AtoB", help="AtoB (default) or BtoA (cyclegan)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
+    p.set_defaults(func=cmd_translate)
     p = sub.add_parser("bench", help="throughput against plain PyTorch loops (benchmarks/)")
     from ganforge.bench import add_arguments
 

@@ -96,7 +96,7 @@ class Optim:
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     weight_decay: float = 0.0
     lr_decay: str = "none"  # none | linear (to 0 at train.steps), derived from the step: resumable
-    lr_decay_start: int = 0  # linear: constant until this step, then linear to 0 (CycleGAN/pix2pix: steps/2)
+    lr_decay_start: int | float = 0  # linear: constant until this step (or this fraction of train.steps: 0.5), then to 0
     fused: bool | str = "auto"  # fused Adam kernel: auto (on CUDA, and always on the fast path) | true | false
 
 

@@ -14,6 +14,7 @@ from accelerate.utils import set_seed
 from ganforge import checkpoint as ckpt
 from ganforge.config import recipe_from_dict
 from ganforge.errors import CheckpointError, GanforgeError
+from ganforge.step import decay_start
 
 __all__ = ["load_checkpoint", "resume_or_refuse", "save_checkpoint"]
 
@@ -114,11 +115,11 @@ def load_checkpoint(state: Any, folder: Path) -> None:
         for group, own in zip(opt.param_groups, settings, strict=True):
             group.update(own)
     if cfg.optim.lr_decay == "linear" and saved.train.steps != cfg.train.steps:
-        def factor(steps: int, start: int) -> float:
-            return 1 - max(0, meta["step"] - start) / (steps - start)
+        def factor(recipe: Any) -> float:
+            start = decay_start(recipe)
+            return 1 - max(0, meta["step"] - start) / (recipe.train.steps - start)
 
-        before = factor(saved.train.steps, saved.optim.lr_decay_start)
-        after = factor(cfg.train.steps, cfg.optim.lr_decay_start)
+        before, after = factor(saved), factor(cfg)
         acc.print(f"warning: train.steps changed from {saved.train.steps} to {cfg.train.steps} under "
                   f"optim.lr_decay=linear: the learning rates jump from {before:.3g} to {after:.3g} of "
                   f"their base value at step {meta['step']}")

@@ -61,7 +61,7 @@ def evaluate(state: Any, metrics: dict[str, Any]) -> dict[str, float]:
     noise = state.system.noise(n, device, torch.Generator(device).manual_seed(state.config.seed + 1))
     labels = state.system.labels_of(noise)
     results = evaluate_samples(generate(state, noise).cpu(), state.dataset, metrics,
-                               labels.cpu() if labels is not None else None)
+                               labels.cpu() if labels is not None else None, noise)
     state.metrics = results
     row = {"step": state.step, **{f"eval/{k}": v for k, v in results.items()}}
     state.history.append(row)
@@ -73,12 +73,16 @@ def evaluate(state: Any, metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def evaluate_samples(samples: torch.Tensor, dataset: Any, metrics: dict[str, Any],
-                     labels: torch.Tensor | None = None) -> dict[str, float]:
+                     labels: torch.Tensor | None = None, inputs: Any = None) -> dict[str, float]:
     """Run metrics on given samples (used by ``ganforge eval``). ``labels``: the classes the
-    samples were asked for (conditional runs), passed to metrics that take ``labels``."""
+    samples were asked for (conditional runs), passed to metrics that take ``labels``;
+    ``inputs``: what the system generated them from (its noise: latent vectors, or the images
+    an image-to-image system translated, with their targets), passed to metrics that take it."""
     out: dict[str, float] = {}
     for name, metric in metrics.items():
         kwargs = {"labels": labels} if labels is not None and _takes(metric, "labels") else {}
+        if inputs is not None and _takes(metric, "inputs"):
+            kwargs["inputs"] = inputs
         out.update({f"{name}/{k}": float(v) for k, v in metric(samples, dataset, **kwargs).items()})
     return out
 

@@ -31,7 +31,14 @@ from ganforge.capture import make_capturable
 from ganforge.data import endless_batches
 from ganforge.errors import GanforgeError
 
-__all__ = ["TrainStep", "nonfinite_stop"]
+__all__ = ["TrainStep", "decay_start", "nonfinite_stop"]
+
+
+def decay_start(cfg: Any) -> int:
+    """The step where ``optim.lr_decay=linear`` begins (``lr_decay_start``: a step, or a
+    fraction of ``train.steps``)."""
+    start = cfg.optim.lr_decay_start
+    return round(start * cfg.train.steps) if isinstance(start, float) else start
 
 
 def nonfinite_stop(state: Any, in_a_row: int) -> GanforgeError:
@@ -291,7 +298,7 @@ class TrainStep:
     def _set_lr(self) -> None:
         """``optim.lr_decay=linear``: constant until ``lr_decay_start``, then linear to 0 at
         ``train.steps``; a function of the step alone, so nothing to checkpoint."""
-        steps, start = self.state.config.train.steps, self.state.config.optim.lr_decay_start
+        steps, start = self.state.config.train.steps, decay_start(self.state.config)
         for group, tensor, base in self.lr_base:
             if tensor is not None:
                 done = (self.step_t.to(tensor.dtype) - start).clamp_min(0) / (steps - start)

@@ -58,9 +58,11 @@ def validate(recipe: Recipe) -> None:
     if recipe.optim.lr_decay not in ("none", "linear"):
         raise ConfigError(f"optim.lr_decay must be 'none' or 'linear', got '{recipe.optim.lr_decay}'")
     start = recipe.optim.lr_decay_start
-    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < recipe.train.steps:
-        raise ConfigError(f"optim.lr_decay_start is the step where the linear decay begins, from 0 to "
-                          f"train.steps - 1 ({recipe.train.steps - 1}); got {start!r}")
+    if (isinstance(start, bool) or not isinstance(start, (int, float))
+            or not (0 <= start < 1 if isinstance(start, float) else 0 <= start < recipe.train.steps)):
+        raise ConfigError(f"optim.lr_decay_start is where the linear decay begins: a step from 0 to "
+                          f"train.steps - 1 ({recipe.train.steps - 1}) or a fraction of train.steps in [0, 1) "
+                          f"(0.5: the second half); got {start!r}")
     _check_adam("optim", recipe.optim.lr_g, recipe.optim.betas, recipe.optim.weight_decay, "lr_g")
     _check_adam("optim", recipe.optim.lr_d, None, None, "lr_d")
     if recipe.seed < 0:

@@ -239,9 +239,12 @@ def test_linear_lr_decay_can_start_late(tmp_path, run_cli):
     state = train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'b'}", "train.steps=8", "optim.lr_decay=linear",
                                            "optim.lr_decay_start=7", "log.progress=false", "metrics=[]"]))
     assert state.optimizers["G"].param_groups[0]["lr"] == 1e-3  # still constant at step 7
+    state = train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'f'}", "train.steps=8", "optim.lr_decay=linear",
+                                           "optim.lr_decay_start=0.5", "log.progress=false", "metrics=[]"]))
+    assert state.optimizers["G"].param_groups[0]["lr"] == 1e-3 * (1 - 3 / 4)  # 0.5: from step 4
     code, _, err = run_cli("train", "toy_grid", f"out_dir={tmp_path / 'c'}", "train.steps=4",
                            "optim.lr_decay=linear", "optim.lr_decay_start=4")
-    assert code == 2 and "optim.lr_decay_start" in err and "from 0 to train.steps - 1 (3)" in err
+    assert code == 2 and "optim.lr_decay_start" in err and "from 0 to train.steps - 1 (3)" in err and "fraction" in err
 
 
 def test_more_bad_input_is_one_clear_line(tmp_path, run_cli, monkeypatch):

@@ -1,0 +1,93 @@
+"""pix2pix: paired image-to-image translation as a system.
+
+Isola, Zhu, Zhou, Efros, "Image-to-Image Translation with Conditional Adversarial Networks"
+(CVPR 2017), https://arxiv.org/abs/1611.07004. A generator G (the U-Net) maps an input image
+a to b; a conditional discriminator D (PatchGAN) judges (input, output) pairs, the two images
+concatenated along channels: D(a, b) against D(a, G(a)). G minimises the adversarial loss plus
+``l1_weight * |G(a) - b|_1`` (lambda = 100); D's objective is halved, as in the paper. Phases:
+``D`` then ``G`` on the same batch (G's output is recomputed in G's phase, where it needs a
+graph; the paper's code computes it once). With ``gan_weight: 0`` the system is the paper's
+"L1 only" baseline: G alone, no D.
+
+Batches come from a paired dataset (``paired_folder``, ``mnist_edges``): ``(a, b[, labels])``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ganforge import hookimpl
+from ganforge.plugins.translation import TranslationSystem, arrange, split_batch
+from ganforge.system import Network, Optimizer, Phase, Terms
+
+__all__ = ["Pix2Pix"]
+
+
+class Pix2Pix(TranslationSystem):
+    capturable = True  # tensor code only; batches from the dataset's fetch
+
+    def __init__(self, loss: Any, dataset: Any, optim: Any, l1_weight: float = 100.0, gan_weight: float = 1.0):
+        super().__init__(dataset)
+        if not getattr(dataset, "paired", False):
+            raise ValueError("pix2pix needs paired data (each A image with its B image: paired_folder, "
+                             "mnist_edges); for unpaired domains use objective=cyclegan")
+        if l1_weight < 0 or gan_weight < 0:
+            raise ValueError(f"l1_weight and gan_weight are weights >= 0, got {l1_weight} and {gan_weight}")
+        if l1_weight == 0 and gan_weight == 0:
+            raise ValueError("l1_weight and gan_weight are both 0: G would learn nothing")
+        self.loss, self.l1_weight, self.gan_weight = loss, l1_weight, gan_weight
+        betas, decay = tuple(optim.betas), optim.weight_decay
+        a, b = self.a_shape, self.b_shape
+        self.networks = {"G": Network("generator", {"in_shape": a, "out_shape": b}, ema=True)}
+        self.optimizers = {"G": Optimizer(["G"], optim.lr_g, betas, decay)}
+        self.phases = [Phase("G", "G", self.g_loss)]
+        if gan_weight:  # D judges (input, output) pairs: both images as channels
+            self.networks["D"] = Network("discriminator", {"in_shape": (a[0] + b[0], *b[1:])})
+            self.optimizers["D"] = Optimizer(["D"], optim.lr_d, betas, decay)
+            self.phases.insert(0, Phase("D", "D", self.d_loss, penalize=["D"]))
+            self.phases[1].new_batch = False  # G on the batch D saw
+        self.directions = {"AtoB": ("G", a, b)}
+
+    def generate(self, nets, inputs):
+        out = nets["G"](inputs.a)
+        return arrange([inputs.a, out, inputs.target_ab]) if inputs.show else out
+
+    def d_loss(self, batch) -> Terms:
+        a, b = split_batch(batch)
+        with torch.no_grad():  # D's phase needs no graph through G
+            fake = self.nets["G"](a)
+        real_pair, fake_pair = torch.cat([a, b], 1), torch.cat([a, fake], 1)
+        D = self.nets["D"]
+        real_logits, fake_logits = D(real_pair), D(fake_pair)
+        logs = {"d_real": self.loss.score(real_logits.detach().float()).mean(),
+                "d_fake": self.loss.score(fake_logits.detach().float()).mean()}
+        return Terms(0.5 * self.loss.d_loss(real_logits, fake_logits), logs, judged={"D": (real_pair, fake_pair)})
+
+    def g_loss(self, batch) -> Terms:
+        a, b = split_batch(batch)
+        fake = self.nets["G"](a)
+        l1 = (fake.float() - b.float()).abs().mean()
+        loss, logs = self.l1_weight * l1, {"g_l1": l1.detach()}
+        if self.gan_weight:
+            D = self.nets["D"]
+            fake_logits = D(torch.cat([a, fake], 1))
+            if getattr(self.loss, "uses_real_logits", False):  # relativistic losses
+                with torch.no_grad():  # D is frozen: its real logits are constants for G
+                    real_logits = D(torch.cat([a, b], 1))
+                adv = self.loss.g_loss(fake_logits, real_logits)
+            else:
+                adv = self.loss.g_loss(fake_logits)
+            loss = loss + self.gan_weight * adv
+            logs.update(g_gan=adv.detach(), d_fake_g=self.loss.score(fake_logits.detach().float()).mean())
+        return Terms(loss, logs)
+
+
+def pix2pix(*, loss, optim, dataset, l1_weight: float = 100.0, gan_weight: float = 1.0):
+    """pix2pix (Isola et al. 2017): conditional PatchGAN on (input, output) pairs + 100 * L1."""
+    return Pix2Pix(loss, dataset, optim, l1_weight, gan_weight)
+
+
+@hookimpl
+def ganforge_register_objectives(register):
+    register("pix2pix", pix2pix)
