@@ -95,6 +95,7 @@ def build_networks(recipe: Recipe, registry: Registry, system: GANSystem) -> dic
     nets = {}
     for n, part in network_parts(recipe, system).items():
         spec = system.networks[n]
+        _check_context(recipe, registry, n, spec, part)
         try:
             nets[n] = registry.build(spec.kind, part.name, part.args, **spec.context)
         except ConfigError as err:
@@ -109,6 +110,20 @@ def build_networks(recipe: Recipe, registry: Registry, system: GANSystem) -> dic
     for module in nets.values():
         module.train()
     return nets
+
+
+def _check_context(recipe: Recipe, registry: Registry, name: str, spec: Any, part: Part) -> None:
+    """A network that needs what its objective does not give (an image-to-image U-Net under
+    the unconditional objective, a noise generator under pix2pix) is one clear error."""
+    params = inspect.signature(registry.get(spec.kind, part.name).factory).parameters
+    needed = [p for p, v in params.items() if v.default is inspect.Parameter.empty
+              and v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p not in spec.context and p not in part.args]
+    if needed:
+        raise ConfigError(
+            f"network '{name}': {spec.kind} '{part.name}' needs {', '.join(needed)}, which neither objective "
+            f"'{recipe.objective.name}' gives its {spec.kind}s (it gives {', '.join(spec.context) or 'nothing'}) "
+            f"nor the recipe sets in its args; choose a {spec.kind} made for this objective "
+            f"(`ganforge plugins` lists them) or set the argument")
 
 
 def use_channels_last(setting: bool | str, nets: dict[str, nn.Module], device: torch.device) -> bool:

@@ -155,7 +155,10 @@ def ganforge_register_metrics(register: Register) -> None:
     ``factory(dataset=Dataset, **args)`` and returns a callable
     ``metric(samples: Tensor, dataset) -> dict[str, float]``; ``samples`` are generated
     samples on the CPU in the dataset's value range. A metric that also accepts ``labels``
-    receives, for class-conditional runs, the class each sample was made for. The keys are logged as ``eval/<key>``.
+    receives, for class-conditional runs, the class each sample was made for; one that accepts
+    ``inputs`` receives what the system generated the samples from (its noise: for
+    image-to-image systems the images translated and their known targets). The keys are
+    logged as ``eval/<key>``.
 
     :param register: call ``register(name, factory, description=None)`` once per metric.
     """

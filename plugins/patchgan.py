@@ -32,6 +32,8 @@ def receptive_field(n_layers: int) -> int:
 class PatchGANDiscriminator(nn.Module):
     def __init__(self, in_shape: Sequence[int], ndf: int = 64, n_layers: int = 3, norm: str = "batch"):
         super().__init__()
+        if ndf < 1:
+            raise ValueError(f"ndf is a number of channels >= 1, got {ndf}")
         if len(in_shape) != 3:
             raise ValueError(f"PatchGAN judges images (C, H, W), got samples of shape {tuple(in_shape)}")
         if n_layers < 1:

@@ -38,6 +38,8 @@ class ResnetGenerator(nn.Module):
     def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], ngf: int = 64, blocks: int | None = None,
                  norm: str = "instance", dropout: float = 0.0):
         super().__init__()
+        if ngf < 1:
+            raise ValueError(f"ngf is a number of channels >= 1, got {ngf}")
         size = square_size(in_shape, "the ResNet generator")
         if tuple(in_shape[1:]) != tuple(out_shape[1:]) or size % 4:
             raise ValueError(f"the ResNet generator maps square images whose size is divisible by 4 to "

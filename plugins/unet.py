@@ -90,6 +90,8 @@ class UNetGenerator(nn.Module):
     def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], ngf: int = 64, norm: str = "batch",
                  dropout: float = 0.5, depth: int | None = None):
         super().__init__()
+        if ngf < 1:
+            raise ValueError(f"ngf is a number of channels >= 1, got {ngf}")
         size = square_size(in_shape, "the U-Net generator")
         if tuple(in_shape[1:]) != tuple(out_shape[1:]):
             raise ValueError(f"the U-Net maps images to images of the same size; input {tuple(in_shape)}, "

@@ -206,3 +206,18 @@ def test_precision_auto_is_bf16_only_for_images_on_native_bf16_hardware(monkeypa
                                               "train.steps=1", "generator.args.ngf=8",
                                               "discriminator.args.ndf=8", *QUICK]))
     assert state.config.train.precision == "auto" and state.accelerator.mixed_precision == "no"
+
+
+def test_graph_step_matches_eager_for_pix2pix(tmp_path, monkeypatch):
+    """pix2pix declares itself capturable: the U-Net (dropout, BatchNorm) and the PatchGAN on
+    pairs fetched from the in-memory mnist_edges demo train the same model on both paths."""
+    from conftest import make_mnist_like
+
+    digits = make_mnist_like(make_mnist_like(tmp_path / "mnist", n=64), n=16, split="test")
+    overrides = [f"data.root={digits}", "data.batch_size=4", "generator.args={ngf: 4}",
+                 "discriminator.args={ndf: 4, n_layers: 1}", "train.steps=6", "log.every=3",
+                 "log.checkpoint_every=3", "penalties=[{name: r1, weight: 1, every: 2}]", *QUICK]
+    eager = _train(tmp_path / "eager", monkeypatch, False, "mnist_edges_pix2pix", overrides)
+    graph = _train(tmp_path / "graph", monkeypatch, True, "mnist_edges_pix2pix", overrides)
+    _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
+    assert "g_l1" in _rows(tmp_path / "graph")[0]

@@ -410,3 +410,15 @@ def test_paper_recipes_run_on_a_tiny_generated_folder(tmp_path, recipe, run_cli)
     assert code == 0, err
     assert (tmp_path / "run" / "samples-final.png").is_file()
     assert any("loss_g" in r for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+
+
+def test_networks_that_do_not_fit_the_objective_are_one_clear_line(tmp_path, digits, run_cli):
+    base = ["train", "mnist_edges_pix2pix", f"data.root={digits}", "train.steps=2", *QUICK]
+    code, _, err = run_cli(*base, f"out_dir={tmp_path / 'a'}", "generator=dcgan")
+    assert code == 2 and "generator 'dcgan' needs z_dim, which neither objective 'pix2pix'" in err
+    assert "it gives in_shape, out_shape" in err and err.count("\n") == 1
+    code, _, err = run_cli(*base, f"out_dir={tmp_path / 'b'}", "objective=unconditional")
+    assert code == 2 and "generator 'unet' needs in_shape" in err and err.count("\n") == 1
+    code, _, err = run_cli(*base, f"out_dir={tmp_path / 'c'}", "generator.args.ngf=0")
+    assert code == 2 and "ngf is a number of channels >= 1, got 0" in err
+    assert not (tmp_path / "c" / "checkpoints").exists()
