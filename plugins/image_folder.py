@@ -8,6 +8,7 @@ classes 0, 1, ...), and items are ``(image, label)``: the data of a class-condit
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 import torch
@@ -19,6 +20,31 @@ from ganforge import hookimpl
 from ganforge.errors import DatasetError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+MAX_SKIPS = 10  # unreadable images in a row before a folder is judged broken
+
+
+def open_image(path: Path | str, mode: str) -> Image.Image:
+    """The image at ``path`` in ``mode`` ("L" or "RGB"); an unreadable file (truncated, not an
+    image) is a :class:`DatasetError` naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert(mode)
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: unidentified, truncated, broken
+        raise DatasetError(f"{path}: cannot read this image ({err})") from None
+
+
+def load_skipping(count: int, index: int, load, path_of) -> object:
+    """``load(index)``; an unreadable image is skipped with a warning naming it (the next index
+    is used instead), so one damaged file in a large folder does not end a run. After
+    ``MAX_SKIPS`` unreadable images in a row the folder is judged broken: one clear error.
+    ``path_of(i)``: the file of item i, for that error."""
+    for k in range(MAX_SKIPS):
+        try:
+            return load((index + k) % count)
+        except DatasetError as err:
+            warnings.warn(f"{err}; skipped, using the next image")
+    raise DatasetError(f"{MAX_SKIPS} unreadable images in a row from {path_of(index)}: is data.root a folder "
+                       f"of images? Remove or replace the damaged files")
 
 
 class ImageFolder(Dataset):
@@ -37,12 +63,8 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(_open(self.files[index], self.mode))
-
-
-def _open(path: str, mode: str) -> Image.Image:
-    with Image.open(path) as img:
-        return img.convert(mode)
+        return load_skipping(len(self.files), index, lambda i: self.transform(open_image(self.files[i], self.mode)),
+                             self.files.__getitem__)
 
 
 def _transform(size: int, channels: int):
@@ -60,12 +82,15 @@ class ClassFolder(datasets.ImageFolder):
         mode = "L" if channels == 1 else "RGB"
         try:
             super().__init__(str(root), transform=_transform(size, channels),
-                             loader=functools.partial(_open, mode=mode), allow_empty=False)
+                             loader=functools.partial(open_image, mode=mode), allow_empty=False)
         except FileNotFoundError as err:
             raise DatasetError(f"data.root {root} is not in the one-sub-folder-per-class layout that "
                                f"args.classes=true needs ({err})") from None
         self.sample_shape = (channels, size, size)
         self.num_classes = len(self.classes)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return load_skipping(len(self.samples), index, super().__getitem__, lambda i: self.samples[i][0])
 
 
 def image_folder(*, root: str | None, size: int = 64, channels: int = 3, classes: bool = False):

@@ -34,7 +34,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ganforge import hookimpl
 from ganforge.errors import DatasetError
-from ganforge.plugins.image_folder import EXTENSIONS
+from ganforge.plugins.image_folder import EXTENSIONS, load_skipping, open_image as _open
 from ganforge.plugins.translation import Inputs
 
 __all__ = ["PairedFolder", "PairedTensors", "UnpairedFolder", "dilate", "edges"]
@@ -127,14 +127,6 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS)
 
 
-def _open(path: Path, mode: str) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            return img.convert(mode)
-    except (OSError, SyntaxError) as err:  # PIL: unreadable, truncated
-        raise DatasetError(f"{path}: cannot read this image ({err}); remove or replace it") from None
-
-
 class _Jitter:
     """pix2pix/CycleGAN preprocessing: resize to ``load_size``, a random ``size`` crop and a
     random horizontal flip (the same for every image of one item); held-out: resize to ``size``."""
@@ -200,6 +192,9 @@ class PairedFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return load_skipping(len(self.files), index, self._pair, self.files.__getitem__)
+
+    def _pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         img = _open(self.files[index], self.mode)
         w, h = img.size
         a, b = img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
@@ -237,15 +232,19 @@ class UnpairedFolder(Dataset):
                 raise DatasetError(f"no images in {folder} (looked for {', '.join(EXTENSIONS)})")
         self.jitter = _Jitter(size, load_size, flip, train=True)
         self.still = _Jitter(size, None, False, train=False)
-        self.order_b = torch.randperm(len(self.files["B"]), generator=torch.Generator().manual_seed(0)).tolist()
+        order = torch.randperm(len(self.files["B"]), generator=torch.Generator().manual_seed(0)).tolist()
+        self.b_files = [self.files["B"][i] for i in order]  # B in a fixed random order
         self.sample_shape = self.input_shape = (channels, size, size)
 
     def __len__(self) -> int:
         return max(len(self.files["A"]), len(self.files["B"]))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        a = self.jitter(_open(self.files["A"][index % len(self.files["A"])], self.mode))[0]
-        b = self.jitter(_open(self.files["B"][self.order_b[index % len(self.files["B"])]], self.mode))[0]
+        a_files, b_files = self.files["A"], self.b_files
+        a = load_skipping(len(a_files), index % len(a_files), lambda i: self.jitter(_open(a_files[i], self.mode))[0],
+                          a_files.__getitem__)
+        b = load_skipping(len(b_files), index % len(b_files), lambda i: self.jitter(_open(b_files[i], self.mode))[0],
+                          b_files.__getitem__)
         return a, b
 
     def evaluation(self) -> Inputs:

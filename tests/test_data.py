@@ -196,3 +196,37 @@ def test_a_missing_mnist_labels_file_is_named(tmp_path):
         REG.build("dataset", "mnist", {}, root=str(root), download=False)
     with pytest.raises(Exception, match="limit is a number of samples, >= 1, got -5"):
         REG.build("dataset", "mnist", {"limit": -5}, root=str(make_mnist_like(tmp_path / "m2")), download=False)
+
+
+def test_a_truncated_image_is_skipped_with_its_name_and_a_broken_folder_is_one_error(tmp_path):
+    """A damaged file in a large folder must not end a run: it is skipped (the next image is
+    used) with a warning naming it; many unreadable files in a row are one clear error. The
+    same for class folders and the pix2pix/CycleGAN folders."""
+    from ganforge.plugins.image_folder import MAX_SKIPS, image_folder
+    from ganforge.plugins.translation_data import unpaired_folder
+
+    root = tmp_path / "imgs"
+    (root / "cls").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (12, 12), (60 * i, 0, 0)).save(root / "cls" / f"{i}.png")
+    whole = (root / "cls" / "1.png").read_bytes()
+    (root / "cls" / "1.png").write_bytes(whole[: len(whole) // 2])  # truncated
+    for ds in (image_folder(root=str(root), size=8), image_folder(root=str(root), size=8, classes=True)):
+        with pytest.warns(UserWarning, match=r"1\.png: cannot read this image .*skipped"):
+            item = ds[1]
+        first = item[0] if isinstance(item, tuple) else item
+        second = ds[2][0] if isinstance(item, tuple) else ds[2]
+        assert torch.equal(first, second)  # item 1 is the next readable image
+    for d in ("trainA", "trainB"):
+        (tmp_path / "u" / d).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "u" / d / "ok.png")
+    (tmp_path / "u" / "trainB" / "bad.png").write_bytes(b"\x89PNG broken")
+    pairs = unpaired_folder(root=str(tmp_path / "u"), size=8, load_size=8)
+    with pytest.warns(UserWarning, match="bad.png"):
+        assert all(pairs[i][1].shape == (3, 8, 8) for i in range(2))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(MAX_SKIPS + 1):
+        (broken / f"{i}.png").write_bytes(b"not an image")
+    with pytest.warns(UserWarning), pytest.raises(DatasetError, match="unreadable images in a row from .*0.png"):
+        image_folder(root=str(broken), size=8)[0]
