@@ -146,7 +146,10 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
     clock = _CheckpointClock(log.checkpoint_minutes, acc)
     images_per_step = stepper.fresh * cfg.data.batch_size * acc.num_processes  # real images drawn
 
-    with _catch_interrupts(main) as interrupted:  # SIGINT/SIGTERM: finish the step, checkpoint, exit
+    # SIGINT/SIGTERM (on any rank: a cluster's preemption signals every process): finish the
+    # step, and every rank stops after the same step, writes one checkpoint and exits
+    interrupted: str | None = None
+    with _catch_interrupts() as signals:
         while state.step < t.steps and not interrupted:
             stepper()  # every phase of the system, EMA (eager, or one CUDA graph replay)
             state.step += 1
@@ -154,6 +157,7 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
             bar.update(1)
 
             logs: dict[str, Any] = {}
+            interrupted = signals.agreed(acc)  # the same answer on every rank
             last = state.step == t.steps or bool(interrupted)
             if state.step % log.every == 0 or last:
                 sums, counts = stepper.take()  # the first synchronisation since the last log
@@ -186,7 +190,7 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
                 clock.reset()
     bar.close()
     stepper.sync()
-    state.interrupted = interrupted[0] if interrupted else None
+    state.interrupted = interrupted
 
     # --- the end: checkpoint, samples, metrics, plots
     path = save_checkpoint(state, plugins, pause_hook)
@@ -203,26 +207,45 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
         if path is not None:
             acc.print(f"checkpoint: {path}")
         if interrupted:
-            acc.print(f"interrupted by {interrupted[0]} at step {state.step}; resume with: "
+            acc.print(f"interrupted by {interrupted} at step {state.step}; resume with: "
                       f"ganforge train RECIPE resume=auto out_dir={state.output_dir}")
         plugins.train_end(state)
     acc.end_training()
 
 
+class _Signals:
+    """The SIGINT/SIGTERM this process received, and the decision all processes share."""
+
+    def __init__(self):
+        self.received: list[int] = []
+
+    def agreed(self, acc: Any) -> str | None:
+        """The signal that stops the run after this step, or None. With several processes one
+        tiny all-reduce per step, so that every rank stops after the same step even when only
+        one was signalled (a rank that stopped alone would hang the others' collectives)."""
+        number = self.received[0] if self.received else 0
+        if acc.num_processes > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([number], device=acc.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            number = int(flag.item())
+        return signal.Signals(number).name if number else None
+
+
 @contextlib.contextmanager
-def _catch_interrupts(enabled: bool):
-    """Collect SIGINT/SIGTERM instead of dying mid-step (the loop then checkpoints and ends);
-    the previous handlers come back however the loop ends, also on an error."""
-    interrupted: list[str] = []
+def _catch_interrupts():
+    """Collect SIGINT/SIGTERM instead of dying mid-step (the loop then checkpoints and ends), on
+    every rank; the previous handlers come back however the loop ends, also on an error."""
+    signals = _Signals()
 
     def on_signal(signum, _frame):
-        interrupted.append(signal.Signals(signum).name)
+        signals.received.append(signum)
 
     in_main_thread = threading.current_thread() is threading.main_thread()
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
-        if enabled and in_main_thread else {}
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
     try:
-        yield interrupted
+        yield signals
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -323,3 +323,67 @@ def test_a_nonfinite_loss_on_one_rank_is_skipped_on_every_rank(tmp_path):
     assert results == [["0", "1", "6"], ["1", "1", "6"]]
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["skipped"] == 1 and "NaN" not in json.dumps(rows)
+
+
+SIGNAL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import ganforge
+    from ganforge.config import load_recipe
+    from ganforge.engine import train
+    from ganforge.manager import get_plugin_manager
+    from ganforge.plugins.losses import BCE
+
+    rank, calls = int(os.environ["RANK"]), [0]
+    ranks = [int(r) for r in os.environ.get("SIGNAL_RANKS", "").split(",") if r]
+
+    class Preempted(BCE):
+        def d_loss(self, real, fake):  # SIGTERM to this process during its third D loss
+            calls[0] += 1
+            if rank in ranks and calls[0] == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().d_loss(real, fake)
+
+    class Plugin:
+        @ganforge.hookimpl
+        def ganforge_register_losses(self, register):
+            register("preempted", Preempted)
+
+    get_plugin_manager().register(Plugin(), name="preempted")
+    state = train(load_recipe("toy_grid", sys.argv[1:]))
+    sys.stdout.write(f"RESULT {rank} {state.step} {state.interrupted}\\n")
+""")
+
+
+def _signal_run(tmp_path, out, ranks, *args):
+    script = tmp_path / "preempt.py"
+    script.write_text(SIGNAL_SCRIPT)
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1", SIGNAL_RANKS=ranks)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), f"out_dir={out}", "loss=preempted", "train.steps=6", "data.args={n: 2048}",
+                           "data.batch_size=32", "log.every=2", "log.progress=false", "metrics=[]",
+                           "log.sample_every=0", "train.ema=0.9", *args],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sorted(line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("RESULT"))
+
+
+def _files(folder):
+    return {f.stem: load_file(str(f)) for f in sorted(folder.glob("*.safetensors"))}
+
+
+@pytest.mark.parametrize("ranks", ["0,1", "1"])
+def test_sigterm_on_any_rank_stops_every_rank_after_one_step_with_one_checkpoint(tmp_path, ranks):
+    """Preemption: SIGTERM on both processes (what SLURM and Kubernetes send), or on rank 1
+    alone. Every rank finishes the same step, one checkpoint is written, and resume=auto then
+    ends bitwise where an uninterrupted run ends."""
+    assert _signal_run(tmp_path, tmp_path / "whole", "") == [["0", "6", "None"], ["1", "6", "None"]]
+    assert _signal_run(tmp_path, tmp_path / "parts", ranks) == [["0", "3", "SIGTERM"], ["1", "3", "SIGTERM"]]
+    assert sorted(p.name for p in (tmp_path / "parts" / "checkpoints").iterdir()) == ["step-00000003"]
+    assert not (tmp_path / "parts" / "samples-final.png").exists()
+    assert _signal_run(tmp_path, tmp_path / "parts", "", "resume=auto") == [["0", "6", "None"], ["1", "6", "None"]]
+    whole = _files(tmp_path / "whole" / "checkpoints" / "step-00000006")
+    parts = _files(tmp_path / "parts" / "checkpoints" / "step-00000006")
+    assert whole.keys() == parts.keys() and {"rng-rank0", "rng-rank1"} <= set(whole)
+    for name in whole:
+        for key in whole[name]:
+            assert torch.equal(whole[name][key], parts[name][key]), f"{name}/{key}"
