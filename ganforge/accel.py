@@ -7,6 +7,7 @@ import contextlib
 import functools
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +60,37 @@ def resolve_precision(setting: str, device_type: str, sample_shape: tuple[int, .
     return "bf16" if native_cpu_bf16() else "no"
 
 
+def launcher_precision(setting: str) -> str | None:
+    """``accelerate launch --mixed_precision X`` (or its config file) sets
+    ``ACCELERATE_MIXED_PRECISION``. With ``train.precision=auto`` a launcher asking for bf16 or
+    fp16 is followed; an explicit recipe setting wins, and a launcher asking for another one is
+    reported. ``no`` is what every accelerate config holds unless told otherwise, so it leaves
+    the choice to the recipe."""
+    from ganforge.validate import PRECISIONS
+
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "").strip().lower()
+    if launcher in ("", "no"):
+        return None
+    if launcher not in PRECISIONS or launcher == "auto":
+        raise ConfigError(f"ACCELERATE_MIXED_PRECISION={launcher} (from accelerate launch) is not one of "
+                          f"no, bf16, fp16")
+    main = os.environ.get("RANK", "0") == "0"
+    if setting == "auto":
+        if main:
+            print(f"train.precision=auto: following the launcher's --mixed_precision {launcher}")
+        return launcher
+    if setting != launcher and main:
+        warnings.warn(f"the launcher asks for --mixed_precision {launcher} but the recipe's train.precision is "
+                      f"'{setting}', which is used; set train.precision=auto to follow the launcher")
+    return None
+
+
 def make_accelerator(recipe: Recipe, sample_shape: tuple[int, ...] | None = None) -> Accelerator:
     t = recipe.train
     cpu_dist = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
     cpu = t.cpu or cpu_dist or not torch.cuda.is_available()
-    precision = resolve_precision(t.precision, "cpu" if cpu else "cuda", sample_shape)
+    precision = launcher_precision(t.precision) or resolve_precision(t.precision, "cpu" if cpu else "cuda",
+                                                                   sample_shape)
     world = _world_size()
     if world > 1 and not torch.cuda.is_available() and not cpu_dist:
         raise ConfigError(_TRAP.format(world=world))  # would not be distributed at all

@@ -387,3 +387,21 @@ def test_sigterm_on_any_rank_stops_every_rank_after_one_step_with_one_checkpoint
     for name in whole:
         for key in whole[name]:
             assert torch.equal(whole[name][key], parts[name][key]), f"{name}/{key}"
+
+
+def test_the_launchers_mixed_precision_is_followed_under_auto_and_reported_otherwise(monkeypatch):
+    """accelerate launch --mixed_precision bf16 sets ACCELERATE_MIXED_PRECISION: auto follows it,
+    an explicit recipe setting wins with a warning, 'no' (every config's default) leaves the
+    recipe to decide, and a value accelerate does not know is one clear error."""
+    from ganforge.accel import launcher_precision
+    from ganforge.errors import ConfigError
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert launcher_precision("auto") == "bf16"
+    with pytest.warns(UserWarning, match="launcher asks for --mixed_precision bf16 but the recipe's"):
+        assert launcher_precision("no") is None
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert launcher_precision("auto") is None and launcher_precision("bf16") is None
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp8")
+    with pytest.raises(ConfigError, match="fp8 .* is not one of no, bf16, fp16"):
+        launcher_precision("auto")
