@@ -233,6 +233,22 @@ def rotate(ckpt_dir: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def set_aside_after(ckpt_dir: Path, step: int) -> list[Path]:
+    """After resuming at ``step``, the checkpoints of this folder with a later step belong to the
+    branch that was abandoned: rename them ``abandoned-step-...`` (kept, never chosen by
+    ``resume=auto``, never rotated away) so that the resumed run's checkpoints are the newest."""
+    moved = []
+    for folder in list_checkpoints(ckpt_dir):
+        if int(folder.name.removeprefix(PREFIX)) > step:
+            target = ckpt_dir / f"abandoned-{folder.name}"
+            n = 1
+            while target.exists():  # abandoned twice: keep both
+                target, n = ckpt_dir / f"abandoned-{folder.name}-{n}", n + 1
+            os.replace(folder, target)
+            moved.append(target)
+    return moved
+
+
 def latest_valid(ckpt_dir: Path, log: Any = print) -> Path | None:
     """The newest checkpoint that passes :func:`read_meta`; invalid newer ones are logged."""
     for folder in reversed(list_checkpoints(ckpt_dir)):

@@ -188,6 +188,8 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
                 stepper.sync()
                 save_checkpoint(state, plugins, pause_hook)
                 clock.reset()
+            if acc.num_processes == 1 and not interrupted:  # a signal during the hooks: stop now
+                interrupted = signals.agreed(acc)  # (one process: no collective; several: next step)
     bar.close()
     stepper.sync()
     state.interrupted = interrupted

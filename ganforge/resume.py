@@ -183,6 +183,11 @@ def resume_or_refuse(state: Any) -> None:
         acc.print(f"resumed from {resume_from} at step {state.step}")
     if acc.is_main_process:
         _continue_metrics(state, resumed=resume_from is not None)
+        if resume_from is not None:
+            moved = ckpt.set_aside_after(state.output_dir / "checkpoints", state.step)
+            if moved:
+                acc.print(f"checkpoints after step {state.step} belong to the abandoned run and were set aside: "
+                          f"{', '.join(p.name for p in moved)}")
 
 
 def _choose(state: Any) -> str | None:

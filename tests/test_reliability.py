@@ -433,3 +433,30 @@ def test_checkpoints_by_wall_time(tmp_path):
     assert [p.name for p in (default / "checkpoints").iterdir()] == ["step-00000006"]
     with pytest.raises(Exception, match=r"log.checkpoint_minutes must be >= 0"):
         load_recipe("toy_grid", ["log.checkpoint_minutes=-1"])
+
+
+def test_resuming_an_older_checkpoint_sets_the_abandoned_branch_aside(tmp_path):
+    """The reproduction from issue #16: a run with step-4, 5, 6; resumed from step-4 with
+    log.keep=1 and interrupted at 5. The abandoned 5 and 6 are kept under other names and
+    never chosen, the new step-5 is not rotated away, and resume=auto continues from it to the
+    end of an uninterrupted run, bitwise."""
+    base = ["toy_grid", "train.steps=6", "log.checkpoint_every=1", "log.every=1", "log.progress=false", "metrics=[]",
+            "log.sample_every=0", "data.args={n: 1024}"]
+    whole = tmp_path / "whole"
+    train(load_recipe(base[0], [*base[1:], f"out_dir={whole}"]))
+    run = tmp_path / "run"
+    train(load_recipe(base[0], [*base[1:], f"out_dir={run}"]))
+    pm = PluginManager()
+    pm.register(_InterruptAt(5), name="interrupt")
+    stopped = train(load_recipe(base[0], [*base[1:], f"out_dir={run}", "log.keep=1",
+                                          f"resume={run / 'checkpoints' / 'step-00000004'}"]), plugins=pm)
+    assert stopped.step == 5
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["abandoned-step-00000005", "abandoned-step-00000006", "step-00000005"]
+    resumed = train(load_recipe(base[0], [*base[1:], f"out_dir={run}", "resume=auto"]))
+    assert resumed.step == 6
+    a, b = _final_tensors(whole), _final_tensors(run)
+    for name in a:
+        for key in a[name]:
+            assert torch.equal(a[name][key], b[name][key]), f"{name}.{key}"
+    assert (run / "checkpoints" / "abandoned-step-00000006" / "meta.json").is_file()  # kept
