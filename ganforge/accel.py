@@ -7,6 +7,7 @@ import contextlib
 import functools
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,43 @@ def resolve_precision(setting: str, device_type: str, sample_shape: tuple[int, .
     if device_type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
     return "bf16" if native_cpu_bf16() else "no"
+
+
+def busy_cores(seconds: float = 0.3) -> float:
+    """How many cores other work keeps busy now: /proc/stat sampled over ``seconds`` (Linux;
+    elsewhere the 1-minute load average)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    cores = os.cpu_count() or 1
+    return cores * (1 - (idle1 - idle0) / max(1, total1 - total0))
+
+
+def choose_threads(setting: int | str, device_type: str) -> tuple[int | None, str | None]:
+    """``train.threads``: a number, or ``auto``. Auto leaves torch's setting alone when
+    ``OMP_NUM_THREADS`` is set (by the user or a launcher: torchrun sets 1) and on GPUs; on a
+    CPU it uses the cores that other work leaves idle, at least one (torch's default, one per
+    core, collapses next to a busy process: 7x slower on a 2-core machine). Returns the number
+    of threads to set (None: leave it) and a line to print."""
+    if setting != "auto":
+        return int(setting), None
+    if os.environ.get("OMP_NUM_THREADS") or device_type != "cpu":
+        return None, None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = min(cores - 1, max(0, round(busy_cores())))
+    if not busy:
+        return cores, None
+    return cores - busy, (f"train.threads=auto: {busy} of {cores} cores are busy with other work; using "
+                          f"{cores - busy} thread(s) (set train.threads or OMP_NUM_THREADS to choose)")
 
 
 def launcher_precision(setting: str) -> str | None:
@@ -122,6 +160,11 @@ def make_accelerator(recipe: Recipe, sample_shape: tuple[int, ...] | None = None
     world = _world_size()
     if world > 1 and accelerator.num_processes == 1:
         raise ConfigError(_TRAP.format(world=world))
+    threads, note = choose_threads(t.threads, accelerator.device.type)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if note:
+        accelerator.print(note)
     return accelerator
 
 

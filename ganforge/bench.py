@@ -252,6 +252,52 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def threads_check(recipe_name: str, overrides: list[str], warmup: int, steps: int) -> dict[str, Any]:
+    """``train.threads``: auto, 1 and one per core, timed alone and next to one busy process
+    (a Python loop started here), so that auto can be compared with the best setting in both."""
+    import subprocess
+    import sys
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    saved = os.environ.pop("OMP_NUM_THREADS", None)  # auto decides only when it is not set
+    rows = []
+    try:
+        for load in ("alone", "next to 1 busy process"):
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load != "alone" else None
+            try:
+                if busy is not None:
+                    time.sleep(1.0)
+                row = {"load": load}
+                for setting in ("auto", "1", str(cores)):
+                    recipe = load_recipe(recipe_name, overrides + [f"train.threads={setting}", "train.cpu=true"])
+                    row[setting] = time_ganforge(recipe, warmup, steps)["seconds"]
+                    if setting == "auto":
+                        row["auto_threads"] = torch.get_num_threads()
+                rows.append(row)
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+    finally:
+        if saved is not None:
+            os.environ["OMP_NUM_THREADS"] = saved
+    return {"recipe": recipe_name, "overrides": overrides, "cores": cores, "steps": steps, "rows": rows,
+            "date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__}
+
+
+def threads_table(report: dict[str, Any]) -> str:
+    c = str(report["cores"])
+    lines = [f"train.threads on {report['recipe']} {' '.join(report['overrides'])}".rstrip(),
+             f"{report['cores']} cores; {report['steps']} timed steps; torch {report['torch']}; {report['date']}",
+             f"{'load':<24} {'auto s':>8} {'(threads)':>9} {'1 thread s':>11} {c + ' threads s':>12} "
+             f"{'auto / best':>12}"]
+    for r in report["rows"]:
+        best = min(r["auto"], r["1"], r[c])
+        lines.append(f"{r['load']:<24} {r['auto']:>8.2f} {r['auto_threads']:>9} {r['1']:>11.2f} {r[c]:>12.2f} "
+                     f"{r['auto'] / best:>11.2f}x")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ganforge bench", description="Throughput of a recipe "
                                      "against plain PyTorch loops on the same models.")
@@ -269,11 +315,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's peak for the recipe's precision (known for H100/H200)")
     parser.add_argument("--results", default="benchmarks/results", help="folder for the JSON record")
+    parser.add_argument("--threads", action="store_true",
+                        help="compare train.threads auto, 1 and one per core, alone and next to a busy process")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    report = run(args.recipe, args.overrides, args.warmup, args.steps, args.peak_tflops, repeats=args.repeats)
-    print(table(report))
+    if args.threads:
+        report = threads_check(args.recipe, args.overrides, args.warmup, args.steps)
+        print(threads_table(report))
+        report["device"] = "cpu_threads"
+    else:
+        report = run(args.recipe, args.overrides, args.warmup, args.steps, args.peak_tflops, repeats=args.repeats)
+        print(table(report))
     folder = Path(args.results)
     folder.mkdir(parents=True, exist_ok=True)
     stamp = report["date"].replace(":", "")

@@ -109,6 +109,7 @@ class Train:
     ema: float = 0.0  # decay of the generator's exponential moving average; 0 = off
     ema_start: int = 0  # generator step at which EMA averaging starts (copies before)
     cpu: bool = False  # train on the CPU even when a GPU is present
+    threads: int | str = "auto"  # CPU threads: auto (idle cores; OMP_NUM_THREADS wins when set) | a number
     sync_bn: bool = False  # SyncBatchNorm in D across processes (CUDA GPUs only)
     channels_last: bool | str = "auto"  # auto (conv models on CUDA) | true | false
     cuda_graph: bool | str = "auto"  # whole step in one CUDA graph: auto (when possible) | true | false

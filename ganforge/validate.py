@@ -50,6 +50,9 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"train.ema is a decay in [0, 1), got {t.ema} (0 turns EMA off)")
     if recipe.data.on_device not in ("auto", True, False):
         raise ConfigError(f"data.on_device must be auto, true or false, got '{recipe.data.on_device}'")
+    threads = t.threads
+    if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"train.threads must be auto or a number >= 1, got '{threads}'")
     workers = recipe.data.num_workers
     if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise ConfigError(f"data.num_workers must be auto or a number >= 0, got '{workers}'")

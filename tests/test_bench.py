@@ -56,3 +56,38 @@ def test_bench_times_the_loader_of_a_file_dataset_and_names_the_step_path(tmp_pa
     assert report["loader_images_per_s"] is None
     assert set(report["results"]) == {"ganforge", "eager", "eager_fp32"}
     assert report["results"]["eager_fp32"]["tflops"] is None
+
+
+def test_thread_policy(monkeypatch):
+    """train.threads: a number is used; auto leaves OMP_NUM_THREADS (a user's or launcher's
+    choice) and GPUs alone, and otherwise takes the cores other work leaves idle, at least one."""
+    from ganforge import accel
+
+    assert accel.choose_threads(3, "cpu") == (3, None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert accel.choose_threads("auto", "cpu") == (None, None)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert accel.choose_threads("auto", "cuda") == (None, None)
+    monkeypatch.setattr(accel.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    for busy, threads in ((0.2, 4), (1.3, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(accel, "busy_cores", lambda seconds=0.3, b=busy: b)
+        chosen, note = accel.choose_threads("auto", "cpu")
+        assert chosen == threads and (note is None) == (threads == 4)
+    assert "busy with other work; using 1 thread(s)" in note
+    monkeypatch.undo()
+    assert 0 <= accel.busy_cores(0.05) <= (accel.os.cpu_count() or 1) + 1e-6  # the real /proc/stat
+
+
+def test_bench_threads_check_times_each_setting_alone_and_next_to_a_busy_process(monkeypatch):
+    from ganforge.bench import threads_check, threads_table
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    report = threads_check("toy_grid", ["data.args.n=512"], warmup=1, steps=3)
+    assert [r["load"] for r in report["rows"]] == ["alone", "next to 1 busy process"]
+    c = str(report["cores"])
+    for r in report["rows"]:
+        assert r["auto"] > 0 and r["1"] > 0 and r[c] > 0
+    if report["cores"] > 1:  # the busy process takes a core: auto leaves it one
+        assert report["rows"][1]["auto_threads"] < report["cores"]
+    assert "auto / best" in threads_table(report)
+    assert __import__("os").environ["OMP_NUM_THREADS"] == "1"  # restored
