@@ -7,6 +7,7 @@
     ganforge translate RUN --out FOLDER           image-to-image runs: translate --input FOLDER
                    [--input FOLDER] [--direction BtoA]  (default: the held-out split)
     ganforge plugins [--json]                     every registered part and where it comes from
+    ganforge recipe list | show NAME [overrides]  shipped recipes; one with its bases resolved
     ganforge bench RECIPE [--steps N]             throughput against plain PyTorch loops
 
 Errors in the user's input print one line (``error: ...``) and exit with status 2.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -248,6 +250,28 @@ def _input_images(folder: Path, shape, direction):
     return names, torch.stack(images)
 
 
+def cmd_recipe(args: argparse.Namespace) -> int:
+    """``recipe list``: the shipped recipes and what each is for; ``recipe show NAME``: the
+    recipe with its bases resolved and the overrides applied, as YAML."""
+    import yaml
+
+    from ganforge.config import _shipped_recipes, find_recipe, load_recipe
+
+    if args.action == "list":
+        for path in sorted(_shipped_recipes().glob("*.yaml")):
+            text = " ".join(line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#"))
+            first = re.match(r"(.+?\.)(?:\s+[A-Z]|$)", text)  # the first sentence
+            purpose = (first.group(1) if first else text)
+            print(f"{path.stem:<22} {purpose if len(purpose) <= 160 else purpose[:157] + '...'}")
+        return 0
+    if not args.name:
+        raise GanforgeError("ganforge recipe show needs a recipe name or path (ganforge recipe list shows them)")
+    recipe = load_recipe(args.name, args.overrides)
+    print(f"# {find_recipe(args.name)}, bases resolved{', with overrides' if args.overrides else ''}")
+    print(yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=None).rstrip())
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from ganforge.bench import run_from_args
 
@@ -306,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", default="AtoB", help="AtoB (default) or BtoA (cyclegan)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
     p.set_defaults(func=cmd_translate)
+    p = sub.add_parser("recipe", help="list the shipped recipes, or show one with its bases resolved")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("name", nargs="?", help="show: a recipe name or path")
+    p.add_argument("overrides", nargs="*", help="show: dotted overrides, e.g. train.steps=500")
+    p.set_defaults(func=cmd_recipe)
     p = sub.add_parser("bench", help="throughput against plain PyTorch loops (benchmarks/)")
     from ganforge.bench import add_arguments
 

@@ -317,21 +317,29 @@ def find_recipe(name_or_path: str) -> Path:
     )
 
 
+def read_recipe_file(path: Path) -> dict[str, Any]:
+    """A recipe file's mapping (its ``base``, if any, not yet resolved)."""
+    try:
+        raw = _yaml(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Recipe {path} is not valid YAML: {err}") from None
+    if raw is None:
+        raise ConfigError(f"Recipe {path} is empty; a recipe holds at least the keys that differ from the "
+                          f"defaults (e.g. data: {{name: toy_grid}})")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Recipe {path} must be a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
 def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = None,
                 data: dict[str, Any] | None = None) -> Recipe:
     """Load a recipe from a file (or a dict) and apply dotted overrides."""
     raw: dict[str, Any] = {}
     if name_or_path is not None:
+        from ganforge.inherit import resolve
+
         path = find_recipe(name_or_path)
-        try:
-            raw = _yaml(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"Recipe {path} is not valid YAML: {err}") from None
-        if raw is None:
-            raise ConfigError(f"Recipe {path} is empty; a recipe holds at least the keys that differ from the "
-                              f"defaults (e.g. data: {{name: toy_grid}})")
-        if not isinstance(raw, dict):
-            raise ConfigError(f"Recipe {path} must be a mapping of keys, got {type(raw).__name__}")
+        raw = resolve(read_recipe_file(path), path, read_recipe_file, find_recipe)
     if data:
         raw.update(data)
     raw = apply_overrides(raw, list(overrides or []))

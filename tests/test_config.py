@@ -99,3 +99,35 @@ def test_the_readme_key_table_documents_every_recipe_key():
             schema.add(f.name)
     assert schema - documented == set(), "keys missing from README's table"
     assert documented - schema == set(), "README documents keys that do not exist"
+
+
+def test_recipe_inheritance(tmp_path, run_cli):
+    """base: a shipped name or a path; sections merge key by key, lists are replaced, a part
+    whose name changes loses the base's args for it; the recipe's own keys beat its base's and
+    command-line overrides beat both; chains resolve; cycles and missing bases are one line."""
+    (tmp_path / "mid.yaml").write_text("base: mnist_cgan\nloss: hinge\ntrain: {steps: 100}\npenalties: []\n"
+                                       "generator: {name: mlp}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "leaf.yaml").write_text("base: ../mid\ndata: {name: fashion_mnist}\n"
+                                                "discriminator: {args: {ndf: 16}}\n")
+    r = load_recipe(str(tmp_path / "sub" / "leaf.yaml"), ["train.ema=0.5"])
+    base = load_recipe("mnist_cgan")
+    assert r.name == "leaf" and r.loss.name == "hinge" and r.penalties == []  # lists replaced
+    assert r.train.steps == 100 and r.train.ema == 0.5 and r.train.z_dim == base.train.z_dim  # nested merge
+    assert r.optim.betas == base.optim.betas and r.objective.name == "conditional"
+    assert r.generator.name == "mlp" and r.generator.args == {}  # another part: no infogan args
+    assert r.discriminator.args == {**base.discriminator.args, "ndf": 16}  # same part: args merged
+    assert r.data.name == "fashion_mnist" and r.data.root == base.data.root  # root kept
+    (tmp_path / "a.yaml").write_text("base: b\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    code, _, err = run_cli("train", tmp_path / "a.yaml")
+    assert code == 2 and "its bases form a cycle (a -> b -> a)" in err and err.count("\n") == 1
+    (tmp_path / "c.yaml").write_text("base: mnist_cgann\n")
+    code, _, err = run_cli("train", tmp_path / "c.yaml")
+    assert code == 2 and "base 'mnist_cgann' not found" in err and "Did you mean 'mnist_cgan'" in err
+    assert err.count("\n") == 1
+    code, out, _ = run_cli("recipe", "show", tmp_path / "sub" / "leaf.yaml", "train.steps=7")
+    assert code == 0 and "name: leaf" in out and "steps: 7" in out and "ndf: 16" in out
+    code, out, _ = run_cli("recipe", "list")
+    assert code == 0 and any(line.startswith("mnist_cgan ") and "Class-conditional" in line
+                             for line in out.splitlines())
