@@ -8,6 +8,7 @@
                    [--input FOLDER] [--direction BtoA]  (default: the held-out split)
     ganforge plugins [--json]                     every registered part and where it comes from
     ganforge recipe list | show NAME [overrides]  shipped recipes; one with its bases resolved
+    ganforge new-plugin NAME [--kind KIND]        a ready plugin package (entry point, example, test)
     ganforge bench RECIPE [--steps N]             throughput against plain PyTorch loops
 
 Errors in the user's input print one line (``error: ...``) and exit with status 2.
@@ -139,18 +140,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
             plots.save_scatter(samples, samples[:0], out, f"{recipe.name}: step {meta['step']}")
         else:
             plots.save_grid(samples, out, nrow)
-    else:
-        arrays = {"samples": samples.contiguous()}
-        if asked is not None:  # a conditional run: the class each sample was made for
-            arrays["labels"] = asked.long().contiguous()
-        if out.suffix == ".safetensors":
-            from safetensors.torch import save_file
+    else:  # (a conditional run: with the class each sample was made for)
+        from ganforge.sampling import write_sample_file
 
-            save_file(arrays, str(out))
-        else:
-            import numpy as np
-
-            np.savez(out, **{k: v.numpy() for k, v in arrays.items()})
+        write_sample_file(out, samples, asked)
     print(f"wrote {len(samples)} samples of shape {tuple(samples.shape[1:])} to {out}"
           + (" with their labels" if asked is not None and not picture else ""))
     return 0
@@ -272,6 +265,15 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from ganforge.scaffold import new_plugin
+
+    folder = new_plugin(args.name, args.kind, Path(args.dir))
+    print(f"wrote {folder}: a {args.kind} registered as '{args.name}'. Next: cd {folder} && python -m pytest "
+          f"&& pip install . && ganforge plugins")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from ganforge.bench import run_from_args
 
@@ -335,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="show: a recipe name or path")
     p.add_argument("overrides", nargs="*", help="show: dotted overrides, e.g. train.steps=500")
     p.set_defaults(func=cmd_recipe)
+    p = sub.add_parser("new-plugin", help="write a ready plugin package (entry point, example part, tests)")
+    p.add_argument("name", help="the part's name, also the module's: ganforge_NAME")
+    p.add_argument("--kind", default="generator", help="generator (default), discriminator, loss, penalty, "
+                   "objective, dataset or metric")
+    p.add_argument("--dir", default=".", help="where to write ganforge-NAME/ (default: here)")
+    p.set_defaults(func=cmd_new_plugin)
     p = sub.add_parser("bench", help="throughput against plain PyTorch loops (benchmarks/)")
     from ganforge.bench import add_arguments
 

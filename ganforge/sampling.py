@@ -12,7 +12,8 @@ import torch
 
 from ganforge import plots
 
-__all__ = ["evaluate", "evaluate_samples", "generate", "init_wandb", "write_samples"]
+__all__ = ["evaluate", "evaluate_samples", "generate", "init_wandb", "read_sample_file", "write_sample_file",
+           "write_samples"]
 
 
 @torch.no_grad()
@@ -93,6 +94,37 @@ def _takes(fn: Any, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def write_sample_file(path: Path, samples: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    """The sample-file format of ``ganforge sample --out X.npz | X.safetensors``: ``samples``,
+    float32 (N, *sample_shape) in the data's range (images in [-1, 1]), and for
+    class-conditional runs ``labels``, int64 (N,), the class each sample was made for."""
+    arrays = {"samples": samples.detach().float().cpu().contiguous()}
+    if labels is not None:
+        arrays["labels"] = labels.detach().long().cpu().contiguous()
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(arrays, str(path))
+    else:
+        import numpy as np
+
+        np.savez(path, **{k: v.numpy() for k, v in arrays.items()})
+
+
+def read_sample_file(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(samples, labels or None)`` from a file :func:`write_sample_file` wrote."""
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        arrays = load_file(str(path))
+    else:
+        import numpy as np
+
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: torch.from_numpy(data[k]) for k in data.files}
+    return arrays["samples"], arrays.get("labels")
 
 
 def init_wandb(acc: Any, cfg: Any) -> None:

@@ -1,0 +1,45 @@
+"""Tests of the my_part plugin: it registers, and ganforge trains two steps with it (toy data,
+nothing installed: the module is registered by hand, as its entry point would register it)."""
+import json
+import os
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import ganforge_my_part as plugin  # noqa: E402
+from ganforge.config import load_recipe  # noqa: E402
+from ganforge.engine import train  # noqa: E402
+from ganforge.manager import PluginManager  # noqa: E402
+
+KIND = "my_kind"
+OVERRIDES = my_overrides
+
+
+def plugins():
+    pm = PluginManager()  # the built-in parts, and this plugin
+    pm.register(plugin, name="my_part")
+    return pm
+
+
+def test_the_part_is_registered_with_a_description():
+    entry = plugins().registry.get(KIND, "my_part")
+    assert entry.plugin.name == "my_part" and entry.description
+
+
+def test_ganforge_trains_two_steps_with_it(tmp_path):
+    recipe = load_recipe("toy_grid", [f"out_dir={tmp_path}", "train.steps=2", "log.every=1", "log.eval_every=2",
+                                      "log.progress=false", "log.sample_every=0", "metrics=[]", *OVERRIDES])
+    state = train(recipe, plugins=plugins())
+    assert state.step == 2
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(v == v for r in rows for v in r.values() if isinstance(v, float))  # no NaN
+    unwrap = state.accelerator.unwrap_model
+    used = {  # the run used this plugin's part
+        "generator": lambda: type(unwrap(state.nets["G"])).__module__ == plugin.__name__,
+        "discriminator": lambda: type(unwrap(state.nets["D"])).__module__ == plugin.__name__,
+        "loss": lambda: type(state.system.loss).__module__ == plugin.__name__,
+        "objective": lambda: type(state.system).__module__ == plugin.__name__,
+        "dataset": lambda: state.config.data.name == "my_part" and len(state.dataset) > 0,
+        "penalty": lambda: any("penalty_my_part" in r for r in rows),
+        "metric": lambda: any(k.startswith("eval/my_part/") for r in rows for k in r),
+    }
+    assert used[KIND]()
