@@ -252,10 +252,14 @@ def cmd_recipe(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         for path in sorted(_shipped_recipes().glob("*.yaml")):
-            text = " ".join(line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#"))
+            comments = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
+            measured = next((c.removeprefix("Measured:").strip() for c in comments if c.startswith("Measured:")),
+                            "not measured yet")
+            text = " ".join(c for c in comments if not c.startswith("Measured:"))
             first = re.match(r"(.+?\.)(?:\s+[A-Z]|$)", text)  # the first sentence
-            purpose = (first.group(1) if first else text)
-            print(f"{path.stem:<22} {purpose if len(purpose) <= 160 else purpose[:157] + '...'}")
+            purpose = first.group(1) if first else text
+            print(f"{path.stem:<22} {purpose if len(purpose) <= 160 else purpose[:157] + '...'}\n"
+                  f"{'':<22} measured: {measured}")
         return 0
     if not args.name:
         raise GanforgeError("ganforge recipe show needs a recipe name or path (ganforge recipe list shows them)")

@@ -129,5 +129,14 @@ def test_recipe_inheritance(tmp_path, run_cli):
     code, out, _ = run_cli("recipe", "show", tmp_path / "sub" / "leaf.yaml", "train.steps=7")
     assert code == 0 and "name: leaf" in out and "steps: 7" in out and "ndf: 16" in out
     code, out, _ = run_cli("recipe", "list")
-    assert code == 0 and any(line.startswith("mnist_cgan ") and "Class-conditional" in line
-                             for line in out.splitlines())
+    lines = out.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("mnist_cgan "))
+    assert code == 0 and "Class-conditional" in lines[row] and "conditional accuracy 98.9%" in lines[row + 1]
+
+
+def test_every_shipped_recipe_says_what_was_measured_with_it():
+    """`ganforge recipe list` shows each recipe's measured result (or that there is none yet)."""
+    from ganforge.config import _shipped_recipes
+
+    missing = [p.stem for p in _shipped_recipes().glob("*.yaml") if "\n# Measured: " not in "\n" + p.read_text()]
+    assert not missing, f"recipes without a '# Measured:' line: {missing}"
