@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 from torch import nn
 
 from conftest import make_mnist_like
+from test_systems import _assert_same as _same, _checkpoint as _files
 from ganforge.config import load_recipe
 from ganforge.engine import train
 from ganforge.manager import PluginManager
@@ -177,18 +177,6 @@ def test_image_pool_fills_then_swaps_and_round_trips():
     copy.load(pool.state(), "cpu")
     assert torch.equal(copy.images, pool.images)
     assert torch.equal(ImagePool(0).query(new), new)  # pool_size 0: no pool
-
-
-def _files(folder):
-    return {f.stem: load_file(str(f)) for f in sorted(folder.glob("*.safetensors"))}
-
-
-def _same(a, b):
-    assert a.keys() == b.keys()
-    for name in a:
-        assert a[name].keys() == b[name].keys(), name
-        for key in a[name]:
-            assert torch.equal(a[name][key], b[name][key]), f"{name}/{key}"
 
 
 def test_cyclegan_pools_survive_a_checkpoint_and_resume_is_bitwise(tmp_path, digits):
