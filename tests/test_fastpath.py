@@ -8,6 +8,8 @@ import json
 
 import pytest
 import torch
+
+import ganforge
 from safetensors.torch import load_file
 
 from ganforge import capture, engine
@@ -160,17 +162,8 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
     for part in ("not a CUDA GPU", "2 processes", "fp16 needs a GradScaler", "dataset 'toy_grid'", "loss 'hinge'",
                  "objective 'unconditional'", "penalty 'gp'"):
         assert part in text, part
-    # the built-ins themselves are all capturable
-    from ganforge.plugins.losses import BCE, Hinge, LeastSquares, Minimax, RelativisticAverage, Wasserstein
-    from ganforge.plugins.objectives import InfoGAN, Unconditional
-    from ganforge.plugins.penalties import R1, GradientPenalty
-
-    from ganforge.plugins.conditional import ACGAN, Conditional
+    from ganforge.plugins.losses import BCE
     from ganforge.capture import declares_capturable
-
-    for part in (BCE, Hinge, LeastSquares, Minimax, Wasserstein, RelativisticAverage, Unconditional, InfoGAN,
-                 Conditional, ACGAN, R1, GradientPenalty):
-        assert vars(part).get("capturable") is True, part  # declared by the class itself
 
     class MyBCE(BCE):  # may do anything: it does not inherit BCE's promise
         def d_loss(self, real, fake):
@@ -221,3 +214,94 @@ def test_graph_step_matches_eager_for_pix2pix(tmp_path, monkeypatch):
     graph = _train(tmp_path / "graph", monkeypatch, True, "mnist_edges_pix2pix", overrides)
     _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
     assert "g_l1" in _rows(tmp_path / "graph")[0]
+
+
+class _HostSync(RuntimeError):
+    pass
+
+
+@pytest.fixture
+def no_host_sync(monkeypatch):
+    """Inside the fast path's step, any read of a tensor's value by Python (.item(), bool(),
+    float(), .tolist(): what a CUDA graph cannot capture) raises."""
+    from ganforge import step
+
+    names = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def refuse(name):
+        def read(self, *args, **kwargs):
+            raise _HostSync(f"Tensor.{name} inside a capturable step")
+        return read
+
+    original = step.TrainStep._step
+
+    def guarded(self, pattern):
+        for n in names:
+            setattr(torch.Tensor, n, refuse(n))
+        try:
+            return original(self, pattern)
+        finally:
+            for n, f in saved.items():
+                setattr(torch.Tensor, n, f)
+
+    monkeypatch.setattr(step.TrainStep, "_step", guarded)
+    monkeypatch.setattr(engine, "reasons_against", lambda state, penalties: [])
+
+
+CAPTURABLE_RUNS = {  # every built-in part that declares capturable = True, in a run that uses it
+    "losses and penalties": [(loss, "toy_grid", [f"loss={loss}", "penalties=[{name: r1}, {name: gp, every: 2}]",
+                                                  "train.ema=0.9"])
+                             for loss in ("bce", "hinge", "lsgan", "minimax", "wgan", "relativistic")],
+    "objectives": [("infogan", "mnist_dcgan", ["generator.args.ngf=4", "discriminator={name: dcgan, args: "
+                                               "{ndf: 4, norm: none, codes: 10}}", "objective={name: infogan}"]),
+                   ("conditional", "mnist_cgan", ["generator.args={ngf: 4, fc: 16}",
+                                                  "discriminator.args={ndf: 4, fc: 16}"]),
+                   ("acgan", "mnist_cgan", ["objective=acgan", "generator.args={ngf: 4, fc: 16}",
+                                            "discriminator={name: infogan, args: {ndf: 4, fc: 16, norm: none}}"]),
+                   ("pix2pix", "mnist_edges_pix2pix", ["generator.args={ngf: 4}",
+                                                       "discriminator.args={ndf: 4, n_layers: 1}"])],
+}
+
+
+def test_every_part_declared_capturable_reads_no_tensor_value_in_the_step(tmp_path, monkeypatch, no_host_sync):
+    """What capturable = True promises, checked: a fast-path step with each built-in part that
+    declares it never reads a tensor's value from Python (which a CUDA graph cannot capture),
+    while a part that does is caught. Every declaring class of the built-in plugins is run."""
+    import inspect
+
+    from conftest import make_mnist_like
+    from ganforge.manager import builtin_plugins
+    from ganforge.plugins.losses import BCE
+
+    digits = make_mnist_like(make_mnist_like(tmp_path / "mnist", n=64), n=16, split="test")
+    used = set()
+    for runs in CAPTURABLE_RUNS.values():
+        for name, recipe, extra in runs:
+            state = train(load_recipe(recipe, [f"out_dir={tmp_path / name}", f"data.root={digits}", "train.steps=3",
+                                               "data.batch_size=8", "log.every=3", *QUICK, *extra]))
+            assert state.stepper.graph and state.step == 3
+            used |= {type(state.system), type(state.system.loss), *(type(fn) for _, fn in state.stepper.penalties)}
+    declared = set()
+    for module in builtin_plugins().values():
+        mod = __import__(module, fromlist=["_"])
+        declared |= {c for _, c in inspect.getmembers(mod, inspect.isclass)
+                     if c.__module__ == mod.__name__ and vars(c).get("capturable") is True}
+    assert declared and declared <= used, f"declared capturable but not run here: {declared - used}"
+
+    class Peeks(BCE):
+        capturable = True  # a false promise: it reads a value
+
+        def d_loss(self, real, fake):
+            return super().d_loss(real, fake) * (1.0 if float(real.mean()) > -10 else 2.0)
+
+    class Plugin:
+        @ganforge.hookimpl
+        def ganforge_register_losses(self, register):
+            register("peeks", Peeks)
+
+    pm = PluginManager()
+    pm.register(Plugin(), name="peeks")
+    with pytest.raises(_HostSync, match="Tensor.__float__"):
+        train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'peeks'}", "loss=peeks", "train.steps=2", *QUICK]),
+              plugins=pm)
