@@ -27,9 +27,29 @@ def _small(name, kind):
     return {k: v for k, v in SMALL.get(name, {}).items() if k != drop}
 
 
+# image-to-image networks (generators take images, not noise): (generator, discriminator, in, out)
+TRANSLATORS = [
+    ("unet", "patchgan", (1, 32, 32), (3, 32, 32)),
+    ("resnet_generator", "patchgan", (3, 32, 32), (3, 32, 32)),
+]
+
+
 def test_pairs_cover_every_builtin():
-    assert {g for g, _, _ in PAIRS} == set(REG.names("generator"))
-    assert {d for _, d, _ in PAIRS} == set(REG.names("discriminator"))
+    assert {g for g, _, _ in PAIRS} | {g for g, *_ in TRANSLATORS} == set(REG.names("generator"))
+    assert {d for _, d, _ in PAIRS} | {d for _, d, *_ in TRANSLATORS} == set(REG.names("discriminator"))
+
+
+@pytest.mark.parametrize("g_name, d_name, in_shape, out_shape", TRANSLATORS, ids=lambda v: str(v))
+def test_translators_shapes_and_backprop(g_name, d_name, in_shape, out_shape):
+    G = REG.build("generator", g_name, {"ngf": 4}, in_shape=in_shape, out_shape=out_shape)
+    D = REG.build("discriminator", d_name, {"ndf": 4, "n_layers": 2}, in_shape=out_shape)
+    x = G(torch.randn(2, *in_shape))
+    assert x.shape == (2, *out_shape) and x.abs().max() <= 1.0  # tanh
+    logits = D(x)
+    assert logits.shape[:2] == (2, 1) and logits.dim() == 4  # a map of patch logits
+    logits.mean().backward()
+    for name, module in (("G", G), ("D", D)):
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters()), name
 
 
 @pytest.mark.parametrize("g_name, d_name, shape", PAIRS, ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else v)
