@@ -282,7 +282,7 @@ def threads_check(recipe_name: str, overrides: list[str], warmup: int, steps: in
         if saved is not None:
             os.environ["OMP_NUM_THREADS"] = saved
     return {"recipe": recipe_name, "overrides": overrides, "cores": cores, "steps": steps, "rows": rows,
-            "date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__}
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch": torch.__version__}
 
 
 def threads_table(report: dict[str, Any]) -> str:
