@@ -260,6 +260,7 @@ def threads_check(recipe_name: str, overrides: list[str], warmup: int, steps: in
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     saved = os.environ.pop("OMP_NUM_THREADS", None)  # auto decides only when it is not set
+    threads_before = torch.get_num_threads()
     rows = []
     try:
         for load in ("alone", "next to 1 busy process"):
@@ -281,6 +282,7 @@ def threads_check(recipe_name: str, overrides: list[str], warmup: int, steps: in
     finally:
         if saved is not None:
             os.environ["OMP_NUM_THREADS"] = saved
+        torch.set_num_threads(threads_before)
     return {"recipe": recipe_name, "overrides": overrides, "cores": cores, "steps": steps, "rows": rows,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch": torch.__version__}
 
