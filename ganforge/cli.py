@@ -217,10 +217,9 @@ def _input_images(folder: Path, shape, direction):
     """Images under ``folder`` as the generator's input (resized to its size); pix2pix A|B
     files (twice as wide as high, from a paired_folder run) give their input half."""
     import torch
-    from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.v2 import functional as TF
 
-    from ganforge.plugins.image_folder import EXTENSIONS
+    from ganforge.plugins.image_folder import EXTENSIONS, open_image
 
     if not folder.is_dir():
         raise GanforgeError(f"--input {folder} is not a folder of images")
@@ -229,11 +228,7 @@ def _input_images(folder: Path, shape, direction):
         raise GanforgeError(f"no images in --input {folder} (looked for {', '.join(EXTENSIONS)})")
     mode, size, images = ("L" if shape[0] == 1 else "RGB"), shape[1], []
     for path in files:
-        try:
-            with Image.open(path) as img:
-                img = img.convert(mode)
-        except (OSError, UnidentifiedImageError) as err:
-            raise GanforgeError(f"{path}: cannot read this image ({err})") from None
+        img = open_image(path, mode)  # an unreadable file: one line naming it
         w, h = img.size
         if direction is not None and w == 2 * h:  # an A|B pair: the half the run translates from
             img = img.crop((0, 0, h, h)) if direction == "AtoB" else img.crop((h, 0, w, h))

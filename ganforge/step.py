@@ -107,6 +107,7 @@ class TrainStep:
         # learning rates: a decaying rate on the fast path must be a tensor, or capture would
         # freeze today's value
         self.lr_base: list[tuple[dict, Any, float]] = []  # (param group, its tensor or None, base lr)
+        self.decay_start = decay_start(cfg)
         if cfg.optim.lr_decay == "linear":
             dtype = torch.float32 if device.type == "cuda" else torch.float64  # CPU: exact
             for name, opt in self.opts.items():
@@ -298,7 +299,7 @@ class TrainStep:
     def _set_lr(self) -> None:
         """``optim.lr_decay=linear``: constant until ``lr_decay_start``, then linear to 0 at
         ``train.steps``; a function of the step alone, so nothing to checkpoint."""
-        steps, start = self.state.config.train.steps, decay_start(self.state.config)
+        steps, start = self.state.config.train.steps, self.decay_start
         for group, tensor, base in self.lr_base:
             if tensor is not None:
                 done = (self.step_t.to(tensor.dtype) - start).clamp_min(0) / (steps - start)

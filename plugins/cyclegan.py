@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from ganforge import hookimpl
-from ganforge.plugins.translation import TranslationSystem, arrange, split_batch
+from ganforge.plugins.translation import TranslationSystem, arrange, as_rgb, split_batch
 from ganforge.system import Network, Optimizer, Phase, Terms
 
 __all__ = ["CycleGAN", "ImagePool"]
@@ -114,7 +114,8 @@ class CycleGAN(TranslationSystem):
         for x, out, back, target in ((inputs.a, ab, nets["G_BA"](ab), inputs.target_ab),
                                      (inputs.b, ba, nets["G_AB"](ba), inputs.target_ba)):
             rows.append(arrange([x, out, back] + ([target] if target is not None else [])))
-        return torch.cat([_rgb_like(r, rows) for r in rows])
+        channels = max(r.shape[1] for r in rows)
+        return torch.cat([as_rgb(r, channels) for r in rows])
 
     # --- the phases
     def g_loss(self, batch) -> Terms:
@@ -160,11 +161,6 @@ class CycleGAN(TranslationSystem):
         for d, pool in self.pools.items():
             if f"pool_{d}" in tensors:
                 pool.load(tensors[f"pool_{d}"], device)
-
-
-def _rgb_like(rows: torch.Tensor, all_rows: list[torch.Tensor]) -> torch.Tensor:
-    channels = max(r.shape[1] for r in all_rows)
-    return rows.expand(-1, channels, -1, -1) if rows.shape[1] == 1 and channels > 1 else rows
 
 
 def cyclegan(*, loss, optim, dataset, cycle_weight: float = 10.0, identity: float = 0.5, pool_size: int = 50,

@@ -23,7 +23,7 @@ from torch import nn
 
 from ganforge.system import GANSystem
 
-__all__ = ["Inputs", "TranslationSystem", "arrange", "split_batch"]
+__all__ = ["Inputs", "TranslationSystem", "arrange", "as_rgb", "split_batch"]
 
 COLUMNS = 8  # examples per row of a picture
 PICTURE = 32  # examples in a picture at most
@@ -66,7 +66,8 @@ def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return batch[0], batch[1]
 
 
-def _rgb(x: torch.Tensor, channels: int) -> torch.Tensor:
+def as_rgb(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grey images broadcast to ``channels`` (for a picture next to colour ones)."""
     return x.expand(-1, channels, -1, -1) if x.shape[1] == 1 and channels > 1 else x
 
 
@@ -75,7 +76,7 @@ def arrange(rows: list[torch.Tensor], columns: int = COLUMNS) -> torch.Tensor:
     row from each tensor in ``rows`` (input, output, target, ...); a last, shorter block is
     padded with black so that rows stay aligned; grey is shown as RGB next to colour."""
     channels = max(r.shape[1] for r in rows)
-    rows = [_rgb(r.float(), channels) for r in rows]
+    rows = [as_rgb(r.float(), channels) for r in rows]
     blocks = []
     for start in range(0, len(rows[0]), columns):
         for r in rows:

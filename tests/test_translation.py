@@ -353,6 +353,10 @@ def test_mnist_edges_pix2pix_trains_shows_rows_and_translates(tmp_path, digits, 
     Image.new("L", (28, 28), 200).save(tmp_path / "mine" / "sub" / "one.png")
     code, out, err = run_cli("translate", run, "--input", tmp_path / "mine", "--out", tmp_path / "mine_out")
     assert code == 0 and (tmp_path / "mine_out" / "sub" / "one.png").is_file()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "bad.png").write_bytes(b"not a png")
+    code, _, err = run_cli("translate", run, "--input", tmp_path / "broken", "--out", tmp_path / "b_out")
+    assert code == 2 and "bad.png: cannot read this image" in err and err.count("\n") == 1
     code, _, err = run_cli("translate", run, "--out", tmp_path / "x", "--direction", "BtoA")
     assert code == 2 and "this run translates AtoB" in err
     code, _, err = run_cli("eval", run, "--n", "8")
