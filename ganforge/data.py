@@ -90,23 +90,25 @@ def _workers(setting: int | str) -> int:
 
 def place_dataset(dataset: Any, setting: bool | str, acc: Any) -> None:
     """Keep an in-memory dataset on the GPU (as stored: uint8 images are 4x smaller than
-    float), so batches are gathered there instead of copied from the host every step."""
+    float), so batches are gathered there instead of copied from the host every step. Every
+    tensor attribute of the dataset moves (``data``, ``labels``, and e.g. Stacked MNIST's
+    digits, which its ``data`` indexes)."""
     data = getattr(dataset, "data", None)
     if setting is False or not isinstance(data, torch.Tensor) or acc.device.type == "cpu":
         if setting is True and not isinstance(data, torch.Tensor):
             raise ConfigError("data.on_device=true needs an in-memory dataset (mnist, cifar10, toy_*); "
                               "this one is read from files by DataLoader workers")
         return
-    size = data.numel() * data.element_size()
+    tensors = {k: v for k, v in vars(dataset).items() if isinstance(v, torch.Tensor)}
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
     if setting == "auto" and acc.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(acc.device)
         if size > free // 4:
             acc.print(f"data stays in host memory: {size / 2**30:.1f} GiB is over a quarter of the "
                       f"GPU's free memory (data.on_device=true forces it)")
             return
-    dataset.data = data.to(acc.device)
-    if getattr(dataset, "labels", None) is not None:
-        dataset.labels = dataset.labels.to(acc.device)
+    for name, tensor in tensors.items():  # data, labels, and whatever else fetch() indexes
+        setattr(dataset, name, tensor.to(acc.device))
 
 
 def endless_batches(state: Any, loader: Any):

@@ -23,7 +23,7 @@ import torch
 from ganforge import hookimpl
 from ganforge.plugins.mnist_classifier import load_classifier
 
-__all__ = ["classifier_score", "frechet_distance", "precision_recall"]
+__all__ = ["classifier_score", "frechet_distance", "frechet_from_stats", "precision_recall"]
 
 
 def classifier_score(probs: torch.Tensor) -> float:
@@ -33,10 +33,15 @@ def classifier_score(probs: torch.Tensor) -> float:
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)), in float64."""
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of two feature sets, in float64."""
     a, b = a.double(), b.double()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = torch.cov(a.T), torch.cov(b.T)
+    return frechet_from_stats(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))
+
+
+def frechet_from_stats(mu_a: torch.Tensor, s_a: torch.Tensor, mu_b: torch.Tensor, s_b: torch.Tensor) -> float:
+    """The Fréchet distance of two Gaussians (means, covariances); (S_a S_b)^(1/2)'s trace is
+    taken as that of the symmetric S_a^(1/2) S_b S_a^(1/2), whose eigenvalues are real."""
+    mu_a, s_a, mu_b, s_b = mu_a.double(), s_a.double(), mu_b.double(), s_b.double()
     vals, vecs = torch.linalg.eigh(s_a)
     root_a = vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
     middle = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp_min(0).sqrt().sum()

@@ -1,0 +1,125 @@
+"""Stacked MNIST: the mode-collapse benchmark of VEEGAN, PacGAN and R3GAN.
+
+Each sample is three independent MNIST digits stacked as the R, G and B channels of one
+3x28x28 image, so the data has 10^3 = 1000 modes (one per triple of classes), equally likely.
+
+- ``stacked_mnist`` (dataset): ``size`` stacked images (default 128,000, the papers'), built
+  from the MNIST training split (IDX files under ``data.root``) by a fixed random draw of
+  three digit indices per image (``seed``). Only the 60,000 digits and the (size, 3) index
+  table are held in memory; a batch is one indexing operation, so ``data.on_device`` and the
+  CUDA-graph path apply. Labels are the mode, 100 r + 10 g + b.
+- ``stacked_mnist`` (metric): reads each channel of each sample with the shipped MNIST
+  classifier (>= 99% test accuracy) and reports ``modes``, how many of the 1000 triples occur
+  at least once, and ``kl``, KL(mode histogram || uniform) = sum p log(1000 p). Both depend on
+  the number of samples: the papers use 26,000 (``log.eval_samples`` / ``ganforge eval
+  --n``); with that many draws even perfect samples give KL ~ 999 / (2 * 26000) ~ 0.02, so the
+  metric also reports ``modes_real`` / ``kl_real`` for as many stacked *test* digits.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ganforge import hookimpl
+from ganforge.data import TensorDataset
+from ganforge.plugins.mnist_classifier import load_classifier
+
+__all__ = ["StackedMNIST", "mode_histogram", "mode_metrics", "stack"]
+
+MODES = 1000
+
+
+def stack(digits: torch.Tensor, labels: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index table (size, 3) of digits drawn independently per channel, and each row's mode."""
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randint(len(digits), (size, 3), generator=g)
+    chosen = labels[index]
+    return index, chosen[:, 0] * 100 + chosen[:, 1] * 10 + chosen[:, 2]
+
+
+class StackedMNIST(TensorDataset):
+    """(size, 3, 28, 28) uint8 images assembled from ``digits`` (N, 28, 28) on every fetch."""
+
+    def __init__(self, digits: torch.Tensor, index: torch.Tensor, modes: torch.Tensor):
+        super().__init__(index, modes, num_classes=MODES)
+        self.digits = digits
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (3, *self.digits.shape[-2:])
+
+    def fetch(self, index):
+        x = self.normalize(self.digits[self.data[index]])  # (..., 3, 28, 28)
+        return x, self.labels[index]
+
+
+def stacked_mnist(*, root: str | None, download: bool, size: int = 128_000, seed: int = 0,
+                  split: str = "train"):
+    """Stacked MNIST (3x28x28, 1000 modes): three independent MNIST digits as R, G, B."""
+    from ganforge.plugins.idx import mnist
+
+    if size < 1:
+        raise ValueError(f"size is a number of stacked images, >= 1, got {size}")
+    base = mnist(root=root, download=download, split=split)
+    index, modes = stack(base.data[:, 0], base.labels, size, seed)
+    dataset = StackedMNIST(base.data[:, 0], index, modes)
+    dataset.root = base.root
+    return dataset
+
+
+# ------------------------------------------------------------------ the metric
+def mode_histogram(modes: torch.Tensor) -> torch.Tensor:
+    return torch.bincount(modes.long().flatten(), minlength=MODES).double()
+
+
+def mode_metrics(modes: torch.Tensor) -> dict[str, float]:
+    """Modes covered (of 1000) and KL(histogram || uniform) of per-sample mode ids."""
+    p = mode_histogram(modes)
+    p = p / p.sum()
+    nz = p[p > 0]
+    return {"modes": float(len(nz)), "kl": float((nz * (nz * MODES).log()).sum())}
+
+
+class StackedMNISTMetric:
+    def __init__(self, real_test: torch.Tensor, n_real: int):
+        self.model = load_classifier()
+        # as many stacked test digits as the papers' samples, for scale (their own seed)
+        index = torch.randint(len(real_test), (n_real, 3), generator=torch.Generator().manual_seed(1))
+        real = real_test[index].float().div(127.5).sub(1)
+        self.real = {f"{k}_real": v for k, v in mode_metrics(self.classify(real)).items()}
+
+    @torch.no_grad()
+    def classify(self, samples: torch.Tensor) -> torch.Tensor:
+        """The mode id (100 r + 10 g + b) the classifier reads in each (N, 3, 28, 28) sample."""
+        if samples.ndim != 4 or samples.shape[1] != 3:
+            raise ValueError(f"stacked_mnist reads 3-channel samples (N, 3, 28, 28), got {tuple(samples.shape)}")
+        channels = samples.float().clamp(-1, 1).reshape(-1, 1, *samples.shape[-2:])
+        digits = torch.cat([self.model(c).argmax(1) for c in channels.split(500)])
+        digits = digits.view(-1, 3)
+        return digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
+
+    def __call__(self, samples: torch.Tensor, dataset=None) -> dict[str, float]:
+        return {**mode_metrics(self.classify(samples.cpu())), **self.real}
+
+
+def stacked_mnist_metric(*, dataset, root: str | None = None, n_real: int = 26_000):
+    """Modes covered (of 1000) and KL to uniform on Stacked MNIST, with the real data's values."""
+    from ganforge.plugins.idx import mnist
+
+    root = root or getattr(dataset, "root", None)
+    if root is None:
+        raise ValueError("needs the MNIST test files (t10k-*): a stacked_mnist dataset with a data.root, "
+                         "or args: {root: FOLDER}")
+    test = mnist(root=str(Path(root)), download=False, split="test")
+    return StackedMNISTMetric(test.data[:, 0], n_real)
+
+
+@hookimpl
+def ganforge_register_datasets(register):
+    register("stacked_mnist", stacked_mnist)
+
+
+@hookimpl
+def ganforge_register_metrics(register):
+    register("stacked_mnist", stacked_mnist_metric)
