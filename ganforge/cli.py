@@ -3,9 +3,12 @@
     ganforge train RECIPE [key.sub=value ...]     train (RECIPE: a YAML path or a name in recipes/)
     ganforge sample CHECKPOINT --n N --out FILE   samples as a PNG grid, .safetensors or .npz
                    [--label K|all]               (conditional runs: samples of class K / every class)
+                   [--interpolate K]             latent walks of K points (slerp), a row per walk
     ganforge eval CHECKPOINT [--metric NAME]      the recipe's metrics on generated samples
     ganforge translate RUN --out FOLDER           image-to-image runs: translate --input FOLDER
                    [--input FOLDER] [--direction BtoA]  (default: the held-out split)
+    ganforge animate RUN                          training film (2-D runs) and sample grids: GIF + HTML
+    ganforge report RUN                           one offline HTML page: recipe, machine, curves, samples
     ganforge plugins [--json]                     every registered part and where it comes from
     ganforge recipe list | show NAME [overrides]  shipped recipes; one with its bases resolved
     ganforge new-plugin NAME [--kind KIND]        a ready plugin package (entry point, example, test)
@@ -122,7 +125,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     # a picture is arranged as the system likes (InfoGAN: one code per column; conditional:
     # one row per class); saved samples are independent draws, fit for metrics elsewhere
     picture = out.suffix == ".png"
-    if picture and labels is None:
+    if args.interpolate is not None:  # latent walks: a row per walk (and class)
+        from ganforge.walks import latent_walks
+        if not picture:
+            raise GanforgeError("--interpolate writes a picture: give --out FILE.png")
+        noise, nrow = latent_walks(system, args.n if args.n_given else 8, args.interpolate, gen)
+    elif picture and labels is None:
         noise = system.grid_noise(args.n, "cpu", gen)
         nrow = system.grid_nrow
     else:
@@ -146,6 +154,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
         write_sample_file(out, samples, asked)
     print(f"wrote {len(samples)} samples of shape {tuple(samples.shape[1:])} to {out}"
           + (" with their labels" if asked is not None and not picture else ""))
+    return 0
+
+
+def cmd_animate(args: argparse.Namespace) -> int:
+    from ganforge.animate import animate
+
+    for path in animate(Path(args.run)):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ganforge.report import write_report
+
+    print(f"wrote {write_report(Path(args.run))}")
     return 0
 
 
@@ -315,14 +338,21 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("eval", cmd_eval, "evaluate a checkpoint's generator")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("checkpoint", help="a checkpoint folder (or a run folder: its newest)")
-        p.add_argument("--n", type=int, default=64 if name == "sample" else 2500, help="number of samples")
+        p.add_argument("--n", type=int, help=f"number of samples (default {64 if name == 'sample' else 2500}; "
+                       "with --interpolate: of walks, default 8)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
         if name == "sample":
             p.add_argument("--out", required=True, help="FILE.png, FILE.safetensors or FILE.npz")
             p.add_argument("--label", help="class-conditional runs: a class index, or 'all' (a row per class)")
+            p.add_argument("--interpolate", type=int, metavar="K", help="latent walks of K points, one per row")
         else:
             p.add_argument("--metric", action="append", help="metric name (repeatable); default: the recipe's")
+        p.set_defaults(func=func)
+    for name, func, helptext in (("animate", cmd_animate, "the training film and sample grids as GIF + HTML"),
+                                 ("report", cmd_report, "one offline HTML report of a run (also while training)")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("run", help="a run folder (the out_dir of a training run)")
         p.set_defaults(func=func)
     p = sub.add_parser("translate", help="translate images with an image-to-image run (pix2pix, cyclegan)")
     p.add_argument("run", help="a checkpoint folder (or a run folder: its newest)")
@@ -356,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _warning_line
     args = build_parser().parse_args(argv)
+    if hasattr(args, "n"):  # sample / eval: remember whether --n was given, then its default
+        args.n_given = args.n is not None
+        args.n = args.n if args.n_given else 64 if args.command == "sample" else 2500
     try:
         return args.func(args)
     except GanforgeError as err:

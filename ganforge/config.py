@@ -130,6 +130,8 @@ class Log:
     wandb: bool = False  # log to Weights & Biases through Accelerate's tracker
     wandb_project: str = "ganforge"
     progress: bool = True
+    film_every: int = 0  # 2-D data: a training-film frame at the first log step N steps after the last; 0 = off
+    animate: bool = False  # at the end: the film (or the sample grids) as a GIF and an HTML page
 
 
 @dataclass

@@ -75,6 +75,8 @@ def validate(recipe: Recipe) -> None:
     for key in ("sample_every", "eval_every", "checkpoint_every"):
         if getattr(recipe.log, key) < 0:
             raise ConfigError(f"log.{key} must be >= 0 (0: only at the end), got {getattr(recipe.log, key)}")
+    if recipe.log.film_every < 0:
+        raise ConfigError(f"log.film_every must be >= 0 (0: no film), got {recipe.log.film_every}")
     for name, o in recipe.optimizers.items():
         _check_adam(f"optimizers.{name}", o.lr, o.betas, o.weight_decay, "lr")
     for name, part in recipe.networks.items():
