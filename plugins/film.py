@@ -126,17 +126,41 @@ def record_frame(D, loss, fake, grid, real, manifold) -> dict[str, torch.Tensor]
 _films: dict[int, Film] = {}
 
 
+def _unsupported(state) -> str | None:
+    """Why this run can have no film (None: it can)."""
+    if tuple(state.dataset.sample_shape) != (2,):
+        return f"this run's samples have shape {tuple(state.dataset.sample_shape)}"
+    if set(state.nets) != {"G", "D"} or not hasattr(state.system, "loss"):
+        return f"this run's system has networks {', '.join(state.nets)}"
+    if not torch.is_tensor(state.system.noise(2, "cpu", torch.Generator())):
+        return "this run's generator takes more than a noise vector (class labels?)"
+    D = state.accelerator.unwrap_model(state.nets["D"])
+    training = D.training
+    D.eval()  # (eval: a probe must not move BatchNorm statistics)
+    try:
+        with torch.no_grad():
+            out = D(torch.zeros(2, 2, device=state.accelerator.device))
+    except (TypeError, ValueError, RuntimeError) as err:
+        return f"its D cannot judge a point alone ({err})"
+    finally:
+        D.train(training)
+    if not torch.is_tensor(out) or out.numel() != 2:
+        return "its D gives more than one value per point"
+    return None
+
+
 @hookimpl
 def ganforge_train_start(state):
     every = state.config.log.film_every
     if not every:
         return
-    if tuple(state.dataset.sample_shape) != (2,) or "D" not in state.nets or not hasattr(state.system, "loss"):
+    why = _unsupported(state)
+    if why:
         import warnings
 
-        warnings.warn(f"log.film_every: the training film shows 2-D data with one G and D; this run's samples "
-                      f"have shape {tuple(state.dataset.sample_shape)}, so there is no film (ganforge animate "
-                      f"RUN animates its sample grids instead)")
+        warnings.warn(f"log.film_every: the training film shows unconditional 2-D runs (one G of a noise "
+                      f"vector, one D of a point); {why}, so there is no film (ganforge animate RUN "
+                      f"animates its sample grids instead)")
         return
     _films[id(state)] = Film(state)
     if state.step == 0:

@@ -84,7 +84,7 @@ def test_animate_writes_gifs_with_one_frame_per_recording(toy_run, tmp_path, run
 def test_film_on_image_data_warns_and_records_nothing(tmp_path, mnist_dir):
     over = ["train.steps=2", "log.every=1", "log.film_every=1", "log.progress=false", f"data.root={mnist_dir}",
             "generator.args.ngf=8", "discriminator.args.ndf=8", f"out_dir={tmp_path / 'r'}"]
-    with pytest.warns(UserWarning, match="2-D data"):
+    with pytest.warns(UserWarning, match="unconditional 2-D runs.*shape \\(1, 28, 28\\)"):
         train(load_recipe("mnist_dcgan", over))
     assert not (tmp_path / "r" / "film").exists()
 
@@ -231,3 +231,10 @@ def test_film_page_and_report_in_headless_chromium(toy_run, tmp_path):
         _not_blank(page.screenshot(full_page=True), tmp_path)
 
     open_offline(write_report(run), report)
+
+
+def test_film_skips_conditional_runs_with_a_warning(tmp_path):
+    over = [f"out_dir={tmp_path / 'c'}", *TOY, "objective=conditional"]
+    with pytest.warns(UserWarning, match="more than a noise vector"):
+        train(load_recipe("toy_grid", over))
+    assert not (tmp_path / "c" / "film").exists()
