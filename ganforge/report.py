@@ -143,9 +143,11 @@ def write_report(run: Path, out: Path | None = None) -> Path:
         raise GanforgeError(f"{run} holds no run.json, checkpoint or metrics.jsonl: is it a ganforge run folder?")
     import yaml
 
+    text = yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None, width=100) if recipe else "unknown"
     sections = [
-        "<h2>Recipe</h2>", f"<pre>{html.escape(yaml.safe_dump(recipe, sort_keys=False)) if recipe else 'unknown'}</pre>",
         "<h2>Machine and throughput</h2>", _table(record), _throughput(rows, recipe),
+        "<h2>Recipe</h2>", f"<details><summary>the full recipe, defaults included</summary><pre>{html.escape(text)}"
+        "</pre></details>",
         "<h2>Training curves and metrics</h2>", _curves(rows),
     ]
     grids, film = grid_frames(run), film_frames(run)
