@@ -25,7 +25,7 @@ from PIL import Image
 
 from ganforge.errors import GanforgeError
 
-__all__ = ["animate", "film_frames", "grid_frames", "viewer", "write_gif", "write_page"]
+__all__ = ["animate", "data_uri", "figure_image", "film_frames", "grid_frames", "viewer", "write_gif", "write_page"]
 
 Frame = tuple[str, Image.Image]  # (label, picture)
 
@@ -68,7 +68,7 @@ def film_frames(run: Path) -> list[Frame]:
                       scale_units="xy", scale=1, color="#40004b", width=0.004)
         ax.set(xlim=(x0, x1), ylim=(y0, y1), title=f"{meta['run']}: step {step}")
         ax.legend(loc="upper right", fontsize=7)
-        frames.append((f"step {step}", _to_image(fig)))
+        frames.append((f"step {step}", figure_image(fig)))
         plt.close(fig)
     return frames
 
@@ -84,7 +84,7 @@ def grid_frames(run: Path) -> list[Frame]:
             for k, p in sorted(found)]
 
 
-def _to_image(fig) -> Image.Image:
+def figure_image(fig) -> Image.Image:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
@@ -98,7 +98,7 @@ def write_gif(frames: list[Frame], path: Path, ms: int = 200) -> Path:
     return path
 
 
-def _data_uri(picture: Image.Image) -> str:
+def data_uri(picture: Image.Image) -> str:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -106,11 +106,11 @@ def _data_uri(picture: Image.Image) -> str:
 
 def viewer(frames: list[Frame], key: str) -> str:
     """HTML for one picture with a step slider and a play button (frames embedded)."""
-    uris = json.dumps([_data_uri(p) for _, p in frames])
+    uris = json.dumps([data_uri(p) for _, p in frames])
     labels = json.dumps([label for label, _ in frames])
     last = len(frames) - 1
     return f"""<div class="viewer" id="{key}">
-<img id="{key}-img" alt="{key}" src="{_data_uri(frames[-1][1])}">
+<img id="{key}-img" alt="{key}" src="{data_uri(frames[-1][1])}">
 <div><button id="{key}-play" type="button">play</button>
 <input id="{key}-slider" type="range" min="0" max="{last}" value="{last}" step="1">
 <span id="{key}-label">{html.escape(frames[-1][0])}</span></div>

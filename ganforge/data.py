@@ -56,6 +56,18 @@ class TensorDataset(Dataset):
         return self.fetch(torch.as_tensor(indices, device=self.data.device))
 
 
+def samples_at(dataset: Any, indices: list[int]) -> torch.Tensor:
+    """The samples (without labels) at ``indices`` as one tensor, for any dataset: one
+    ``__getitems__`` call for in-memory ones, item by item (collated) for the others."""
+    if hasattr(dataset, "__getitems__"):
+        items = dataset.__getitems__(indices)
+    else:
+        from torch.utils.data import default_collate
+
+        items = default_collate([dataset[i] for i in indices])
+    return items[0] if isinstance(items, (tuple, list)) else items
+
+
 def batch_collate(batch: Any) -> Any:
     """collate_fn for datasets that fetch whole batches themselves (``__getitems__``)."""
     return batch

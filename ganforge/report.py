@@ -5,7 +5,7 @@ the software, written when training starts) or else the newest checkpoint's reci
 ``metrics.jsonl`` (a partly written last line, from a run still training, is ignored); the
 sample grids and the training film (:mod:`ganforge.animate`); the checkpoints. The page shows
 
-- the recipe, the machine, the software, and throughput (images/s and ms/step over the run);
+- the machine, the software, throughput (real images/s over the run) and the recipe;
 - the losses and logged values over steps, and every evaluated metric over steps (static
   plots, embedded as PNG);
 - the sample grids over time, and the film when there is one, each with a step slider;
@@ -15,16 +15,14 @@ Everything is embedded (base64 images, inline script and style): the file opens 
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from ganforge.animate import film_frames, grid_frames, viewer, write_page
+from ganforge.animate import data_uri, figure_image, film_frames, grid_frames, viewer, write_page
 from ganforge.errors import GanforgeError
 
 __all__ = ["read_metrics", "write_report"]
@@ -57,10 +55,8 @@ def _recipe_and_record(run: Path) -> tuple[dict[str, Any] | None, dict[str, Any]
 
 
 def _figure_uri(fig: Any) -> str:
-    buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=90)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return data_uri(figure_image(fig))
 
 
 def _curves(rows: list[dict[str, Any]]) -> str:
@@ -99,16 +95,15 @@ def _curves(rows: list[dict[str, Any]]) -> str:
     return "\n".join(parts) or "<p>No values logged yet.</p>"
 
 
-def _throughput(rows: list[dict[str, Any]], recipe: dict[str, Any] | None) -> str:
+def _throughput(rows: list[dict[str, Any]]) -> str:
     rates = [r["images_per_s"] for r in rows if isinstance(r.get("images_per_s"), (int, float)) and r["images_per_s"] > 0]
     if not rates:
         return "<p>No throughput logged yet.</p>"
-    batch = (recipe or {}).get("data", {}).get("batch_size")
     median = statistics.median(rates)
-    step_ms = f"; about {1000 * batch / median:.1f} ms per batch of {batch} real images" if batch else ""
     last_step = max((r.get("step", 0) for r in rows), default=0)
-    return (f"<p>{median:,.0f} images/s (median over {len(rates)} log windows; range {min(rates):,.0f} to "
-            f"{max(rates):,.0f}){step_ms}. Last logged step: {last_step}.</p>")
+    return (f"<p>{median:,.0f} real images/s drawn by training, all processes together (median over "
+            f"{len(rates)} log windows; range {min(rates):,.0f} to {max(rates):,.0f}). "
+            f"Last logged step: {last_step}.</p>")
 
 
 def _table(record: dict[str, Any]) -> str:
@@ -145,7 +140,7 @@ def write_report(run: Path, out: Path | None = None) -> Path:
 
     text = yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None, width=100) if recipe else "unknown"
     sections = [
-        "<h2>Machine and throughput</h2>", _table(record), _throughput(rows, recipe),
+        "<h2>Machine and throughput</h2>", _table(record), _throughput(rows),
         "<h2>Recipe</h2>", f"<details><summary>the full recipe, defaults included</summary><pre>{html.escape(text)}"
         "</pre></details>",
         "<h2>Training curves and metrics</h2>", _curves(rows),

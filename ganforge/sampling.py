@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ganforge import plots
+from ganforge.data import samples_at
 
 __all__ = ["evaluate", "evaluate_samples", "generate", "init_wandb", "read_sample_file", "write_sample_file",
            "write_samples"]
@@ -40,8 +41,7 @@ def write_samples(state: Any, noise: Any, stem: str) -> Path | None:
         n = min(len(state.dataset), 2500)
         g = torch.Generator().manual_seed(0)
         idx = torch.randperm(len(state.dataset), generator=g)[:n].tolist()
-        data = state.dataset.__getitems__(idx) if hasattr(state.dataset, "__getitems__") else None
-        data = data[0] if isinstance(data, tuple) else data
+        data = samples_at(state.dataset, idx)
         device = state.accelerator.device
         more = generate(state, state.system.noise(2500, device, torch.Generator(device).manual_seed(1)))
         plots.save_scatter(more, data, path, f"{state.config.name}: step {state.step}")

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ganforge import hookimpl
+from ganforge.data import samples_at
 
 __all__ = ["FILM", "d_field", "g_arrows", "record_frame"]
 
@@ -51,10 +52,6 @@ def g_arrows(D: torch.nn.Module, loss: Any, fakes: torch.Tensor, real: torch.Ten
     return -grad
 
 
-def _points(item: Any) -> torch.Tensor:
-    return item[0] if isinstance(item, (tuple, list)) else item
-
-
 def _plane(real: torch.Tensor) -> tuple[float, float, float, float]:
     lo, hi = real.min(0).values, real.max(0).values
     pad = 0.15 * (hi - lo).max()
@@ -67,10 +64,7 @@ class Film:
         dev = state.accelerator.device
         g = torch.Generator().manual_seed(state.config.seed + 7)  # its own: the run's RNG is untouched
         pick = torch.randperm(len(state.dataset), generator=g)[:POINTS].tolist()
-        if hasattr(state.dataset, "__getitems__"):
-            self.real = _points(state.dataset.__getitems__(pick)).float().cpu()
-        else:
-            self.real = torch.stack([_points(state.dataset[i]) for i in pick]).float().cpu()
+        self.real = samples_at(state.dataset, pick).float().cpu()
         self.bounds = _plane(self.real)
         x0, x1, y0, y1 = self.bounds
         xs, ys = torch.linspace(x0, x1, GRID), torch.linspace(y0, y1, GRID)
@@ -83,8 +77,7 @@ class Film:
             axes = torch.linalg.qr(torch.randn(z_dim, 2, generator=g)).Q.T
         t = torch.linspace(-2, 2, MANIFOLD)
         a, b = torch.meshgrid(t, t, indexing="xy")
-        tensor_noise = torch.is_tensor(self.noise)  # (conditional runs: no single noise plane)
-        self.plane = None if axes is None or not tensor_noise else (a.reshape(-1, 1) * axes[0] + b.reshape(-1, 1) * axes[1]).to(dev)
+        self.plane = None if axes is None else (a.reshape(-1, 1) * axes[0] + b.reshape(-1, 1) * axes[1]).to(dev)
         self.folder.mkdir(parents=True, exist_ok=True)
         # a resumed run goes on from its last frame; frames after the step it resumed from
         # belong to a lineage that was abandoned (ganforge.checkpoint.set_aside_after)

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from ganforge import hookimpl
+from ganforge.data import samples_at
 from ganforge.errors import GanforgeError
 from ganforge.plugins.mnist_metrics import frechet_from_stats
 
@@ -77,13 +78,12 @@ def inception_features(weights: Path | None, device: str | torch.device = "cpu")
     net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
                                       feature_extractor_weights_path=str(weights) if weights else None)
     net = net.to(device)
-    net.tag = f"inception-2015-12-05:{weights.name if weights else WEIGHTS_FILE}"
 
     def features(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pool, logits = net(images.to(device))
         return pool.cpu(), logits.cpu()
 
-    features.tag = net.tag
+    features.tag = f"inception-2015-12-05:{weights.name if weights else WEIGHTS_FILE}"  # the cache key's
     return features
 
 
@@ -114,15 +114,9 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size:
 
 def real_batches(dataset: Any, n: int, batch: int = 200) -> Iterator[torch.Tensor]:
     """``n`` real images of a dataset (a fixed random choice), in [-1, 1], batch by batch."""
-    from torch.utils.data import default_collate
-
     pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
     for chunk in pick.split(batch):
-        if hasattr(dataset, "__getitems__"):
-            items = dataset.__getitems__(chunk.tolist())
-        else:
-            items = default_collate([dataset[i] for i in chunk.tolist()])
-        yield (items[0] if isinstance(items, (tuple, list)) else items).cpu()
+        yield samples_at(dataset, chunk.tolist()).cpu()
 
 
 class InceptionMetrics:
