@@ -55,6 +55,12 @@ def test_mode_metrics_on_constructed_mode_ids():
     assert one["modes"] == 1 and one["kl"] == pytest.approx(math.log(1000))
     half = mode_metrics(torch.arange(0, 1000, 2).repeat(4))
     assert half["modes"] == 500 and half["kl"] == pytest.approx(math.log(2))
+    # each channel's own digit histogram: one mode is one digit in every channel; even ids
+    # leave the blue channel only even digits and the other two uniform
+    assert [one[k] for k in ("kl_r", "kl_g", "kl_b")] == pytest.approx([math.log(10)] * 3)
+    assert [half[k] for k in ("kl_r", "kl_g", "kl_b")] == pytest.approx([0, 0, math.log(2)], abs=1e-12)
+    fours = mode_metrics(torch.cat([torch.arange(1000), torch.full((1000,), 444)]))
+    assert fours["kl_r"] == fours["kl_g"] == fours["kl_b"] > 0.1  # 444 doubles the 4s everywhere
 
 
 def test_data_on_device_moves_every_tensor_a_dataset_indexes(mnist_dir):
@@ -89,7 +95,8 @@ def test_stacked_metric_on_generated_idx_files(tmp_path, monkeypatch):
     assert out == pytest.approx({**sm.mode_metrics(modes), "modes_real": out["modes_real"], "kl_real": out["kl_real"]})
     assert 780 < out["modes_real"] < 950 and 0 < out["kl_real"] < 0.5  # 2000 draws reach ~865 modes
     assert metric(x[:1].expand(500, -1, -1, -1)) == pytest.approx(
-        {"modes": 1.0, "kl": math.log(1000), "modes_real": out["modes_real"], "kl_real": out["kl_real"]})
+        {"modes": 1.0, "kl": math.log(1000), "kl_r": math.log(10), "kl_g": math.log(10), "kl_b": math.log(10),
+         "modes_real": out["modes_real"], "kl_real": out["kl_real"]})
     with pytest.raises(ValueError, match="3-channel samples"):
         metric(x[:, :1])
 
