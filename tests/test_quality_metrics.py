@@ -84,6 +84,7 @@ def test_stacked_metric_on_generated_idx_files(tmp_path, monkeypatch):
     """The metric's own code (channel order, mode ids, the real reference), with a reader that
     is exact on generated digits in place of the shipped classifier."""
     from ganforge.plugins import stacked_mnist as sm
+    from ganforge.plugins.idx import mnist
 
     root = make_mnist_like(tmp_path / "m", n=300)
     make_mnist_like(root, n=300, split="test")
@@ -94,6 +95,11 @@ def test_stacked_metric_on_generated_idx_files(tmp_path, monkeypatch):
     out = metric(x)
     assert out == pytest.approx({**sm.mode_metrics(modes), "modes_real": out["modes_real"], "kl_real": out["kl_real"]})
     assert 780 < out["modes_real"] < 950 and 0 < out["kl_real"] < 0.5  # 2000 draws reach ~865 modes
+    # the reference reads each test digit once; reading the same 2000 stacks whole agrees
+    test = mnist(root=str(root), download=False, split="test").data[:, 0]
+    draws = torch.randint(len(test), (2000, 3), generator=torch.Generator().manual_seed(1))
+    whole = sm.mode_metrics(metric.classify(test[draws].float().div(127.5).sub(1)))
+    assert (whole["modes"], whole["kl"]) == (out["modes_real"], pytest.approx(out["kl_real"], abs=1e-12))
     assert metric(x[:1].expand(500, -1, -1, -1)) == pytest.approx(
         {"modes": 1.0, "kl": math.log(1000), "kl_r": math.log(10), "kl_g": math.log(10), "kl_b": math.log(10),
          "modes_real": out["modes_real"], "kl_real": out["kl_real"]})
