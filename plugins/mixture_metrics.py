@@ -13,7 +13,15 @@ import torch
 
 from ganforge import hookimpl
 
-__all__ = ["mixture_stats"]
+__all__ = ["kl_to_uniform", "mixture_stats"]
+
+
+def kl_to_uniform(counts: torch.Tensor) -> float:
+    """KL(histogram || uniform) = sum_i p_i log(K p_i) of K bin counts (not all zero): 0 for
+    even counts, log K for one full bin. The mode-histogram KL of every mode metric."""
+    p = counts.double() / counts.sum()
+    nz = p[p > 0]
+    return float((nz * (nz * len(p)).log()).sum())
 
 
 def mixture_stats(samples: torch.Tensor, means: torch.Tensor, sigma: float) -> dict[str, float]:
@@ -24,11 +32,7 @@ def mixture_stats(samples: torch.Tensor, means: torch.Tensor, sigma: float) -> d
     k = len(means)
     counts = torch.bincount(nearest[good], minlength=k).double()
     n_good = int(good.sum())
-    if n_good:
-        p = counts / n_good
-        reverse_kl = float(sum(pi * math.log(k * pi) for pi in p.tolist() if pi > 0))
-    else:
-        reverse_kl = math.log(k)
+    reverse_kl = kl_to_uniform(counts) if n_good else math.log(k)
     return {
         "modes": int((counts > 0).sum()),
         "modes_total": k,

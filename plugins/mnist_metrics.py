@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ganforge import hookimpl
+from ganforge.plugins.mixture_metrics import kl_to_uniform
 from ganforge.plugins.mnist_classifier import load_classifier
 
 __all__ = ["classifier_score", "frechet_distance", "frechet_from_stats", "precision_recall"]
@@ -85,15 +86,15 @@ class MNISTMetrics:
         classifier's accuracy against them and the mean per-class Fréchet distance."""
         probs, feats = self.embed(samples.clamp(-1, 1))
         conditional = {} if labels is None else self._conditional(probs, feats, labels)
-        hist = torch.bincount(probs.argmax(1), minlength=10).double() / len(probs)
-        class_kl = float(sum(p * math.log(10 * p) for p in hist.tolist() if p > 0))
+        counts = torch.bincount(probs.argmax(1), minlength=10).double()
+        hist = counts / len(probs)
         n = min(len(feats), len(self.real_features))
         precision, recall = precision_recall(self.real_features[:n], feats[:n], self.k)
         return {
             "classifier_score": classifier_score(probs),
             "classifier_score_real": classifier_score(self.real_probs),
             "frechet_distance": frechet_distance(feats, self.real_features),
-            "class_kl": class_kl,
+            "class_kl": kl_to_uniform(counts),
             "precision": precision,
             "recall": recall,
             **{f"class_{d}": float(hist[d]) for d in range(10)},

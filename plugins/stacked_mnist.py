@@ -24,6 +24,7 @@ import torch
 
 from ganforge import hookimpl
 from ganforge.data import TensorDataset
+from ganforge.plugins.mixture_metrics import kl_to_uniform
 from ganforge.plugins.mnist_classifier import load_classifier
 
 __all__ = ["StackedMNIST", "mode_histogram", "mode_ids", "mode_metrics", "stack"]
@@ -79,12 +80,6 @@ def mode_ids(digits: torch.Tensor) -> torch.Tensor:
     return digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
 
 
-def kl_to_uniform(counts: torch.Tensor) -> float:
-    p = counts / counts.sum()
-    nz = p[p > 0]
-    return float((nz * (nz * len(p)).log()).sum())
-
-
 def mode_metrics(modes: torch.Tensor) -> dict[str, float]:
     """Modes covered (of 1000) and KL(histogram || uniform) of per-sample mode ids; kl_r, kl_g
     and kl_b are each channel's own digit histogram against uniform over 10 (where the joint
@@ -128,6 +123,8 @@ def stacked_mnist_metric(*, dataset, root: str | None = None, n_real: int = 26_0
     """Modes covered (of 1000) and KL to uniform on Stacked MNIST, with the real data's values."""
     from ganforge.plugins.idx import mnist
 
+    if n_real < 1:
+        raise ValueError(f"n_real is a number of real stacked test images to compare with, >= 1, got {n_real}")
     root = root or getattr(dataset, "root", None)
     if root is None:
         raise ValueError("needs the MNIST test files (t10k-*): a stacked_mnist dataset with a data.root, "

@@ -105,6 +105,8 @@ def test_stacked_metric_on_generated_idx_files(tmp_path, monkeypatch):
          "modes_real": out["modes_real"], "kl_real": out["kl_real"]})
     with pytest.raises(ValueError, match="3-channel samples"):
         metric(x[:, :1])
+    with pytest.raises(GanforgeError, match="n_real is a number of real stacked test images"):
+        REG.build("metric", "stacked_mnist", {"n_real": 0}, dataset=d)
 
 
 @needs_mnist
