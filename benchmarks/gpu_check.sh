@@ -36,12 +36,42 @@ ganforge train toy_grid train.steps=400 train.n_critic=2 "penalties=[{name: r1, 
   train.cuda_graph=true out_dir=/tmp/fast-r1 log.progress=false log.every=100 | tail -3
 ganforge train mnist_dcgan data.root=.data/mnist train.steps=300 train.precision=bf16 train.cuda_graph=true \
   out_dir=/tmp/fast-bf16 log.progress=false log.every=100 | tail -3
-# class-conditional systems in CUDA graphs (labels gathered on the GPU; labels: data draws with
-# torch.multinomial inside the graph), bf16
+# class-conditional systems in CUDA graphs (labels gathered on the GPU; labels: data draws by
+# inverse CDF from a CDF put on the GPU before the step: issue #27 predicted a host copy there), bf16
 ganforge train mnist_cgan data.root=.data/mnist train.steps=300 train.cuda_graph=true train.precision=bf16 \
   out_dir=/tmp/fast-cgan log.progress=false log.every=100 | tail -3
 ganforge train mnist_cgan data.root=.data/mnist train.steps=300 train.cuda_graph=true objective.args.labels=data \
   out_dir=/tmp/fast-cgan-data log.progress=false log.every=100 | tail -3
+
+# issue #27's other first-GPU cases: each line must end in training, not a CUDA error
+# - a network that reads a tensor value: the watched warm-up finds it; the step stays uncaptured
+#   and the run prints why (never a capture error)
+python3 - <<'PY'
+import ganforge, torch
+from ganforge.config import load_recipe
+from ganforge.engine import train
+from ganforge.manager import PluginManager
+from ganforge.plugins.mlp import MLPGenerator
+class Peeking(MLPGenerator):
+    def forward(self, z, y=None):
+        out = super().forward(z, y)
+        return out if float(out.abs().max()) < 1e9 else out * 0
+class P:
+    @ganforge.hookimpl
+    def ganforge_register_generators(self, register):
+        register("peeking", lambda *, z_dim, out_shape, **a: Peeking(z_dim, out_shape, [64, 64], True, "relu", "none"))
+pm = PluginManager(); pm.register(P(), name="peeking")
+s = train(load_recipe("toy_grid", ["generator=peeking", "train.steps=20", "out_dir=/tmp/peek", "log.progress=false"]), plugins=pm)
+print("peeking network:", "captured" if s.stepper.graphs else "uncaptured (expected)", "steps", s.step)
+PY
+# - the eager path with fused Adam: no host read per phase (non-finite skips through found_inf)
+ganforge train mnist_seed data.root=.data/mnist train.steps=200 train.cuda_graph=false train.n_critic=5 \
+  out_dir=/tmp/eager-fused log.progress=false log.every=100 | tail -2
+# - train.sync_bn with R1: G gets SyncBatchNorm, D keeps its own BatchNorm (no double backward), and says so
+ganforge train mnist_dcgan data.root=.data/mnist train.steps=50 train.sync_bn=true "penalties=[{name: r1}]" \
+  out_dir=/tmp/syncbn log.progress=false | grep -E "sync_bn|checkpoint"
+# - evaluation in batches (log.eval_batch_size) of 20,000 samples
+ganforge eval /tmp/run-no --metric mnist --n 20000 --batch-size 2000 | tail -4
 
 # 3. throughput: mnist_seed at batch 64 against the users' reference loop and a bare eager loop
 python3 benchmarks/throughput.py mnist_seed data.root=.data/mnist --steps 300 --warmup 30 --results "$OUT" | tee "$OUT/mnist_seed.txt"

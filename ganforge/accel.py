@@ -19,16 +19,77 @@ from accelerate.utils import DataLoaderConfiguration
 from ganforge.config import Recipe
 from ganforge.errors import ConfigError, GanforgeError
 
-__all__ = ["AUTOCAST_DTYPES", "RunLock", "autocast_factory", "make_accelerator", "native_cpu_bf16",
+__all__ = ["AUTOCAST_DTYPES", "RunLock", "autocast_factory", "check_launch", "cuda_policy", "launcher_request", "make_accelerator", "native_cpu_bf16",
            "prepare_networks", "resolve_precision"]
 
 
 _TRAP = (
     "WORLD_SIZE={world} but Accelerate sees a single process, so each process would train "
-    "alone and all would write the same output folder (this is what `accelerate launch "
-    "--multi_gpu` does on a machine without GPUs). On CPUs launch with ACCELERATE_USE_CPU=1 "
-    "accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m ganforge train RECIPE"
+    "alone and all would write the same output folder. Launch several processes with "
+    "accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml (CPUs) or a MULTI_GPU "
+    "config (GPUs), or torchrun"
 )
+
+
+def launcher_request() -> tuple[int, str] | None:
+    """How many processes ``accelerate launch`` was asked to start, and from where (its
+    ``--num_processes`` or its config file's ``num_processes``): read from the launcher's own
+    command line, which is this process's parent. ``None`` when this process was not started by
+    ``accelerate launch`` (which sets ``ACCELERATE_DYNAMO_BACKEND`` in every launcher) or the
+    request cannot be read. Accelerate 1.x exports no process count to the processes it starts,
+    and its single-process launcher sets no ``WORLD_SIZE``, so the parent is the only witness
+    of a request for N processes that started one."""
+    if "ACCELERATE_DYNAMO_BACKEND" not in os.environ:
+        return None
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return None
+    argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    start = next((i + 1 for i, a in enumerate(argv) if a.endswith("accelerate.commands.launch")
+                  or (a == "launch" and i and Path(argv[i - 1]).name.startswith("accelerate"))), None)
+    if start is None:
+        return None
+    import io
+
+    from accelerate.commands.config.config_args import default_config_file, load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            args, _ = launch_command_parser().parse_known_args(argv[start:])
+    except (SystemExit, Exception):  # not a command line we understand: no claim
+        return None
+    if args.num_processes is not None:
+        return int(args.num_processes), f"--num_processes {args.num_processes}"
+    path = args.config_file or (default_config_file if os.path.isfile(default_config_file) else None)
+    if path is None:
+        return None
+    try:
+        config = load_config_from_file(path)
+    except Exception:  # noqa: BLE001 - accelerate reports a bad config itself
+        return None
+    processes = getattr(config, "num_processes", None)
+    if not isinstance(processes, int) or processes < 1:
+        return None
+    return processes, f"num_processes: {processes} in {path}"
+
+
+def check_launch(seen: int) -> None:
+    """Refuse a run whose launcher asked for another number of processes than started (a
+    MULTI_CPU accelerate config starts ONE process through accelerate's simple launcher)."""
+    request = launcher_request()
+    if request is None or request[0] == seen:
+        return
+    asked, source = request
+    import accelerate
+
+    raise ConfigError(
+        f"accelerate launch was asked for {asked} processes ({source}) but {seen} started: accelerate "
+        f"{accelerate.__version__} starts several processes on one machine only for a MULTI_GPU config "
+        f"(or --multi_gpu); a MULTI_CPU config runs one process. Use distributed_type: MULTI_GPU as "
+        f"recipes/accelerate/cpu_2proc.yaml does (without GPUs ganforge trains the processes on the "
+        f"CPU over gloo), or launch with torchrun --nproc_per_node {asked}")
 
 
 def _world_size() -> int:
@@ -86,11 +147,18 @@ def choose_threads(setting: int | str, device_type: str) -> tuple[int | None, st
     CPU it uses the cores that other work leaves idle, at least one (torch's default, one per
     core, collapses next to a busy process: 7x slower on a 2-core machine). Returns the number
     of threads to set (None: leave it) and a line to print."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if setting != "auto":
-        return int(setting), None
+        threads = int(setting)
+        if threads > 4 * cores:  # far beyond any use; torch crashes outright at ~100000
+            raise ConfigError(f"train.threads={threads} is far more than this machine's {cores} cores; use at "
+                              f"most {cores} (or auto)")
+        if threads > cores:
+            return threads, (f"warning: train.threads={threads} is more than this machine's {cores} cores: the "
+                             f"threads compete for them and training slows; use at most {cores} (or auto)")
+        return threads, None
     if os.environ.get("OMP_NUM_THREADS") or device_type != "cpu":
         return None, None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     busy = min(cores - 1, max(0, round(busy_cores())))
     if not busy:
         return cores, None
@@ -130,8 +198,6 @@ def make_accelerator(recipe: Recipe, sample_shape: tuple[int, ...] | None = None
     precision = launcher_precision(t.precision) or resolve_precision(t.precision, "cpu" if cpu else "cuda",
                                                                    sample_shape)
     world = _world_size()
-    if world > 1 and not torch.cuda.is_available() and not cpu_dist:
-        raise ConfigError(_TRAP.format(world=world))  # would not be distributed at all
     if world == 1:
         # Accelerate keeps process-wide state; a single process may train several times
         # (notebooks, tests) with different settings.
@@ -139,11 +205,17 @@ def make_accelerator(recipe: Recipe, sample_shape: tuple[int, ...] | None = None
 
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
+    # cpu: several processes on a machine without GPUs train on the CPU over gloo (MULTI_CPU),
+    # however they were launched (`--multi_gpu`, a MULTI_GPU config, torchrun), instead of as
+    # independent single-process runs
     accelerator = Accelerator(
-        cpu=t.cpu,
+        cpu=cpu,
         mixed_precision=precision,
         log_with="wandb" if recipe.log.wandb else None,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=recipe.seed),
+        # non_blocking: batches from pinned memory (make_loader pins on CUDA) are copied to
+        # the GPU asynchronously instead of blocking the host
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=recipe.seed,
+                                                  non_blocking=True),
     )
     if precision == "fp16" and accelerator.device.type == "cpu":
         raise ConfigError(
@@ -157,15 +229,31 @@ def make_accelerator(recipe: Recipe, sample_shape: tuple[int, ...] | None = None
                 f"warning: train.precision=bf16 on a CPU without native bf16 ({capability}) is "
                 f"emulated and much slower than fp32 (28x on mnist_seed, benchmarks/RESULTS.md); "
                 f"use train.precision=no here")
+    if accelerator.device.type == "cuda":
+        cuda_policy(t.tf32)
     world = _world_size()
     if world > 1 and accelerator.num_processes == 1:
         raise ConfigError(_TRAP.format(world=world))
+    check_launch(accelerator.num_processes)
     threads, note = choose_threads(t.threads, accelerator.device.type)
     if threads is not None:
         torch.set_num_threads(threads)
     if note:
         accelerator.print(note)
     return accelerator
+
+
+def cuda_policy(tf32: bool) -> None:
+    """How ganforge sets up a CUDA GPU. ``cudnn.benchmark`` on: every step has the same shapes
+    (drop_last, fixed batch), so cuDNN's autotuning in the first steps pays for itself; with
+    the CUDA-graph fast path the algorithms chosen during warm-up are the ones captured. TF32
+    (``train.tf32``, default on) for fp32 matmuls and convolutions: the tensor-core rate for
+    fp32 training with a 10-bit mantissa, as PyTorch's own default for convolutions; false
+    gives full fp32 (torch's ``highest`` matmul precision, cuDNN TF32 off). bf16 autocast
+    regions are unaffected."""
+    torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = bool(tf32)
 
 
 class RunLock:
@@ -187,6 +275,9 @@ class RunLock:
                 f"output folder {self.path.parent} is in use by another run ({owner}); "
                 f"choose another out_dir, or delete {self.path} if that run is gone"
             ) from None
+        except OSError as err:  # a read-only file system, no permission
+            raise GanforgeError(f"cannot write to out_dir {self.path.parent}: {err.strerror or err}; "
+                                f"choose a folder this user can write to") from None
         with os.fdopen(fd, "w") as f:
             f.write(f"{socket.gethostname()}:{os.getpid()}")
         return self

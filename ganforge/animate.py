@@ -24,6 +24,7 @@ from pathlib import Path
 from PIL import Image
 
 from ganforge.errors import GanforgeError
+from ganforge.files import atomic_path, write_text
 
 __all__ = ["animate", "data_uri", "figure_image", "film_frames", "grid_frames", "viewer", "write_gif", "write_page"]
 
@@ -94,7 +95,8 @@ def write_gif(frames: list[Frame], path: Path, ms: int = 200) -> Path:
     """An animated GIF that loops, the last frame held longer."""
     pictures = [p for _, p in frames]
     durations = [ms] * (len(pictures) - 1) + [ms * 5]
-    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
+    with atomic_path(path) as tmp:  # a full disk leaves the previous GIF, not a cut-off one
+        pictures[0].save(tmp, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
     return path
 
 
@@ -137,9 +139,8 @@ STYLE = ("body{font-family:sans-serif;margin:2em;max-width:70em} img{max-width:1
 
 
 def write_page(path: Path, title: str, body: str) -> Path:
-    path.write_text(f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+    return write_text(path, f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
                     f"<style>{STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
-    return path
 
 
 def animate(run: Path) -> list[Path]:

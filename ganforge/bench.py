@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from ganforge.files import write_text
 from ganforge.config import Recipe, load_recipe
 from ganforge.bench_loops import eager_loop, reference_loop
 from ganforge.hookspecs import hookimpl
@@ -333,6 +334,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = report["date"].replace(":", "")
     path = folder / f"{report['recipe']}-{report['device'].replace(' ', '_')}-{stamp}.json"
-    path.write_text(json.dumps(report, indent=1, default=str))
+    write_text(path, json.dumps(report, indent=1, default=str))
     print(f"wrote {path}")
     return 0

@@ -90,8 +90,9 @@ def network_parts(recipe: Recipe, system: GANSystem) -> dict[str, Part]:
     return {n: recipe.networks.get(n) or getattr(recipe, spec.kind) for n, spec in system.networks.items()}
 
 
-def build_networks(recipe: Recipe, registry: Registry, system: GANSystem) -> dict[str, nn.Module]:
-    """Every network of ``system`` from the registry, in train mode, checked on a tiny batch."""
+def build_networks(recipe: Recipe, registry: Registry, system: GANSystem, *, check: bool = True) -> dict[str, nn.Module]:
+    """Every network of ``system`` from the registry, in train mode, checked on a tiny batch
+    (``check=False``: not run, e.g. when built on the meta device to compare shapes)."""
     nets = {}
     for n, part in network_parts(recipe, system).items():
         spec = system.networks[n]
@@ -100,6 +101,8 @@ def build_networks(recipe: Recipe, registry: Registry, system: GANSystem) -> dic
             nets[n] = registry.build(spec.kind, part.name, part.args, **spec.context)
         except ConfigError as err:
             raise ConfigError(f"network '{n}': {err}") from None
+    if not check:
+        return nets
     for module in nets.values():
         module.eval()
     try:
@@ -147,3 +150,17 @@ def make_optimizers(recipe: Recipe, system: GANSystem, nets: dict[str, nn.Module
         out[name] = torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=decay,
                                      fused=fused or None, capturable=capturable)
     return out
+
+
+def sync_bn_split(recipe: Recipe, system: GANSystem, nets: dict[str, nn.Module]) -> tuple[list[str], dict[str, str]]:
+    """``train.sync_bn``: which networks get SyncBatchNorm (BatchNorm statistics over every
+    process, as BigGAN syncs its generator's), and which keep per-process BatchNorm and why. A
+    network a recipe penalty differentiates (R1, GP: a gradient of D's output, then a backward
+    through it) keeps its own: SyncBatchNorm has no double backward."""
+    penalised = {n: p.name for p in recipe.penalties for ph in system.phases for n in ph.penalize
+                 if not p.networks or n in p.networks}
+    with_bn = [n for n, m in nets.items() if any(isinstance(x, nn.modules.batchnorm._BatchNorm) for x in m.modules())]
+    convert = [n for n in with_bn if n not in penalised]
+    kept = {n: f"penalty '{penalised[n]}' differentiates it twice and SyncBatchNorm has no double backward"
+            for n in with_bn if n in penalised}
+    return convert, kept

@@ -2,11 +2,14 @@
 rule that each part declares ``capturable = True`` itself, and capturable Adam."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
-__all__ = ["declares_capturable", "make_capturable", "reasons_against"]
+__all__ = ["HostTraffic", "declares_capturable", "make_capturable", "reasons_against"]
 
 
 def reasons_against(state: Any, penalties: list) -> list[str]:
@@ -50,3 +53,94 @@ def make_capturable(opt: torch.optim.Optimizer) -> None:
     for param, values in opt.state.items():
         if torch.is_tensor(values.get("step")):
             values["step"] = values["step"].to(param.device, torch.float32)
+
+
+class HostTraffic(TorchFunctionMode):
+    """While active, records what a CUDA graph cannot hold: Python reading a tensor's value
+    (``.item()``, ``bool()``, ``float()``, ``int()``, ``.tolist()``, ``.numpy()``: a host
+    synchronisation on a GPU) and host data copied to the device (``torch.tensor`` /
+    ``torch.as_tensor`` of Python data, ``.to(device)`` / ``.cuda()`` of a tensor in host
+    memory). The engine runs one warm-up step of each pattern under it before capturing, and
+    does not capture a step that shows any (the reason is printed); ``watch(nets)`` names the
+    network whose forward did it.
+
+    ``strict``: count every such call whatever the devices involved (except copies that torch's
+    own code makes), for a CPU, where host and device memory are one and a copy to the device
+    cannot be told from a no-op: the tests, and the engine when capture is simulated there.
+    """
+
+    READS = frozenset({"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy"})
+
+    def __init__(self, strict: bool = False):
+        super().__init__()
+        self.strict = strict
+        self.found: list[str] = []
+        self.where: list[str] = []  # the networks whose forward is running, innermost last
+        self._hooks: list[Any] = []
+
+    def watch(self, nets: dict[str, torch.nn.Module]) -> HostTraffic:
+        def enter(name):
+            def hook(module, args):
+                self.where.append(name)  # (returns None: the inputs are unchanged)
+            return hook
+
+        def leave(module, args, output):
+            self.where.pop()  # (returns None: the output is unchanged)
+
+        for name, module in nets.items():
+            self._hooks.append(module.register_forward_pre_hook(enter(name)))
+            self._hooks.append(module.register_forward_hook(leave))
+        return self
+
+    def __exit__(self, *exc):
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        return super().__exit__(*exc)
+
+    def _on_host(self, tensor: Any) -> bool:
+        return isinstance(tensor, torch.Tensor) and (self.strict or tensor.device.type == "cpu")
+
+    def _target(self, name: str, args: tuple, kwargs: dict) -> torch.device | None:
+        """The device a ``.to`` / ``.cuda`` / ``torch.tensor`` call moves data to, if it names one."""
+        if name == "cuda":
+            return torch.device("cuda")
+        candidates = [kwargs.get("device"), *(args[1:] if name == "to" else ())]
+        for c in candidates:
+            if isinstance(c, (torch.device, str)):
+                return torch.device(c)
+            if isinstance(c, torch.Tensor):
+                return c.device
+        return None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        what = None
+        if self.strict and name in ("to", "cuda", "tensor", "as_tensor") and _from_torch(sys._getframe(1)):
+            # torch's own code (fused Adam moving found_inf "to" the device it is on) is
+            # trusted: on a CPU a copy cannot be told from a no-op, so only callers are judged
+            return func(*args, **kwargs)
+        if name in self.READS and args and isinstance(args[0], torch.Tensor):
+            if self.strict or args[0].device.type != "cpu":
+                what = f"Tensor.{name}() reads a tensor's value"
+        elif func in (torch.tensor, torch.as_tensor):
+            target = self._target(name, args, kwargs)
+            if (self.strict and not isinstance(args[0] if args else None, torch.Tensor)) or \
+                    (target is not None and target.type != "cpu"):
+                what = f"torch.{name}() copies host data to the device"
+        elif name in ("to", "cuda") and args and isinstance(args[0], torch.Tensor):
+            target = self._target(name, args, kwargs)
+            if target is not None and self._on_host(args[0]) and (self.strict or target.type != "cpu"):
+                what = f"Tensor.{name}({target}) copies a host tensor to the device"
+        if what is not None:
+            self.found.append(f"{what} in network '{self.where[-1]}'" if self.where else
+                              f"{what} in the step (the system's loss, a penalty or the engine)")
+        return func(*args, **kwargs)
+
+
+_TORCH = str(Path(torch.__file__).parent)
+
+
+def _from_torch(frame: Any) -> bool:
+    return frame is not None and frame.f_code.co_filename.startswith(_TORCH)

@@ -169,7 +169,13 @@ def read_meta(folder: Path) -> dict[str, Any]:
     meta_path = folder / "meta.json"
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint {folder} does not exist (or is not a folder)")
+    if meta_path.is_symlink():
+        raise CheckpointError(f"{meta_path} is a symbolic link; a checkpoint holds its own files")
     if not meta_path.is_file():
+        if not any(folder.glob("*.safetensors")):
+            raise CheckpointError(f"{folder} is not a checkpoint (no meta.json, no weights) nor a run folder "
+                                  f"(no checkpoints/ inside): give a run's out_dir or one of its "
+                                  f"checkpoints/step-* folders")
         raise CheckpointError(f"checkpoint {folder} has no meta.json: it is incomplete")
     try:
         meta = json.loads(meta_path.read_text())
@@ -185,6 +191,9 @@ def read_meta(folder: Path) -> dict[str, Any]:
         path = folder / name
         if Path(name).name != name or name in ("", ".", ".."):
             raise CheckpointError(f"{meta_path} names a file outside its folder ({name!r}); refusing it")
+        if path.is_symlink():  # it would read whatever the link points to, anywhere
+            raise CheckpointError(f"checkpoint file {path} is a symbolic link (to {os.readlink(path)}); a checkpoint "
+                                  f"holds its own files: copy the file in place of the link")
         if not path.is_file():
             raise CheckpointError(f"checkpoint file {path} is missing")
         if path.stat().st_size != size:

@@ -41,6 +41,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     state = train(recipe)
     if state.interrupted:  # as a shell reports a process a signal ended: 130 (SIGINT), 143 (SIGTERM)
+        if state.accelerator.is_main_process:
+            import shlex
+
+            kept = [o for o in args.overrides if o.partition("=")[0].strip() not in ("resume", "out_dir")]
+            print("resume with: " + shlex.join(["ganforge", "train", args.recipe, *kept, "resume=auto",
+                                                f"out_dir={state.output_dir}"]))
         return 128 + signal.Signals[state.interrupted].value
     return 0
 
@@ -53,6 +59,8 @@ def _load_for_sampling(checkpoint: str, ema: bool):
     from ganforge.config import recipe_from_dict
     from ganforge.manager import get_plugin_manager
 
+    import torch
+
     folder = Path(checkpoint)
     if folder.is_dir() and not (folder / "meta.json").exists() and (folder / "checkpoints").is_dir():
         latest = ckpt.latest_valid(folder / "checkpoints")  # a run folder: take its newest
@@ -63,13 +71,46 @@ def _load_for_sampling(checkpoint: str, ema: bool):
     recipe = recipe_from_dict(meta["recipe"])
     registry = get_plugin_manager().registry
     dataset = _dataset(recipe, registry) if _needs_dataset(recipe, registry) else None
-    system = build_system(recipe, registry, tuple(meta["sample_shape"]), dataset, num_classes=meta.get("num_classes"))
+    shape, classes = _meta_fields(meta, folder)
+    # meta.json is outside the checksums: the networks it describes are first built on the
+    # meta device (no memory) and their shapes compared with the weights, so a crafted shape
+    # or class count is refused before anything is allocated
+    try:
+        with torch.device("meta"):
+            shells = build_networks(recipe, registry, build_system(recipe, registry, shape, dataset,
+                                                                   num_classes=classes), check=False)
+    except (RuntimeError, NotImplementedError):  # a plugin network that cannot be built without memory
+        shells = {}
+    for name, module in shells.items():
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in weights.get(name, {}).items()}
+        wrong = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
+        if expected.keys() != got.keys() or wrong:
+            detail = (f"{name}.{wrong[0]} is {list(got[wrong[0]])} in the weights but {list(expected[wrong[0]])} "
+                      f"for that shape" if wrong else f"network {name}'s parameters differ from the weights'")
+            raise GanforgeError(f"{folder / 'meta.json'} does not match the checkpoint's weights (sample_shape "
+                                f"{list(shape)}, num_classes {classes}): {detail}; the meta.json was edited or "
+                                f"belongs to another run")
+    system = build_system(recipe, registry, shape, dataset, num_classes=classes)
     nets = build_networks(recipe, registry, system)
     for name, module in nets.items():
         module.load_state_dict(weights[name])
         module.eval()
     system.setup(nets)
     return nets, system, recipe, meta
+
+
+def _meta_fields(meta: dict, folder: Path) -> tuple[tuple[int, ...], int | None]:
+    """``sample_shape`` and ``num_classes`` from a checkpoint's meta.json, type-checked."""
+    shape, classes = meta.get("sample_shape"), meta.get("num_classes")
+    if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and
+            all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+        raise GanforgeError(f"{folder / 'meta.json'}: sample_shape must be a list of 1 to 4 positive "
+                            f"integers, got {shape!r}; the file is damaged or was edited")
+    if classes is not None and (not isinstance(classes, int) or isinstance(classes, bool) or classes < 1):
+        raise GanforgeError(f"{folder / 'meta.json'}: num_classes must be a positive integer or null, got "
+                            f"{classes!r}; the file is damaged or was edited")
+    return tuple(shape), classes
 
 
 def _needs_dataset(recipe, registry) -> bool:
@@ -174,7 +215,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ganforge.manager import get_plugin_manager
-    from ganforge.sampling import evaluate_samples
+    from ganforge.sampling import evaluate_samples, sharded_generate
 
     import torch
 
@@ -189,19 +230,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
     args_by_name = {m.name: m.args for m in recipe.metrics}
     dataset = getattr(system, "dataset", None) or _dataset(recipe, registry)
     metrics = {n: registry.build("metric", n, args_by_name.get(n, {}), dataset=dataset) for n in names}
+    batch = args.batch_size or recipe.log.eval_batch_size
+    if batch < 1:
+        raise GanforgeError(f"--batch-size must be at least 1, got {batch}")
+    state = _eval_processes()  # under accelerate launch / torchrun: every process makes a share
+    device = state.device if state is not None else torch.device("cpu")
+    for module in nets.values():
+        module.to(device)
     gen = torch.Generator().manual_seed(args.seed)
-    with torch.no_grad():
-        noise = system.noise(args.n, "cpu", gen)
-        samples = system.generate(nets, noise).float()
+    noise = system.noise(args.n, "cpu", gen)  # the same on every process: rank-independent results
+    moved = tuple(x.to(device) for x in noise) if isinstance(noise, (tuple, list)) else noise.to(device)
+    samples = sharded_generate(system, nets, moved, batch, state)
+    if state is not None and not state.is_main_process:
+        return 0
     results = evaluate_samples(samples, dataset, metrics, system.labels_of(noise), noise)
-    print(json.dumps({"checkpoint": str(args.checkpoint), "step": meta["step"], **results}, indent=1))
+    print(json.dumps({"checkpoint": str(args.checkpoint), "step": meta["step"],
+                      "processes": state.num_processes if state is not None else 1, **results}, indent=1))
     return 0
+
+
+def _eval_processes():
+    """Accelerate's process state when this command was started as several processes (on a
+    machine without GPUs, or with ACCELERATE_USE_CPU=1, over gloo on the CPU); else None."""
+    import os
+
+    import torch
+
+    from ganforge.accel import check_launch
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        check_launch(1)  # accelerate launch asked for more and started one: refused
+        return None
+    from accelerate import PartialState
+
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    check_launch(state.num_processes)
+    return state
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
     """Translate a folder of images (or the run's held-out split) with an image-to-image run."""
     import torch
     from torchvision.utils import save_image
+    from ganforge.files import atomic_path
 
     nets, system, recipe, meta = _load_for_sampling(args.run, not args.no_ema)
     directions = getattr(system, "directions", None)
@@ -230,7 +302,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
             for name, image in zip(names[start:start + 64], result, strict=True):
                 target = out / f"{name}.png"
                 target.parent.mkdir(parents=True, exist_ok=True)
-                save_image(image.float(), str(target), normalize=True, value_range=(-1.0, 1.0))
+                with atomic_path(target) as tmp:
+                    save_image(image.float(), str(tmp), normalize=True, value_range=(-1.0, 1.0))
     source = args.input or "the held-out split"
     print(f"translated {len(images)} images ({args.direction}) from {source} to {out}")
     return 0
@@ -348,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--interpolate", type=int, metavar="K", help="latent walks of K points, one per row")
         else:
             p.add_argument("--metric", action="append", help="metric name (repeatable); default: the recipe's")
+            p.add_argument("--batch-size", type=int, help="samples per forward pass (default: the recipe's "
+                           "log.eval_batch_size); under accelerate launch each process makes a share")
         p.set_defaults(func=func)
     for name, func, helptext in (("animate", cmd_animate, "the training film and sample grids as GIF + HTML"),
                                  ("report", cmd_report, "one offline HTML report of a run (also while training)")):
@@ -394,6 +469,14 @@ def main(argv: list[str] | None = None) -> int:
     except GanforgeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only folder: what and where, in one line
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: ganforge {args.command} could not write or read a file{where}: {err.strerror or err}; "
+              f"any file it was replacing is unchanged", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before training's own handler is in place (start-up), or after
+        print(f"interrupted: ganforge {args.command} stopped before it finished (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

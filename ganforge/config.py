@@ -33,7 +33,18 @@ from ganforge.validate import PRECISIONS, validate  # noqa: F401 - PRECISIONS is
 
 class _Loader(yaml.SafeLoader):
     """YAML with 1.2 scalars: only true/false are booleans (``precision: no`` stays the
-    string "no") and ``5e-4`` is a float, not a string."""
+    string "no") and ``5e-4`` is a float, not a string; a key given twice in one mapping is an
+    error (YAML 1.2 requires unique keys; PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: the key '{key}' is given twice in one "
+                                     f"mapping (first on line {seen[key].line + 1}); keep one")
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -110,7 +121,8 @@ class Train:
     ema_start: int = 0  # generator step at which EMA averaging starts (copies before)
     cpu: bool = False  # train on the CPU even when a GPU is present
     threads: int | str = "auto"  # CPU threads: auto (idle cores; OMP_NUM_THREADS wins when set) | a number
-    sync_bn: bool = False  # SyncBatchNorm in D across processes (CUDA GPUs only)
+    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA GPUs only; not in penalised networks)
+    tf32: bool = True  # CUDA: TF32 tensor cores for fp32 matmuls and convolutions (false: full fp32)
     channels_last: bool | str = "auto"  # auto (conv models on CUDA) | true | false
     cuda_graph: bool | str = "auto"  # whole step in one CUDA graph: auto (when possible) | true | false
     nonfinite: str = "skip"  # skip | stop: what a NaN/Inf loss does to its step
@@ -127,6 +139,7 @@ class Log:
     keep: int = 3  # checkpoints kept
     eval_every: int = 0  # steps between metric evaluations; 0 = only at the end
     eval_samples: int = 2500
+    eval_batch_size: int = 500  # samples generated per forward pass in an evaluation (each process a share)
     wandb: bool = False  # log to Weights & Biases through Accelerate's tracker
     wandb_project: str = "ganforge"
     progress: bool = True

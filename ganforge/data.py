@@ -53,7 +53,10 @@ class TensorDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> Any:
         # A whole batch in one indexing operation (on the device holding the data); the
         # DataLoader's collate_fn is the identity.
-        return self.fetch(torch.as_tensor(indices, device=self.data.device))
+        index = torch.as_tensor(indices)
+        if self.data.device.type == "cuda":  # from pinned memory, without blocking the host
+            return self.fetch(index.pin_memory().to(self.data.device, non_blocking=True))
+        return self.fetch(index)
 
 
 def samples_at(dataset: Any, indices: list[int]) -> torch.Tensor:

@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganforge import plots
 from ganforge.accel import RunLock, autocast_factory, make_accelerator, prepare_networks
-from ganforge.build import build_networks, build_system, make_optimizers, use_channels_last
+from ganforge.build import build_networks, build_system, make_optimizers, sync_bn_split, use_channels_last
 from ganforge.config import Recipe
 from ganforge.data import make_loader, place_dataset
 from ganforge.errors import ConfigError, DatasetError, GanforgeError
@@ -65,8 +65,10 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
         if accelerator.device.type != "cuda":
             raise ConfigError("train.sync_bn needs CUDA GPUs (SyncBatchNorm has no CPU/gloo "
                               "implementation); drop it on this machine")
-        nets = {n: torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) if system.networks[n].kind == "discriminator"
-                else m for n, m in nets.items()}
+        convert, kept = sync_bn_split(cfg, system, nets)
+        nets = {n: torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) if n in convert else m for n, m in nets.items()}
+        for name, why in kept.items():
+            accelerator.print(f"train.sync_bn: network {name} keeps per-process BatchNorm ({why})")
     if use_channels_last(t.channels_last, nets, accelerator.device):
         nets = {n: m.to(memory_format=torch.channels_last) for n, m in nets.items()}
     nets = prepare_networks(accelerator, nets)
@@ -83,7 +85,7 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
         raise ConfigError("train.cuda_graph=true, but the step cannot be captured: "
                           f"{'; '.join(reasons)}. Use train.cuda_graph=auto to fall back to eager")
     graph = not reasons
-    state.autocast = autocast_factory(accelerator, cache=not graph)
+    state.autocast = autocast_factory(accelerator, cache=False)  # one policy on both paths (see autocast_factory)
     if not graph and accelerator.device.type == "cuda":
         accelerator.print(f"eager training step (no CUDA graph): {'; '.join(reasons)}")
 
@@ -209,8 +211,7 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
         if path is not None:
             acc.print(f"checkpoint: {path}")
         if interrupted:
-            acc.print(f"interrupted by {interrupted} at step {state.step}; resume with: "
-                      f"ganforge train RECIPE resume=auto out_dir={state.output_dir}")
+            acc.print(f"interrupted by {interrupted} at step {state.step}")  # (`ganforge train` adds how to resume)
         plugins.train_end(state)
     acc.end_training()
 
@@ -220,19 +221,36 @@ class _Signals:
 
     def __init__(self):
         self.received: list[int] = []
+        self.group, self.pending = None, None
 
     def agreed(self, acc: Any) -> str | None:
-        """The signal that stops the run after this step, or None. With several processes one
-        tiny all-reduce per step, so that every rank stops after the same step even when only
-        one was signalled (a rank that stopped alone would hang the others' collectives)."""
+        """The signal that stops the run after this step, or None. With several processes
+        every rank must stop after the same step (a rank that stopped alone would hang the
+        others' collectives), so the ranks share their flags with an all-reduce over a gloo
+        group of host tensors: started asynchronously after one step and collected after the
+        next, it costs no device synchronisation and a stop comes one step after the signal."""
         number = self.received[0] if self.received else 0
-        if acc.num_processes > 1:
-            import torch.distributed as dist
+        if acc.num_processes == 1:
+            return signal.Signals(number).name if number else None
+        import torch.distributed as dist
 
-            flag = torch.tensor([number], device=acc.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            number = int(flag.item())
-        return signal.Signals(number).name if number else None
+        if self.group is None:  # collective: every rank creates it at its first step
+            self.group = dist.new_group(backend="gloo")
+        decided = 0
+        if self.pending is not None:
+            work, flag = self.pending
+            work.wait()
+            decided = int(flag[0])
+        flag = torch.tensor([number], dtype=torch.int64)
+        self.pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True), flag)
+        return signal.Signals(decided).name if decided else None
+
+    def close(self) -> None:
+        """Collect an all-reduce still in flight (every rank started it), before the process
+        group goes away."""
+        if self.pending is not None:
+            self.pending[0].wait()
+            self.pending = None
 
 
 @contextlib.contextmanager
@@ -248,6 +266,7 @@ def _catch_interrupts():
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
     try:
         yield signals
+        signals.close()
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -7,13 +7,16 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+from ganforge.files import atomic_path
+
 
 def save_grid(samples: torch.Tensor, path: Path, nrow: int | None = None) -> None:
     """Images in [-1, 1] as one PNG grid of ``nrow`` images per row (default: as square as
     possible)."""
     nrow = nrow or max(1, int(math.sqrt(len(samples))))
-    save_image(samples.detach().float().cpu(), str(path), nrow=nrow, normalize=True,
-               value_range=(-1.0, 1.0), padding=2)
+    with atomic_path(path) as tmp:
+        save_image(samples.detach().float().cpu(), str(tmp), nrow=nrow, normalize=True,
+                   value_range=(-1.0, 1.0), padding=2)
 
 
 def _pyplot():
@@ -36,8 +39,11 @@ def save_scatter(samples: torch.Tensor, data: torch.Tensor, path: Path, title: s
     ax.legend(loc="upper right", markerscale=4)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
 
 
 def save_loss_curve(history: list[dict], path: Path) -> None:
@@ -60,5 +66,8 @@ def save_loss_curve(history: list[dict], path: Path) -> None:
     if others:
         ax2.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)

@@ -12,9 +12,10 @@ import torch
 
 from ganforge import plots
 from ganforge.data import samples_at
+from ganforge.files import atomic_path
 
-__all__ = ["evaluate", "evaluate_samples", "generate", "init_wandb", "read_sample_file", "write_sample_file",
-           "write_samples"]
+__all__ = ["evaluate", "evaluate_samples", "generate", "init_wandb", "read_sample_file", "rows", "sharded_generate",
+           "write_sample_file", "write_samples"]
 
 
 @torch.no_grad()
@@ -55,22 +56,78 @@ def write_samples(state: Any, noise: Any, stem: str) -> Path | None:
 
 
 def evaluate(state: Any, metrics: dict[str, Any]) -> dict[str, float]:
-    """Run the recipe's metrics on ``log.eval_samples`` samples; log and return the results."""
-    if not state.accelerator.is_main_process:
-        return {}
-    n, device = state.config.log.eval_samples, state.accelerator.device
+    """Run the recipe's metrics on ``log.eval_samples`` samples, generated in batches of
+    ``log.eval_batch_size`` shared among the processes (:func:`sharded_generate`); the main
+    process computes the metrics once, logs and returns them (the others return ``{}``)."""
+    acc, log = state.accelerator, state.config.log
+    n, device = log.eval_samples, acc.device
     noise = state.system.noise(n, device, torch.Generator(device).manual_seed(state.config.seed + 1))
+    samples = sharded_generate(state.system, state.sampler_nets, noise, log.eval_batch_size, acc)
+    if not acc.is_main_process:
+        return {}
     labels = state.system.labels_of(noise)
-    results = evaluate_samples(generate(state, noise).cpu(), state.dataset, metrics,
-                               labels.cpu() if labels is not None else None, noise)
+    results = evaluate_samples(samples, state.dataset, metrics, labels.cpu() if labels is not None else None, noise)
     state.metrics = results
     row = {"step": state.step, **{f"eval/{k}": v for k, v in results.items()}}
     state.history.append(row)
     with open(state.output_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
-    state.accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=state.step)
-    state.accelerator.print("eval: " + ", ".join(f"{k}={v:.4g}" for k, v in results.items()))
+    acc.log({f"eval/{k}": v for k, v in results.items()}, step=state.step)
+    acc.print("eval: " + ", ".join(f"{k}={v:.4g}" for k, v in results.items()))
     return results
+
+
+def rows(noise: Any, a: int, b: int) -> Any:
+    """Rows ``a..b`` of generator inputs: a tensor, a tuple of tensors such as ``(z, labels)``,
+    or an object that slices itself (an image-to-image system's inputs)."""
+    return tuple(x[a:b] for x in noise) if isinstance(noise, (tuple, list)) else noise[a:b]
+
+
+def _length(noise: Any) -> int:
+    return len(noise[0]) if isinstance(noise, (tuple, list)) else len(noise)
+
+
+@torch.no_grad()
+def sharded_generate(system: Any, nets: dict[str, Any], noise: Any, batch_size: int, acc: Any = None) -> torch.Tensor | None:
+    """Samples for ``noise`` (in eval mode, as :func:`generate`), made ``batch_size`` at a
+    time, so memory is bounded by the batch, not by the number of samples. With several
+    processes batch ``i`` is made by process ``i % world`` and the batches are gathered in
+    order on the main process, which returns them all on the CPU (the others return None);
+    the same seeds give the same samples whatever the number of processes.
+
+    Inputs that are not a tensor or a tuple of tensors (an image-to-image system's held-out
+    split, whose ``generate`` may return more rows than it was given: CycleGAN's both
+    directions) are generated in one call on the main process alone."""
+    world = acc.num_processes if acc is not None else 1
+    rank = acc.process_index if acc is not None else 0
+    main = rank == 0
+    total = _length(noise)
+    starts = list(range(0, total, batch_size))
+    shard = world > 1
+    modes = {n: m.training for n, m in nets.items()}
+    for m in nets.values():
+        m.eval()
+    pieces: list[torch.Tensor] = []
+    try:
+        if not (torch.is_tensor(noise) or isinstance(noise, (tuple, list))):
+            return system.generate(nets, noise).float().cpu() if main else None
+        if not shard:
+            return torch.cat([system.generate(nets, rows(noise, a, a + batch_size)).float().cpu() for a in starts])
+        from accelerate.utils import gather_object
+
+        for first in range(0, len(starts), world):  # a round: one batch per process
+            mine = first + rank
+            piece = None
+            if mine < len(starts):
+                a = starts[mine]
+                piece = system.generate(nets, rows(noise, a, a + batch_size)).float().cpu()
+            gathered = gather_object([piece])  # every process's batch of this round, by rank
+            if main:
+                pieces.extend(p for p in gathered if p is not None)
+    finally:
+        for n, m in nets.items():
+            m.train(modes[n])
+    return torch.cat(pieces) if main else None
 
 
 def evaluate_samples(samples: torch.Tensor, dataset: Any, metrics: dict[str, Any],
@@ -103,14 +160,16 @@ def write_sample_file(path: Path, samples: torch.Tensor, labels: torch.Tensor | 
     arrays = {"samples": samples.detach().float().cpu().contiguous()}
     if labels is not None:
         arrays["labels"] = labels.detach().long().cpu().contiguous()
-    if Path(path).suffix == ".safetensors":
-        from safetensors.torch import save_file
+    with atomic_path(path) as tmp:
+        if Path(path).suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        save_file(arrays, str(path))
-    else:
-        import numpy as np
+            save_file(arrays, str(tmp))
+        else:
+            import numpy as np
 
-        np.savez(path, **{k: v.numpy() for k, v in arrays.items()})
+            with open(tmp, "wb") as f:  # (a file object: np.savez adds no suffix)
+                np.savez(f, **{k: v.numpy() for k, v in arrays.items()})
 
 
 def read_sample_file(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -5,9 +5,13 @@ For each phase (``system.phases``): freeze every network it does not train, draw
 compute its loss under autocast plus the due penalties in fp32, backward, step its optimizer;
 ``repeats`` times. Then update the EMA copies and add the logged values to device-side sums.
 
-**Eager** (any device, any number of processes, any plugin): batches come from the DataLoader;
-a non-finite loss is seen at once (one scalar synchronisation per loss) and skips the rest of
-the step.
+**Eager** (any device, any number of processes, any plugin): batches come from the DataLoader
+(on one GPU, from a dataset held there: gathered on the device from the per-epoch permutation,
+uploaded once per epoch). With fused Adam and no GradScaler (``optim.fused`` auto on a GPU) a
+non-finite loss skips its update through ``found_inf``, as on the fast path, and is counted on
+the device (read when logging): no host synchronisation per phase. Otherwise (foreach Adam, the
+CPU default; fp16's GradScaler) a non-finite loss is seen at once (one scalar read per loss)
+and skips the rest of the step.
 
 **Graph** (``graph=True``, one CUDA GPU, every part ``capturable``): Small GANs are
 launch-bound on a GPU (an eager step issues a few hundred kernels, ~9 ms whatever the batch),
@@ -23,11 +27,12 @@ uncaptured: that is what the tests compare with the eager step, bit for bit.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
 
-from ganforge.capture import make_capturable
+from ganforge.capture import HostTraffic, make_capturable
 from ganforge.data import endless_batches
 from ganforge.errors import GanforgeError
 
@@ -57,14 +62,21 @@ class TrainStep:
 
     :param graph: the fast path's bookkeeping (batches fetched on the device, ``found_inf``
         skips, device-side counters); ``capture``: also capture it in CUDA graphs.
+    :param device_batches: gather batches on the device from the per-epoch permutation instead
+        of the DataLoader (default: on the fast path, and eagerly on one GPU holding the data).
     """
 
     def __init__(self, state: Any, penalties: list, *, graph: bool = False, capture: bool = False,
-                 warmup: int = 3):
+                 warmup: int = 3, device_batches: bool | None = None):
         self.state, self.penalties, self.graph, self.capture, self.warmup = state, penalties, graph, capture, warmup
         cfg, acc, system = state.config, state.accelerator, state.system
         self.device = device = acc.device
         self.world = acc.num_processes
+        data = getattr(state.dataset, "data", None)
+        if device_batches is None:
+            device_batches = graph or (device.type == "cuda" and self.world == 1 and callable(
+                getattr(state.dataset, "fetch", None)) and isinstance(data, torch.Tensor) and data.device == device)
+        self.device_batches = device_batches
         self.system, self.nets, self.phases = system, state.nets, system.phases
         # Accelerate's optimizer wrapper re-checks optional packages on every zero_grad/step
         # (~1 ms per step on a 2-core CPU); without a GradScaler (fp16) it only forwards to
@@ -74,6 +86,10 @@ class TrainStep:
         if graph:
             for opt in self.opts.values():
                 make_capturable(opt)
+        # deferred skips: a non-finite loss skips its update through fused Adam's found_inf and
+        # is counted on the device (no host read per phase); needs fused Adam and no GradScaler
+        fused = all(g.get("fused") for o in self.opts.values() for g in o.param_groups)
+        self.deferred = graph or (fused and getattr(acc, "scaler", None) is None)
         self.plain = {n: acc.unwrap_model(m) for n, m in self.nets.items()}  # once: ~0.4 ms a call
         self.trainable = [set(p.trainable or system.optimizers[p.optimizer].networks) for p in self.phases]
         self.frozen: set[str] = set()
@@ -88,7 +104,7 @@ class TrainStep:
         # batches: each run of a new_batch phase draws one (the first phase always does)
         self.fresh = sum(ph.repeats if ph.new_batch else int(i == 0) for i, ph in enumerate(self.phases))
         self.batch_size = cfg.data.batch_size
-        if graph:
+        if self.device_batches:
             self.per_epoch = len(state.dataset) // self.batch_size  # drop_last, like the loader
             self.indices = torch.zeros(self.fresh, self.batch_size, dtype=torch.long, device=device)
             self._perm_epoch, self._perm = -1, None
@@ -119,6 +135,7 @@ class TrainStep:
         self._ema_setup()
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self.seen: set[tuple] = set()  # patterns run at least once (warm)
+        self.checked: set[tuple] = set()  # and run once more, watched for host traffic
         self.pool = None
         self.calls = 0
 
@@ -129,7 +146,7 @@ class TrainStep:
     def _ema_setup(self) -> None:
         """Graph mode: the (EMA, network) tensor pairs its EMA arithmetic works on."""
         self.ema_pairs = {}
-        for name, ema in self.state.emas.items() if self.graph else ():
+        for name, ema in self.state.emas.items() if self.deferred else ():
             ema.n_averaged = ema.n_averaged.to(self.device)  # AveragedModel keeps it on the CPU
             plain = self.plain[name]
             pairs = list(zip([*ema.module.parameters(), *ema.module.buffers()],
@@ -147,20 +164,16 @@ class TrainStep:
 
     def __call__(self) -> None:
         pattern = self._pattern()
-        if self.graph:
+        if self.device_batches:
             self._fill_indices()
         graph = self.graphs.get(pattern)
         if graph is not None:
             graph.replay()
-        elif self.capture and self.calls >= self.warmup and pattern in self.seen:
+        elif self.capture and self.calls >= self.warmup and pattern in self.checked:
             self._capture(pattern)
             self.graphs[pattern].replay()
         elif self.capture:
-            side = torch.cuda.Stream(self.device)  # warm-up off the default stream, as for capture
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                self._step(pattern)
-            torch.cuda.current_stream(self.device).wait_stream(side)
+            self._warm_up(pattern)
         else:
             try:
                 self._step(pattern)
@@ -170,6 +183,32 @@ class TrainStep:
         self.calls += 1
         for ph in self.phases:  # a skipped step still counts its phases' runs
             self.state.phase_steps[ph.name] = self.state.phase_steps.get(ph.name, 0) + ph.repeats
+
+    def _warm_up(self, pattern: tuple) -> None:
+        """An uncaptured run before capture, off the default stream as capture requires. From
+        a pattern's second run on (its first creates what the step keeps, e.g. masks), the run
+        is watched: Python reading a tensor value or host data copied to the device (by any
+        part: a network, the system, a penalty) would fail inside capture, so the step then
+        stays uncaptured for the rest of the run, with the reason printed."""
+        cuda = self.device.type == "cuda"
+        side = torch.cuda.Stream(self.device) if cuda else None
+        if cuda:
+            side.wait_stream(torch.cuda.current_stream(self.device))
+        watch = HostTraffic(strict=not cuda).watch(self.plain) if pattern in self.seen else contextlib.nullcontext()
+        with torch.cuda.stream(side) if cuda else contextlib.nullcontext(), watch:
+            try:
+                self._step(pattern)
+            finally:
+                self._freeze(self.all_nets)
+        if cuda:
+            torch.cuda.current_stream(self.device).wait_stream(side)
+        if isinstance(watch, HostTraffic):
+            if watch.found:
+                self.capture = False
+                self.state.accelerator.print(f"fast path: the step is not captured in a CUDA graph ({watch.found[0]}); "
+                                             f"it runs uncaptured, with the same results")
+            else:
+                self.checked.add(pattern)
 
     def _epoch_perm(self, epoch: int) -> torch.Tensor:
         """The eager loader's order for ``epoch``: Accelerate's seedable sampler draws
@@ -215,7 +254,7 @@ class TrainStep:
     def sync(self) -> None:
         """Copy the device-side skipped-step count into the state; stop the run as the eager
         step would when non-finite steps exceed the settings."""
-        if not self.graph:
+        if not self.deferred:
             return
         s, t = self.state, self.state.config.train
         s.skipped = int(self.skipped_t)
@@ -241,7 +280,7 @@ class TrainStep:
             opt = self.opts[phase.optimizer]
             for _ in range(phase.repeats):
                 if phase.new_batch or batch is None:
-                    batch = s.dataset.fetch(self.indices[k]) if self.graph else next(self.batches)
+                    batch = s.dataset.fetch(self.indices[k]) if self.device_batches else next(self.batches)
                     k += 1
                 due = []
                 for p, fn, nets in self.targets[i]:
@@ -251,13 +290,12 @@ class TrainStep:
                 loss = self._phase_loss(phase, batch, due, values)
                 opt.zero_grad(set_to_none=True)
                 bad = bad | ~torch.isfinite(loss.detach())
-                if not self.graph:  # one scalar sync per loss: never apply a NaN update
-                    if self.world > 1:  # every rank decides alike, or DDP's all-reduces desynchronise
-                        bad = acc.reduce(bad.float(), reduction="sum") > 0
-                    if bool(bad):  # (__call__ unfreezes every network)
-                        return self._skip(phase.name, loss)
+                if self.world > 1:  # every rank decides alike (a device-side all-reduce)
+                    bad = acc.reduce(bad.float(), reduction="sum") > 0
+                if not self.deferred and bool(bad):  # one scalar read per loss: never apply a NaN update
+                    return self._skip(phase.name, loss)  # (__call__ unfreezes every network)
                 acc.backward(loss)
-                if self.graph:
+                if self.deferred:
                     opt.found_inf = bad.float()  # fused Adam leaves weights and moments as they were if 1
                     try:
                         opt.step()
@@ -323,7 +361,7 @@ class TrainStep:
         arithmetic with no Python branch on the step or on ``bad``."""
         t = self.state.config.train
         for name, ema in self.state.emas.items():
-            if not self.graph:
+            if not self.deferred:
                 if self.state.step < t.ema_start:
                     ema.module.load_state_dict(self.plain[name].state_dict())
                 else:
@@ -360,7 +398,7 @@ class TrainStep:
         present = self.present.get(mask)
         if present is None:  # made once per mask (on the fast path during the eager warm-up)
             present = self.present[mask] = torch.tensor(mask, device=self.device)
-        if self.graph:
+        if self.deferred:
             self.sums.add_(torch.where(bad, zero, stacked))
             self.counts.add_((present & ~bad).float())
             self.skipped_t.add_(bad.long())

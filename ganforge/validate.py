@@ -85,7 +85,7 @@ def validate(recipe: Recipe) -> None:
     for i, p in enumerate(recipe.penalties):
         if p.every < 1:
             raise ConfigError(f"penalties.{i}.every must be >= 1, got {p.every}")
-    for key in ("every", "keep", "n_samples", "eval_samples"):
+    for key in ("every", "keep", "n_samples", "eval_samples", "eval_batch_size"):
         if getattr(recipe.log, key) < 1:
             raise ConfigError(f"log.{key} must be >= 1, got {getattr(recipe.log, key)}")
     for part in ("generator", "discriminator", "loss", "objective"):

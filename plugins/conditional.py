@@ -36,6 +36,10 @@ class Conditional(Unconditional):
         super().__init__(loss, z_dim, sample_shape, n_critic, optim)
         self.num_classes, self.label_mode = num_classes, labels
         self.frequencies = frequencies if labels == "data" else None
+        # labels: data draws by inverse CDF (a uniform number and searchsorted: tensor code that
+        # a CUDA graph captures); the CDF is kept on each device it is used on, and put on the
+        # training device in setup(), so the step never copies it from the host
+        self._cdf: dict[torch.device, torch.Tensor] = {}
         self.networks["G"].context["num_classes"] = num_classes
         self.networks["D"].context["num_classes"] = num_classes
         self.grid_nrow = None
@@ -45,7 +49,21 @@ class Conditional(Unconditional):
         """Labels for ``n`` fakes: uniform, or with the data's class frequencies."""
         if self.frequencies is None:
             return torch.randint(self.num_classes, (n,), device=device, generator=generator)
-        return torch.multinomial(self.frequencies.to(device), n, replacement=True, generator=generator)
+        u = torch.rand(n, device=device, generator=generator, dtype=torch.float64)
+        return torch.searchsorted(self._cdf_on(torch.device(device)), u, right=True).clamp_max_(self.num_classes - 1)
+
+    def _cdf_on(self, device: torch.device) -> torch.Tensor:
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        cdf = self._cdf.get(device)
+        if cdf is None:
+            cdf = self._cdf[device] = torch.cumsum(self.frequencies.double(), 0).to(device)
+        return cdf
+
+    def setup(self, nets) -> None:
+        super().setup(nets)
+        if self.frequencies is not None:  # the training device's copy, made before the first step
+            self._cdf_on(next(iter(nets.values())).parameters().__next__().device)
 
     @staticmethod
     def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,7 @@ import time
 import torch
 
 from ganforge import hookimpl
+from ganforge.files import write_text
 
 __all__ = ["machine"]
 
@@ -44,4 +45,4 @@ def ganforge_train_start(state):
                      "python": platform.python_version()},
         "recipe": state.config.to_dict(),
     }
-    (state.output_dir / "run.json").write_text(json.dumps(record, indent=1))
+    write_text(state.output_dir / "run.json", json.dumps(record, indent=1))

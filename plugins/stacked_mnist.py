@@ -125,6 +125,10 @@ def stacked_mnist_metric(*, dataset, root: str | None = None, n_real: int = 26_0
 
     if n_real < 1:
         raise ValueError(f"n_real is a number of real stacked test images to compare with, >= 1, got {n_real}")
+    shape = tuple(getattr(dataset, "sample_shape", ()) or ())
+    if shape != (3, 28, 28):  # checked when the run starts, not at its final evaluation
+        raise ValueError(f"reads 3-channel 28x28 samples (a stacked_mnist dataset), but this run's data "
+                         f"'{type(dataset).__name__}' has samples of shape {shape}; use the mnist metric for MNIST")
     root = root or getattr(dataset, "root", None)
     if root is None:
         raise ValueError("needs the MNIST test files (t10k-*): a stacked_mnist dataset with a data.root, "

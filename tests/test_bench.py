@@ -12,7 +12,7 @@ def test_bench_reports_every_case_consistently(tmp_path, run_cli):
     import time
 
     start = time.perf_counter()
-    report = run("mnist_seed", [f"data.root={data}", "data.batch_size=32"], warmup=2, steps=3, repeats=2)
+    report = run("mnist_seed", [f"data.root={data}", "data.batch_size=32", "train.precision=no"], warmup=2, steps=3, repeats=2)
     wall = time.perf_counter() - start
     assert set(report["results"]) == {"ganforge", "eager", "reference"}
     assert len(report["results"]["eager"]["all_seconds"]) == 2
@@ -46,7 +46,7 @@ def test_bench_times_the_loader_of_a_file_dataset_and_names_the_step_path(tmp_pa
         Image.new("RGB", (20, 20), (5 * i, 0, 255 - 5 * i)).save(folder / f"{i}.png")
     overrides = ["data.name=image_folder", f"data.root={folder}", "data.args.size=16",
                  "data.batch_size=8", "data.num_workers=1", "generator=dcgan", "discriminator=dcgan",
-                 "generator.args.ngf=8", "discriminator.args.ndf=8"]
+                 "generator.args.ngf=8", "discriminator.args.ndf=8", "train.precision=no"]
     report = run("toy_grid", overrides, warmup=1, steps=3, repeats=1)
     assert report["ganforge_path"] == "eager step"  # a CPU: nothing to capture
     assert report["num_workers"] == 1 and report["loader_images_per_s"] > 0
@@ -63,6 +63,7 @@ def test_thread_policy(monkeypatch):
     choice) and GPUs alone, and otherwise takes the cores other work leaves idle, at least one."""
     from ganforge import accel
 
+    monkeypatch.setattr(accel.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert accel.choose_threads(3, "cpu") == (3, None)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert accel.choose_threads("auto", "cpu") == (None, None)

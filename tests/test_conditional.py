@@ -269,3 +269,23 @@ def test_conditional_metrics_on_real_digits():
     # digits against 10000 random ones also give an unconditional FD of 9.5: other writers)
     assert right["conditional_accuracy"] >= 0.98 and wrong["conditional_accuracy"] < 0.02
     assert right["intra_class_fd"] < 0.05 * wrong["intra_class_fd"]
+
+
+def test_labels_data_draws_with_the_data_frequencies_from_a_cdf_on_the_device():
+    """objective.args.labels=data: inverse-CDF draws (tensor code a CUDA graph captures; the
+    CDF is made on the device once, not copied inside the step: issue #27)."""
+    import torch
+
+    from ganforge.plugins.conditional import Conditional
+    from ganforge.plugins.losses import BCE
+    from ganforge.config import Optim
+
+    freq = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    system = Conditional(BCE(), 8, (2,), 1, Optim(), 4, labels="data", frequencies=freq)
+    system.setup({"G": torch.nn.Linear(2, 2)})
+    assert list(system._cdf) == [torch.device("cpu")]  # made by setup, on the networks' device
+    labels = system.draw_labels(200_000, "cpu", torch.Generator().manual_seed(0))
+    share = torch.bincount(labels, minlength=4).double() / len(labels)
+    assert torch.allclose(share, freq.double(), atol=0.005) and share[3] == 0
+    again = system.draw_labels(1000, "cpu", torch.Generator().manual_seed(3))
+    assert torch.equal(again, system.draw_labels(1000, "cpu", torch.Generator().manual_seed(3)))  # seeded

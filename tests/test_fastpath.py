@@ -77,12 +77,19 @@ def test_graph_step_trains_the_same_model_as_the_eager_step(tmp_path, monkeypatc
     assert len({r["loss_d"] for r in _rows(tmp_path / "graph")}) > 1
 
 
-def test_graph_step_matches_eager_for_a_conv_gan_with_batchnorm(tmp_path, monkeypatch, mnist_dir):
+@pytest.mark.parametrize("precision", ["no", "bf16", "auto-as-on-amx"])
+def test_graph_step_matches_eager_for_a_conv_gan_with_batchnorm(tmp_path, monkeypatch, mnist_dir, precision):
+    """In every precision, whatever the CPU: bf16 forced explicitly, and precision=auto as a CPU
+    with native bf16 (AMX) resolves it, so an AVX2 machine runs the AMX machines' code path
+    (both steps autocast with the same weight-cache policy: issue #27 found them apart)."""
+    if precision == "auto-as-on-amx":
+        monkeypatch.setattr("ganforge.accel.native_cpu_bf16", lambda: True)
     overrides = [f"data.root={mnist_dir}", "data.batch_size=32", "generator.args.ngf=8",
                  "discriminator.args.ndf=8", "train.steps=12", "train.ema=0.5", "log.every=4",
-                 "log.checkpoint_every=6", *QUICK]
+                 f"train.precision={precision.split('-')[0]}", "log.checkpoint_every=6", *QUICK]
     eager = _train(tmp_path / "eager", monkeypatch, False, "mnist_dcgan", overrides)
     graph = _train(tmp_path / "graph", monkeypatch, True, "mnist_dcgan", overrides)
+    assert eager.accelerator.mixed_precision == ("no" if precision == "no" else "bf16")
     _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
 
 
@@ -195,10 +202,12 @@ def test_precision_auto_is_bf16_only_for_images_on_native_bf16_hardware(monkeypa
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve_precision("auto", "cuda", (1, 28, 28)) == "no"
     monkeypatch.undo()
-    state = train(load_recipe("mnist_dcgan", [f"out_dir={tmp_path}", f"data.root={mnist_dir}",
-                                              "train.steps=1", "generator.args.ngf=8",
-                                              "discriminator.args.ndf=8", *QUICK]))
-    assert state.config.train.precision == "auto" and state.accelerator.mixed_precision == "no"
+    for native, expected in ((False, "no"), (True, "bf16")):  # an AVX2 CPU, then an AMX one
+        monkeypatch.setattr("ganforge.accel.native_cpu_bf16", lambda native=native: native)
+        state = train(load_recipe("mnist_dcgan", [f"out_dir={tmp_path / expected}", f"data.root={mnist_dir}",
+                                                  "train.steps=1", "generator.args.ngf=8",
+                                                  "discriminator.args.ndf=8", *QUICK]))
+        assert state.config.train.precision == "auto" and state.accelerator.mixed_precision == expected
 
 
 def test_graph_step_matches_eager_for_pix2pix(tmp_path, monkeypatch):
@@ -223,27 +232,21 @@ class _HostSync(RuntimeError):
 @pytest.fixture
 def no_host_sync(monkeypatch):
     """Inside the fast path's step, any read of a tensor's value by Python (.item(), bool(),
-    float(), .tolist(): what a CUDA graph cannot capture) raises."""
+    float(), .tolist(): what a CUDA graph cannot capture) raises, in every step; from a
+    pattern's second run on (the runs a GPU captures) so does host data copied to the device
+    (torch.tensor of Python data, .to(device)): the engine's own HostTraffic, strict on a CPU."""
     from ganforge import step
-
-    names = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist")
-    saved = {n: getattr(torch.Tensor, n) for n in names}
-
-    def refuse(name):
-        def read(self, *args, **kwargs):
-            raise _HostSync(f"Tensor.{name} inside a capturable step")
-        return read
+    from ganforge.capture import HostTraffic
 
     original = step.TrainStep._step
 
     def guarded(self, pattern):
-        for n in names:
-            setattr(torch.Tensor, n, refuse(n))
-        try:
-            return original(self, pattern)
-        finally:
-            for n, f in saved.items():
-                setattr(torch.Tensor, n, f)
+        with HostTraffic(strict=True).watch(self.plain) as watch:
+            result = original(self, pattern)
+        found = [f for f in watch.found if pattern in self.seen or "reads" in f]
+        if found:
+            raise _HostSync(found[0])
+        return result
 
     monkeypatch.setattr(step.TrainStep, "_step", guarded)
     monkeypatch.setattr(engine, "reasons_against", lambda state, penalties: [])
@@ -257,6 +260,11 @@ CAPTURABLE_RUNS = {  # every built-in part that declares capturable = True, in a
                                                "{ndf: 4, norm: none, codes: 10}}", "objective={name: infogan}"]),
                    ("conditional", "mnist_cgan", ["generator.args={ngf: 4, fc: 16}",
                                                   "discriminator.args={ndf: 4, fc: 16}"]),
+                   # labels drawn with the data's frequencies: their CDF is on the device before
+                   # the step (issue #27: it was copied from the host inside the captured step)
+                   ("conditional-data-labels", "mnist_cgan", ["generator.args={ngf: 4, fc: 16}",
+                                                              "discriminator.args={ndf: 4, fc: 16}",
+                                                              "objective.args.labels=data"]),
                    ("acgan", "mnist_cgan", ["objective=acgan", "generator.args={ngf: 4, fc: 16}",
                                             "discriminator={name: infogan, args: {ndf: 4, fc: 16, norm: none}}"]),
                    ("pix2pix", "mnist_edges_pix2pix", ["generator.args={ngf: 4}",
@@ -278,9 +286,9 @@ def test_every_part_declared_capturable_reads_no_tensor_value_in_the_step(tmp_pa
     used = set()
     for runs in CAPTURABLE_RUNS.values():
         for name, recipe, extra in runs:
-            state = train(load_recipe(recipe, [f"out_dir={tmp_path / name}", f"data.root={digits}", "train.steps=3",
-                                               "data.batch_size=8", "log.every=3", *QUICK, *extra]))
-            assert state.stepper.graph and state.step == 3
+            state = train(load_recipe(recipe, [f"out_dir={tmp_path / name}", f"data.root={digits}", "train.steps=5",
+                                               "data.batch_size=8", "log.every=5", *QUICK, *extra]))
+            assert state.stepper.graph and state.step == 5 and state.stepper.seen
             used |= {type(state.system), type(state.system.loss), *(type(fn) for _, fn in state.stepper.penalties)}
     declared = set()
     for module in builtin_plugins().values():
@@ -305,3 +313,116 @@ def test_every_part_declared_capturable_reads_no_tensor_value_in_the_step(tmp_pa
     with pytest.raises(_HostSync, match="Tensor.__float__"):
         train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'peeks'}", "loss=peeks", "train.steps=2", *QUICK]),
               plugins=pm)
+
+
+def test_a_host_to_device_copy_in_the_step_is_caught(tmp_path, no_host_sync):
+    """The guard also catches what issue #27 predicted for labels: data: a tensor kept on the
+    host and moved to the device inside the step (there a copy; on this CPU a no-op)."""
+    from ganforge.plugins.losses import BCE
+
+    class Copies(BCE):
+        capturable = True
+        scale = torch.ones(())  # host memory
+
+        def d_loss(self, real, fake):
+            return super().d_loss(real, fake) * self.scale.to(real.device)
+
+    class Plugin:
+        @ganforge.hookimpl
+        def ganforge_register_losses(self, register):
+            register("copies", Copies)
+
+    pm = PluginManager()
+    pm.register(Plugin(), name="copies")
+    with pytest.raises(_HostSync, match=r"Tensor.to\(cpu\) copies a host tensor to the device in the step"):
+        train(load_recipe("toy_grid", [f"out_dir={tmp_path}", "loss=copies", "train.steps=3", *QUICK]), plugins=pm)
+
+
+def _fake_capture(monkeypatch):
+    """A CPU stand-in for capture: the engine's capture decisions run as on a GPU; a captured
+    pattern is "replayed" by running the step."""
+    from ganforge import step
+
+    captured = []
+
+    class Replay:
+        def __init__(self, stepper, pattern):
+            self.stepper, self.pattern = stepper, pattern
+
+        def replay(self):
+            self.stepper._step(self.pattern)
+
+    def fake_capture(self, pattern):
+        captured.append(pattern)
+        self.graphs[pattern] = Replay(self, pattern)
+
+    real_init = step.TrainStep.__init__
+    monkeypatch.setattr(step.TrainStep, "__init__", lambda self, *a, **k: real_init(self, *a, **{**k, "capture": True}))
+    monkeypatch.setattr(step.TrainStep, "_capture", fake_capture)
+    monkeypatch.setattr(engine, "reasons_against", lambda state, penalties: [])
+    return captured
+
+
+def test_a_network_that_reads_a_tensor_value_is_not_captured_and_the_reason_is_printed(tmp_path, monkeypatch, capsys):
+    """Issue #27: networks were not part of the capturability check, so a network reading a
+    value would have failed inside capture. The watched warm-up run finds it: the step runs
+    uncaptured, with the same results, and says which network and why."""
+    from ganforge.plugins.mlp import MLPGenerator
+
+    class Peeking(MLPGenerator):
+        def forward(self, z, y=None):
+            out = super().forward(z, y)
+            return out if float(out.abs().max()) < 1e9 else out * 0
+
+    class Plugin:
+        @ganforge.hookimpl
+        def ganforge_register_generators(self, register):
+            register("peeking", lambda *, z_dim, out_shape, **args: Peeking(
+                z_dim, out_shape, [32, 32], True, "relu", "none"))
+
+    captured = _fake_capture(monkeypatch)
+    clean = train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'clean'}", "train.steps=6", *QUICK]))
+    assert clean.stepper.capture and captured  # the clean step would be captured
+    assert "not captured" not in capsys.readouterr().out
+    captured.clear()
+    pm = PluginManager()
+    pm.register(Plugin(), name="peeking")
+    state = train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'peek'}", "generator=peeking", "train.steps=6",
+                                           *QUICK]), plugins=pm)
+    out = capsys.readouterr().out
+    assert state.step == 6 and not captured and not state.stepper.capture
+    assert "fast path: the step is not captured in a CUDA graph (Tensor.__float__() reads a tensor's value in " \
+           "network 'G')" in out, out
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_host_reads_per_eager_step_at_n_critic_5(tmp_path, monkeypatch, fused):
+    """The CPU's sync counter (issue #27): Python reads of a tensor's value per eager step (on a
+    GPU each one of a device tensor is a host synchronisation), with 5 D phases + 1 G phase and
+    R1. Fused Adam (a GPU's default): none at all; a non-finite loss skips its update through
+    found_inf and is counted on the device. Foreach Adam (the CPU default, no found_inf): one
+    check per phase run (6) from the step, besides Adam's own reads of its step counters (kept
+    on the host there)."""
+    from ganforge import step
+    from ganforge.capture import HostTraffic
+
+    counts, checks = [], []
+    original = step.TrainStep.__call__
+
+    def counting(self):
+        with HostTraffic(strict=True) as watch:
+            original(self)
+        counts.append(sum("reads" in f for f in watch.found))
+        checks.append(sum("Tensor.__bool__" in f for f in watch.found))  # the step's own checks
+
+    monkeypatch.setattr(step.TrainStep, "__call__", counting)
+    state = train(load_recipe("toy_grid", [f"out_dir={tmp_path}", "train.steps=6", "train.n_critic=5",
+                                           "penalties=[{name: r1, weight: 0.1}]", f"optim.fused={str(fused).lower()}",
+                                           "data.args.n=4096", "data.batch_size=64", "log.every=100",
+                                           "log.progress=false", "metrics=[]", "log.sample_every=0"]))
+    assert state.stepper.deferred is fused and not state.stepper.graph
+    if fused:
+        assert counts[1:] == [0] * 5, counts  # (the first step also starts the epoch)
+    else:
+        # 6 checks of the step, 2 of torch's AveragedModel (its counter is a host tensor)
+        assert checks[1:] == [8] * 5 and min(counts[1:]) >= 8, (checks, counts)
