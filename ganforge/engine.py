@@ -211,7 +211,8 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
         if path is not None:
             acc.print(f"checkpoint: {path}")
         if interrupted:
-            acc.print(f"interrupted by {interrupted} at step {state.step}")  # (`ganforge train` adds how to resume)
+            acc.print(f"interrupted by {interrupted} at step {state.step}; to resume, run the same recipe with "
+                      f"resume=auto out_dir={state.output_dir}")  # (`ganforge train` prints the command)
         plugins.train_end(state)
     acc.end_training()
 

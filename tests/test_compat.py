@@ -1,10 +1,16 @@
 """Compatibility with ganforge 0.1.0: a checkpoint it wrote (format 1, committed in
-tests/fixtures/v0.1.0-toy, see its README) resumes with today's code and reaches, bit for bit,
-the state the 0.1.0 run reached; it also samples. Plugins: the built-ins have one source."""
+tests/fixtures/v0.1.0-toy, see its README) resumes with today's code and reaches the state the
+0.1.0 run reached; it also samples. Plugins: the built-ins have one source.
+
+The fixture was written on an Intel CPU: there the state is reached bit for bit; on other CPUs
+(this project's AMD EPYC machines, issue #27) the float kernels round differently, so each
+tensor must match to 1e-5 of its largest value (measured: 2e-7 at most). A resume that
+restored the wrong state misses that by orders of magnitude."""
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -33,14 +39,21 @@ def test_a_checkpoint_written_by_ganforge_0_1_resumes_exactly(tmp_path, capsys):
         got = load_file(str(final / f"{new}.safetensors"))
         assert expected.keys() == got.keys(), old
         for key in expected:
-            assert torch.equal(expected[key], got[key]), f"{old}/{key}"
+            e, g = expected[key], got[key]
+            if not e.is_floating_point():
+                assert torch.equal(e, g), f"{old}/{key}"
+                continue
+            worst = (e - g).abs().max().item()
+            assert worst <= 1e-5 * max(e.abs().max().item(), 1e-12), f"{old}/{key}: {worst}"
     # the losses logged after the resume are the 0.1.0 run's
     import json
 
     old_rows = [json.loads(r) for r in (FIXTURE / "metrics.jsonl").read_text().splitlines()]
     new_rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     pick = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows if r.get("step", 0) > 10]  # noqa: E731
-    assert pick(old_rows) == pick(new_rows) and len(pick(new_rows)) == 2
+    assert len(pick(new_rows)) == 2
+    for a, b in zip(pick(old_rows), pick(new_rows), strict=True):
+        assert a.keys() == b.keys() and a == pytest.approx(b, rel=1e-5, abs=1e-7)
 
 
 def test_a_format_1_checkpoint_samples(tmp_path):
