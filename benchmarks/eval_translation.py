@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from ganforge.cli import _load_for_sampling
+from ganforge.loading import load_for_sampling as _load_for_sampling
 from ganforge.manager import get_plugin_manager
 from ganforge.sampling import evaluate_samples
 

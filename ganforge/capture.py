@@ -2,6 +2,7 @@
 rule that each part declares ``capturable = True`` itself, and capturable Adam."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["HostTraffic", "declares_capturable", "make_capturable", "reasons_against"]
+__all__ = ["HostTraffic", "declares_capturable", "make_capturable", "reasons_against", "warm_up"]
 
 
 def reasons_against(state: Any, penalties: list) -> list[str]:
@@ -137,6 +138,34 @@ class HostTraffic(TorchFunctionMode):
             self.found.append(f"{what} in network '{self.where[-1]}'" if self.where else
                               f"{what} in the step (the system's loss, a penalty or the engine)")
         return func(*args, **kwargs)
+
+
+def warm_up(self: Any, pattern: tuple) -> None:
+    """A :class:`~ganforge.step.TrainStep` (``self``) runs ``pattern`` uncaptured before capture,
+    off the default stream as capture requires. From a pattern's second run on (its first
+    creates what the step keeps, e.g. masks), the run is watched: Python reading a tensor value
+    or host data copied to the device (by any part: a network, the system, a penalty) would
+    fail inside capture, so the step then stays uncaptured for the rest of the run (same
+    results), with the reason printed; a clean run marks the pattern ready to capture."""
+    cuda = self.device.type == "cuda"
+    side = torch.cuda.Stream(self.device) if cuda else None
+    if cuda:
+        side.wait_stream(torch.cuda.current_stream(self.device))
+    watch = HostTraffic(strict=not cuda).watch(self.plain) if pattern in self.seen else contextlib.nullcontext()
+    with torch.cuda.stream(side) if cuda else contextlib.nullcontext(), watch:
+        try:
+            self._step(pattern)
+        finally:
+            self._freeze(self.all_nets)
+    if cuda:
+        torch.cuda.current_stream(self.device).wait_stream(side)
+    if isinstance(watch, HostTraffic):
+        if watch.found:
+            self.capture = False
+            self.state.accelerator.print(f"fast path: the step is not captured in a CUDA graph ({watch.found[0]}); "
+                                         f"it runs uncaptured, with the same results")
+        else:
+            self.checked.add(pattern)
 
 
 _TORCH = str(Path(torch.__file__).parent)

@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 from ganforge.errors import GanforgeError
+from ganforge.loading import dataset_of as _dataset, load_for_sampling as _load_for_sampling
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):
@@ -51,82 +52,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_for_sampling(checkpoint: str, ema: bool):
-    """The system of a checkpoint's recipe with its networks' weights (EMA copies where kept),
-    in eval mode on the CPU: ``(nets, system, recipe, meta)``."""
-    from ganforge import checkpoint as ckpt
-    from ganforge.build import build_networks, build_system
-    from ganforge.config import recipe_from_dict
-    from ganforge.manager import get_plugin_manager
-
-    import torch
-
-    folder = Path(checkpoint)
-    if folder.is_dir() and not (folder / "meta.json").exists() and (folder / "checkpoints").is_dir():
-        latest = ckpt.latest_valid(folder / "checkpoints")  # a run folder: take its newest
-        if latest is None:
-            raise GanforgeError(f"no valid checkpoint in {folder / 'checkpoints'}")
-        folder = latest
-    weights, meta = ckpt.load_network_weights(folder, ema=ema)
-    recipe = recipe_from_dict(meta["recipe"])
-    registry = get_plugin_manager().registry
-    dataset = _dataset(recipe, registry) if _needs_dataset(recipe, registry) else None
-    shape, classes = _meta_fields(meta, folder)
-    # meta.json is outside the checksums: the networks it describes are first built on the
-    # meta device (no memory) and their shapes compared with the weights, so a crafted shape
-    # or class count is refused before anything is allocated
-    try:
-        with torch.device("meta"):
-            shells = build_networks(recipe, registry, build_system(recipe, registry, shape, dataset,
-                                                                   num_classes=classes), check=False)
-    except (RuntimeError, NotImplementedError):  # a plugin network that cannot be built without memory
-        shells = {}
-    for name, module in shells.items():
-        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in weights.get(name, {}).items()}
-        wrong = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
-        if expected.keys() != got.keys() or wrong:
-            detail = (f"{name}.{wrong[0]} is {list(got[wrong[0]])} in the weights but {list(expected[wrong[0]])} "
-                      f"for that shape" if wrong else f"network {name}'s parameters differ from the weights'")
-            raise GanforgeError(f"{folder / 'meta.json'} does not match the checkpoint's weights (sample_shape "
-                                f"{list(shape)}, num_classes {classes}): {detail}; the meta.json was edited or "
-                                f"belongs to another run")
-    system = build_system(recipe, registry, shape, dataset, num_classes=classes)
-    nets = build_networks(recipe, registry, system)
-    for name, module in nets.items():
-        module.load_state_dict(weights[name])
-        module.eval()
-    system.setup(nets)
-    return nets, system, recipe, meta
-
-
-def _meta_fields(meta: dict, folder: Path) -> tuple[tuple[int, ...], int | None]:
-    """``sample_shape`` and ``num_classes`` from a checkpoint's meta.json, type-checked."""
-    shape, classes = meta.get("sample_shape"), meta.get("num_classes")
-    if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and
-            all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
-        raise GanforgeError(f"{folder / 'meta.json'}: sample_shape must be a list of 1 to 4 positive "
-                            f"integers, got {shape!r}; the file is damaged or was edited")
-    if classes is not None and (not isinstance(classes, int) or isinstance(classes, bool) or classes < 1):
-        raise GanforgeError(f"{folder / 'meta.json'}: num_classes must be a positive integer or null, got "
-                            f"{classes!r}; the file is damaged or was edited")
-    return tuple(shape), classes
-
-
-def _needs_dataset(recipe, registry) -> bool:
-    """An objective whose factory requires ``dataset`` (no default: the image-to-image systems,
-    whose inputs are the data's images) gets it for sampling and evaluation too."""
-    import inspect
-
-    factory = registry.get("objective", recipe.objective.name).factory
-    param = inspect.signature(factory).parameters.get("dataset")
-    return param is not None and param.default is inspect.Parameter.empty
-
-
-def _dataset(recipe, registry):
-    return registry.build("dataset", recipe.data.name, recipe.data.args, root=recipe.data.root, download=False)
-
-
 def _requested_labels(label: str | None, n: int, system, objective: str) -> tuple[object, int | None]:
     """``--label``: None, one class for all ``n`` samples, or ``all`` (each class in turn,
     one grid row per class); returns the labels tensor and the grid's row length."""
@@ -145,11 +70,6 @@ def _requested_labels(label: str | None, n: int, system, objective: str) -> tupl
         raise GanforgeError(f"--label {label} is out of range: this run has {classes} classes "
                             f"(0 to {classes - 1}), or use --label all")
     return torch.full((n,), int(label)), None
-
-
-def _rows(noise, a: int, b: int):
-    """Rows a..b of generator inputs (a tensor, or a tuple of tensors such as (z, labels))."""
-    return tuple(x[a:b] for x in noise) if isinstance(noise, (tuple, list)) else noise[a:b]
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -177,8 +97,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         noise = system.noise(args.n, "cpu", gen, **({"labels": labels} if labels is not None else {}))
     total = len(noise[0]) if isinstance(noise, (tuple, list)) else len(noise)
-    with torch.no_grad():
-        samples = torch.cat([system.generate(nets, _rows(noise, i, i + 1024)).float()
+    from ganforge.sampling import rows, sampling_mode
+
+    with torch.no_grad(), sampling_mode(system, nets):
+        samples = torch.cat([system.generate(nets, rows(noise, i, i + 1024)).float()
                              for i in range(0, total, 1024)])
     asked = system.labels_of(noise)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -126,6 +126,10 @@ class Registry:
         table = self._entries[entry.kind]
         if entry.name in table:
             other = table[entry.name]
+            if other.plugin is entry.plugin:  # one plugin's hook called register() twice
+                raise PluginError(
+                    f"{entry.provider} registers "
+                    f"{entry.kind} '{entry.name}' twice in its hook; call register() once per name")
             first, second = sorted((other, entry), key=lambda e: e.plugin.distribution != "ganforge")
             raise PluginError(
                 f"{entry.kind} '{entry.name}' is registered twice: by {first.provider} and by "

@@ -2,9 +2,11 @@
 metrics on generated samples, and Weights & Biases set-up. Main process only."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +16,48 @@ from ganforge import plots
 from ganforge.data import samples_at
 from ganforge.files import atomic_path
 
-__all__ = ["evaluate", "evaluate_samples", "generate", "init_wandb", "read_sample_file", "rows", "sharded_generate",
+__all__ = ["evaluate", "evaluate_samples", "generate", "init_wandb", "read_sample_file", "rows", "sampling_mode", "sharded_generate",
            "write_sample_file", "write_samples"]
+
+
+@contextlib.contextmanager
+def sampling_mode(system: Any, nets: dict[str, torch.nn.Module]) -> Iterator[None]:
+    """The networks as the system makes samples with them (``system.test_mode``): eval mode;
+    or ``"train"`` (pix2pix's test time: dropout on, BatchNorm from the batch) with BatchNorm's
+    running statistics and counters untouched (momentum 0 meanwhile) and torch's random
+    streams restored afterwards, so that making samples never changes training. The modes
+    the networks had come back."""
+    mode = getattr(system, "test_mode", "eval")
+    if mode not in ("eval", "train"):
+        raise ValueError(f"test_mode is 'eval' or 'train', got {mode!r}")
+    modes = {n: m.training for n, m in nets.items()}
+    norms = [x for m in nets.values() for x in m.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(x.momentum, x.num_batches_tracked.clone() if x.num_batches_tracked is not None else None)
+             for x in norms]
+    devices = sorted({p.device.index or 0 for m in nets.values() for p in m.parameters() if p.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=devices):
+            for m in nets.values():
+                m.train(mode == "train")
+            if mode == "train":
+                for x in norms:
+                    x.momentum = 0.0  # batch statistics used, running ones kept exactly
+            yield
+    finally:
+        for x, (momentum, tracked) in zip(norms, saved, strict=True):
+            x.momentum = momentum
+            if tracked is not None:
+                x.num_batches_tracked.copy_(tracked)
+        for n, m in nets.items():
+            m.train(modes[n])
 
 
 @torch.no_grad()
 def generate(state: Any, noise: Any) -> torch.Tensor:
-    """Samples from the system's sampling networks (EMA copies where kept), in eval mode."""
+    """Samples from the system's sampling networks (EMA copies where kept), in its test mode."""
     nets = state.sampler_nets
-    modes = {n: m.training for n, m in nets.items()}
-    for m in nets.values():
-        m.eval()
-    try:
+    with sampling_mode(state.system, nets):
         return state.system.generate(nets, noise).float()
-    finally:
-        for n, m in nets.items():
-            m.train(modes[n])
 
 
 def write_samples(state: Any, noise: Any, stem: str) -> Path | None:
@@ -104,11 +132,8 @@ def sharded_generate(system: Any, nets: dict[str, Any], noise: Any, batch_size: 
     total = _length(noise)
     starts = list(range(0, total, batch_size))
     shard = world > 1
-    modes = {n: m.training for n, m in nets.items()}
-    for m in nets.values():
-        m.eval()
     pieces: list[torch.Tensor] = []
-    try:
+    with sampling_mode(system, nets):
         if not (torch.is_tensor(noise) or isinstance(noise, (tuple, list))):
             return system.generate(nets, noise).float().cpu() if main else None
         if not shard:
@@ -124,9 +149,6 @@ def sharded_generate(system: Any, nets: dict[str, Any], noise: Any, batch_size: 
             gathered = gather_object([piece])  # every process's batch of this round, by rank
             if main:
                 pieces.extend(p for p in gathered if p is not None)
-    finally:
-        for n, m in nets.items():
-            m.train(modes[n])
     return torch.cat(pieces) if main else None
 
 

@@ -27,12 +27,11 @@ uncaptured: that is what the tests compare with the eager step, bit for bit.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
 
-from ganforge.capture import HostTraffic, make_capturable
+from ganforge.capture import make_capturable, warm_up
 from ganforge.data import endless_batches
 from ganforge.errors import GanforgeError
 
@@ -173,7 +172,7 @@ class TrainStep:
             self._capture(pattern)
             self.graphs[pattern].replay()
         elif self.capture:
-            self._warm_up(pattern)
+            warm_up(self, pattern)
         else:
             try:
                 self._step(pattern)
@@ -183,32 +182,6 @@ class TrainStep:
         self.calls += 1
         for ph in self.phases:  # a skipped step still counts its phases' runs
             self.state.phase_steps[ph.name] = self.state.phase_steps.get(ph.name, 0) + ph.repeats
-
-    def _warm_up(self, pattern: tuple) -> None:
-        """An uncaptured run before capture, off the default stream as capture requires. From
-        a pattern's second run on (its first creates what the step keeps, e.g. masks), the run
-        is watched: Python reading a tensor value or host data copied to the device (by any
-        part: a network, the system, a penalty) would fail inside capture, so the step then
-        stays uncaptured for the rest of the run, with the reason printed."""
-        cuda = self.device.type == "cuda"
-        side = torch.cuda.Stream(self.device) if cuda else None
-        if cuda:
-            side.wait_stream(torch.cuda.current_stream(self.device))
-        watch = HostTraffic(strict=not cuda).watch(self.plain) if pattern in self.seen else contextlib.nullcontext()
-        with torch.cuda.stream(side) if cuda else contextlib.nullcontext(), watch:
-            try:
-                self._step(pattern)
-            finally:
-                self._freeze(self.all_nets)
-        if cuda:
-            torch.cuda.current_stream(self.device).wait_stream(side)
-        if isinstance(watch, HostTraffic):
-            if watch.found:
-                self.capture = False
-                self.state.accelerator.print(f"fast path: the step is not captured in a CUDA graph ({watch.found[0]}); "
-                                             f"it runs uncaptured, with the same results")
-            else:
-                self.checked.add(pattern)
 
     def _epoch_perm(self, epoch: int) -> torch.Tensor:
         """The eager loader's order for ``epoch``: Accelerate's seedable sampler draws

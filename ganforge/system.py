@@ -118,6 +118,12 @@ class GANSystem:
     """
 
     capturable = False
+    #: how the sampling networks run when samples are made (grids, evaluation, ``ganforge
+    #: sample`` / ``translate``): ``"eval"`` (running BatchNorm statistics, no dropout), or
+    #: ``"train"``: dropout active and BatchNorm with the batch's own statistics, as pix2pix's
+    #: paper tests; running statistics, counters and the random number streams are left as
+    #: they were (:func:`ganforge.sampling.sampling_mode`)
+    test_mode: str = "eval"
     #: images per row of a sample grid; ``None``: as square as possible
     grid_nrow: int | None = None
 

@@ -27,8 +27,13 @@ __all__ = ["Pix2Pix"]
 class Pix2Pix(TranslationSystem):
     capturable = True  # tensor code only; batches from the dataset's fetch
 
-    def __init__(self, loss: Any, dataset: Any, optim: Any, l1_weight: float = 100.0, gan_weight: float = 1.0):
+    def __init__(self, loss: Any, dataset: Any, optim: Any, l1_weight: float = 100.0, gan_weight: float = 1.0,
+                 test_mode: str = "train"):
         super().__init__(dataset)
+        if test_mode not in ("train", "eval"):
+            raise ValueError(f"test_mode is 'train' (the paper: dropout kept, BatchNorm from the test batch) "
+                             f"or 'eval' (running statistics, no dropout), got {test_mode!r}")
+        self.test_mode = test_mode
         if not getattr(dataset, "paired", False):
             raise ValueError("pix2pix needs paired data (each A image with its B image: paired_folder, "
                              "mnist_edges); for unpaired domains use objective=cyclegan")
@@ -83,9 +88,10 @@ class Pix2Pix(TranslationSystem):
         return Terms(loss, logs)
 
 
-def pix2pix(*, loss, optim, dataset, l1_weight: float = 100.0, gan_weight: float = 1.0):
-    """pix2pix (Isola et al. 2017): conditional PatchGAN on (input, output) pairs + 100 * L1."""
-    return Pix2Pix(loss, dataset, optim, l1_weight, gan_weight)
+def pix2pix(*, loss, optim, dataset, l1_weight: float = 100.0, gan_weight: float = 1.0, test_mode: str = "train"):
+    """pix2pix (Isola et al. 2017): conditional PatchGAN on (input, output) pairs + 100 * L1;
+    test_mode train (the paper's test time: dropout kept, BatchNorm from the batch) or eval."""
+    return Pix2Pix(loss, dataset, optim, l1_weight, gan_weight, test_mode)
 
 
 @hookimpl

@@ -122,8 +122,12 @@ class TranslationSystem(GANSystem):
         return inputs
 
     def translate(self, nets: dict[str, nn.Module], images: torch.Tensor, direction: str = "AtoB") -> torch.Tensor:
-        """``images`` of the direction's input domain, translated (``ganforge translate``)."""
-        return nets[self.directions[direction][0]](images)
+        """``images`` of the direction's input domain, translated (``ganforge translate``), with
+        the networks in the system's test mode."""
+        from ganforge.sampling import sampling_mode
+
+        with sampling_mode(self, nets):
+            return nets[self.directions[direction][0]](images)
 
     # --- checks
     def check(self, nets):

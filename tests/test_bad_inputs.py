@@ -183,3 +183,23 @@ def test_the_resume_hint_names_the_recipe_and_overrides(tmp_path, run_cli, monke
     code, text, _ = run_cli("train", "toy_grid", "train.steps=50", f"out_dir={out}", "resume=auto")
     assert code == 130
     assert f"resume with: ganforge train toy_grid train.steps=50 resume=auto out_dir={out}" in text
+
+
+def test_one_plugin_registering_a_name_twice_is_named_once():
+    """It was reported as two plugins registering the same name."""
+    import ganforge
+    from ganforge.errors import PluginError
+    from ganforge.manager import PluginManager
+    from ganforge.plugins.losses import BCE
+
+    class Twice:
+        @ganforge.hookimpl
+        def ganforge_register_losses(self, register):
+            register("mine", BCE)
+            register("mine", BCE)
+
+    pm = PluginManager()
+    pm.register(Twice(), name="twice")
+    with pytest.raises(PluginError, match=r"plugin 'twice' \(.*\) registers loss 'mine' twice in its hook; "
+                                          r"call register\(\) once per name"):
+        pm.registry

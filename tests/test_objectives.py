@@ -113,7 +113,7 @@ def test_misconfigured_codes_are_clear_errors(codes, d_codes, message):
 def test_mnist_infogan_recipe_trains_with_its_code(tmp_path, mnist_dir):
     """The shipped recipe, 4 steps on generated MNIST-format files: its parts are built as
     written, the code's cross-entropy is logged and the run's checkpoint samples again."""
-    from ganforge.cli import _load_for_sampling
+    from ganforge.loading import load_for_sampling as _load_for_sampling
     from ganforge.config import load_recipe
     from ganforge.engine import train
     from ganforge.plugins.objectives import InfoGAN

@@ -414,3 +414,44 @@ def test_networks_that_do_not_fit_the_objective_are_one_clear_line(tmp_path, dig
     code, _, err = run_cli(*base, f"out_dir={tmp_path / 'c'}", "generator.args.ngf=0")
     assert code == 2 and "ngf is a number of channels >= 1, got 0" in err
     assert not (tmp_path / "c" / "checkpoints").exists()
+
+
+def test_pix2pix_tests_as_the_paper_and_sampling_changes_nothing_in_training():
+    """Issue #27: pix2pix's paper keeps dropout and uses the batch's statistics at test time
+    (test_mode train, the default); eval mode is a choice. Making samples that way leaves the
+    BatchNorm running statistics and counters, the modes and the random streams as they were."""
+    import torch
+    from torch import nn
+
+    from ganforge.plugins.pix2pix import Pix2Pix
+    from ganforge.sampling import sampling_mode
+
+    assert Pix2Pix.__init__.__defaults__[-1] == "train"
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 2))
+    net.train()
+    net(torch.randn(16, 4))  # some running statistics
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(32, 4) * 3 + 1
+    system = type("S", (), {"test_mode": "train"})()
+    rng = torch.get_rng_state()
+    with torch.no_grad(), sampling_mode(system, {"G": net}):
+        assert net.training and net[1].momentum == 0.0
+        a, b = net(x), net(x)
+    assert not torch.equal(a, b)  # dropout is on
+    assert torch.equal(torch.get_rng_state(), rng) and net.training and net[1].momentum == 0.1
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k  # running mean/var and num_batches_tracked untouched
+    with torch.no_grad():  # and the batch's statistics were used, not the running ones
+        net.eval()
+        running = net(x)
+        net.train()
+    assert not torch.allclose(running, a)
+    system.test_mode = "eval"
+    with torch.no_grad(), sampling_mode(system, {"G": net}):
+        assert not net.training
+        assert torch.equal(net(x), net(x)) and torch.equal(net(x), running)
+    assert net.training
+    system.test_mode = "sideways"
+    with pytest.raises(ValueError, match="test_mode is 'eval' or 'train'"):
+        with sampling_mode(system, {"G": net}):
+            pass

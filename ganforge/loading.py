@@ -1,0 +1,88 @@
+"""Loading a trained run for sampling, evaluation and translation: a checkpoint (or a run
+folder's newest) becomes the system of its recipe with the weights loaded (EMA copies where
+kept), in eval mode on the CPU. ``meta.json`` is outside the checksums, so what it says about
+the networks (sample shape, classes) is checked against the weights before anything is built
+for real."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ganforge.errors import GanforgeError
+
+__all__ = ["dataset_of", "load_for_sampling", "meta_fields", "needs_dataset"]
+
+
+def load_for_sampling(checkpoint: str, ema: bool):
+    """The system of a checkpoint's recipe with its networks' weights (EMA copies where kept),
+    in eval mode on the CPU: ``(nets, system, recipe, meta)``."""
+    from ganforge import checkpoint as ckpt
+    from ganforge.build import build_networks, build_system
+    from ganforge.config import recipe_from_dict
+    from ganforge.manager import get_plugin_manager
+
+    import torch
+
+    folder = Path(checkpoint)
+    if folder.is_dir() and not (folder / "meta.json").exists() and (folder / "checkpoints").is_dir():
+        latest = ckpt.latest_valid(folder / "checkpoints")  # a run folder: take its newest
+        if latest is None:
+            raise GanforgeError(f"no valid checkpoint in {folder / 'checkpoints'}")
+        folder = latest
+    weights, meta = ckpt.load_network_weights(folder, ema=ema)
+    recipe = recipe_from_dict(meta["recipe"])
+    registry = get_plugin_manager().registry
+    dataset = dataset_of(recipe, registry) if needs_dataset(recipe, registry) else None
+    shape, classes = meta_fields(meta, folder)
+    # meta.json is outside the checksums: the networks it describes are first built on the
+    # meta device (no memory) and their shapes compared with the weights, so a crafted shape
+    # or class count is refused before anything is allocated
+    try:
+        with torch.device("meta"):
+            shells = build_networks(recipe, registry, build_system(recipe, registry, shape, dataset,
+                                                                   num_classes=classes), check=False)
+    except (RuntimeError, NotImplementedError):  # a plugin network that cannot be built without memory
+        shells = {}
+    for name, module in shells.items():
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in weights.get(name, {}).items()}
+        wrong = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
+        if expected.keys() != got.keys() or wrong:
+            detail = (f"{name}.{wrong[0]} is {list(got[wrong[0]])} in the weights but {list(expected[wrong[0]])} "
+                      f"for that shape" if wrong else f"network {name}'s parameters differ from the weights'")
+            raise GanforgeError(f"{folder / 'meta.json'} does not match the checkpoint's weights (sample_shape "
+                                f"{list(shape)}, num_classes {classes}): {detail}; the meta.json was edited or "
+                                f"belongs to another run")
+    system = build_system(recipe, registry, shape, dataset, num_classes=classes)
+    nets = build_networks(recipe, registry, system)
+    for name, module in nets.items():
+        module.load_state_dict(weights[name])
+        module.eval()
+    system.setup(nets)
+    return nets, system, recipe, meta
+
+
+def meta_fields(meta: dict, folder: Path) -> tuple[tuple[int, ...], int | None]:
+    """``sample_shape`` and ``num_classes`` from a checkpoint's meta.json, type-checked."""
+    shape, classes = meta.get("sample_shape"), meta.get("num_classes")
+    if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and
+            all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+        raise GanforgeError(f"{folder / 'meta.json'}: sample_shape must be a list of 1 to 4 positive "
+                            f"integers, got {shape!r}; the file is damaged or was edited")
+    if classes is not None and (not isinstance(classes, int) or isinstance(classes, bool) or classes < 1):
+        raise GanforgeError(f"{folder / 'meta.json'}: num_classes must be a positive integer or null, got "
+                            f"{classes!r}; the file is damaged or was edited")
+    return tuple(shape), classes
+
+
+def needs_dataset(recipe, registry) -> bool:
+    """An objective whose factory requires ``dataset`` (no default: the image-to-image systems,
+    whose inputs are the data's images) gets it for sampling and evaluation too."""
+    import inspect
+
+    factory = registry.get("objective", recipe.objective.name).factory
+    param = inspect.signature(factory).parameters.get("dataset")
+    return param is not None and param.default is inspect.Parameter.empty
+
+
+def dataset_of(recipe, registry):
+    return registry.build("dataset", recipe.data.name, recipe.data.args, root=recipe.data.root, download=False)
