@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 from ganforge.errors import GanforgeError
-from ganforge.loading import dataset_of as _dataset, load_for_sampling as _load_for_sampling
+from ganforge.loading import dataset_of as _dataset, input_images, load_for_sampling as _load_for_sampling
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):
@@ -206,7 +206,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise GanforgeError(f"--direction {args.direction}: this run translates {', '.join(directions)}")
     _, in_shape, _ = directions[args.direction]
     if args.input:
-        names, images = _input_images(Path(args.input), in_shape, getattr(system.dataset, "direction", None))
+        names, images = input_images(Path(args.input), in_shape, getattr(system.dataset, "direction", None))
     else:  # the held-out split the metrics use
         held = system.held_out()
         images = held.a if args.direction == "AtoB" else held.b
@@ -229,31 +229,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
     source = args.input or "the held-out split"
     print(f"translated {len(images)} images ({args.direction}) from {source} to {out}")
     return 0
-
-
-def _input_images(folder: Path, shape, direction):
-    """Images under ``folder`` as the generator's input (resized to its size); pix2pix A|B
-    files (twice as wide as high, from a paired_folder run) give their input half."""
-    import torch
-    from torchvision.transforms.v2 import functional as TF
-
-    from ganforge.plugins.image_folder import EXTENSIONS, open_image
-
-    if not folder.is_dir():
-        raise GanforgeError(f"--input {folder} is not a folder of images")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS)
-    if not files:
-        raise GanforgeError(f"no images in --input {folder} (looked for {', '.join(EXTENSIONS)})")
-    mode, size, images = ("L" if shape[0] == 1 else "RGB"), shape[1], []
-    for path in files:
-        img = open_image(path, mode)  # an unreadable file: one line naming it
-        w, h = img.size
-        if direction is not None and w == 2 * h:  # an A|B pair: the half the run translates from
-            img = img.crop((0, 0, h, h)) if direction == "AtoB" else img.crop((h, 0, w, h))
-        x = TF.to_dtype(TF.to_image(TF.resize(img, [size, size])), torch.float32, scale=True)
-        images.append(x.mul(2).sub(1))
-    names = [str(p.relative_to(folder).with_suffix("")) for p in files]
-    return names, torch.stack(images)
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ganforge.errors import GanforgeError
 
-__all__ = ["dataset_of", "load_for_sampling", "meta_fields", "needs_dataset"]
+__all__ = ["dataset_of", "input_images", "load_for_sampling", "meta_fields", "needs_dataset"]
 
 
 def load_for_sampling(checkpoint: str, ema: bool):
@@ -86,3 +86,28 @@ def needs_dataset(recipe, registry) -> bool:
 
 def dataset_of(recipe, registry):
     return registry.build("dataset", recipe.data.name, recipe.data.args, root=recipe.data.root, download=False)
+
+
+def input_images(folder: Path, shape, direction):
+    """Images under ``folder`` as the generator's input (resized to its size); pix2pix A|B
+    files (twice as wide as high, from a paired_folder run) give their input half."""
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    from ganforge.plugins.image_folder import EXTENSIONS, open_image
+
+    if not folder.is_dir():
+        raise GanforgeError(f"--input {folder} is not a folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS)
+    if not files:
+        raise GanforgeError(f"no images in --input {folder} (looked for {', '.join(EXTENSIONS)})")
+    mode, size, images = ("L" if shape[0] == 1 else "RGB"), shape[1], []
+    for path in files:
+        img = open_image(path, mode)  # an unreadable file: one line naming it
+        w, h = img.size
+        if direction is not None and w == 2 * h:  # an A|B pair: the half the run translates from
+            img = img.crop((0, 0, h, h)) if direction == "AtoB" else img.crop((h, 0, w, h))
+        x = TF.to_dtype(TF.to_image(TF.resize(img, [size, size])), torch.float32, scale=True)
+        images.append(x.mul(2).sub(1))
+    names = [str(p.relative_to(folder).with_suffix("")) for p in files]
+    return names, torch.stack(images)

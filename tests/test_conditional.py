@@ -148,6 +148,7 @@ DDP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_ranks_with_labels(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP)

@@ -92,6 +92,7 @@ def two_rank_run(tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow
 def test_ranks_hold_identical_weights_and_drew_different_data(two_rank_run):
     out, _ = two_rank_run
     r0, r1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
@@ -101,6 +102,7 @@ def test_ranks_hold_identical_weights_and_drew_different_data(two_rank_run):
     assert not torch.equal(r0["real"], r1["real"])
 
 
+@pytest.mark.slow
 def test_d_gets_no_gradient_in_the_g_step_under_ddp(two_rank_run):
     out, _ = two_rank_run
     for rank in (0, 1):
@@ -110,6 +112,7 @@ def test_d_gets_no_gradient_in_the_g_step_under_ddp(two_rank_run):
     assert untouched.shape == (10,) and bool(untouched.all())  # D's grads: those of its own step
 
 
+@pytest.mark.slow
 def test_only_rank0_writes_and_logs_are_averaged(two_rank_run):
     out, proc = two_rank_run
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -118,6 +121,7 @@ def test_only_rank0_writes_and_logs_are_averaged(two_rank_run):
     assert proc.stdout.count("checkpoint:") == 1
 
 
+@pytest.mark.slow
 def test_two_rank_checkpoint_resumes_on_one_and_back(two_rank_run, tmp_path):
     out, _ = two_rank_run
     from ganforge.config import load_recipe
@@ -161,6 +165,7 @@ EQUIV_SCRIPT = PRELUDE + textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_ranks_batch_b_match_one_process_batch_2b(tmp_path):
     """Model without BatchNorm, mean-reduced loss (+ lazy R1): DDP averages the gradients,
     so 2 ranks x B must train exactly like 1 process x 2B (up to float rounding)."""
@@ -248,6 +253,7 @@ PENALTY_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_penalties_give_the_gradient_averaged_over_ranks(tmp_path):
     script = tmp_path / "penalty.py"
     script.write_text(PENALTY_SCRIPT)
@@ -296,6 +302,7 @@ NAN_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_nonfinite_loss_on_one_rank_is_skipped_on_every_rank(tmp_path):
     """Rank 1 alone sees a NaN: both ranks skip that step (one all-reduce of the flag), so DDP's
     all-reduces stay in step (without it gloo fails with a size mismatch; NCCL hangs)."""
@@ -359,6 +366,7 @@ def _files(folder):
     return {f.stem: load_file(str(f)) for f in sorted(folder.glob("*.safetensors"))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ranks", ["0,1", "1"])
 def test_sigterm_on_any_rank_stops_every_rank_after_one_step_with_one_checkpoint(tmp_path, ranks):
     """Preemption: SIGTERM on both processes (what SLURM and Kubernetes send), or on rank 1

@@ -102,6 +102,7 @@ def _torchrun(tmp_path, *args):
     return proc
 
 
+@pytest.mark.slow
 def test_four_network_system_under_ddp_two_ranks(tmp_path):
     """2 gloo processes: identical weights on both ranks, different data, frozen networks get
     no gradient in either phase, each rank's pool checkpointed; stopped and resumed =

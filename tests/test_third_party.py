@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import numpy as np
 from ganforge.manager import iter_hook_names
 
@@ -38,6 +39,7 @@ def make_cifar_like(root: Path, n: int = 64) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_example_distribution_installs_lists_and_trains(tmp_path):
     target = tmp_path / "site"
     pip_install(REPO / "plugins" / "ganforge-sngan", target)
@@ -74,6 +76,7 @@ def _guide_files() -> dict[str, str]:
     return dict(blocks)
 
 
+@pytest.mark.slow
 def test_the_guides_plugin_works_when_copied_verbatim(tmp_path):
     """The guide's complete system (two generators, one discriminator), installed for real:
     listed, trained with a per-network recipe section, checkpointed by network name, sampled."""
@@ -146,6 +149,7 @@ def test_example_models_and_diffaugment(monkeypatch):
         raise AssertionError("64x64 accepted")
 
 
+@pytest.mark.slow
 def test_a_wheel_install_finds_the_shipped_recipes(tmp_path):
     """`pip install .` (not editable): the recipes travel in the package (ganforge.recipes), so
     `ganforge train toy_grid` works from any folder."""
@@ -175,6 +179,7 @@ def test_the_guides_example_of_each_kind_is_the_scaffolds():
         assert blocks[kind] == template(kind), kind
 
 
+@pytest.mark.slow
 def test_new_plugin_packages_pass_their_own_tests_install_and_train_together(tmp_path, run_cli):
     """ganforge new-plugin for every kind: each generated package's own tests pass as generated;
     all seven install offline into one target, are listed with their distributions, and one

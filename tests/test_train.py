@@ -14,6 +14,7 @@ from ganforge.engine import train
 QUICK = ["log.progress=false", "metrics=[]"]
 
 
+@pytest.mark.slow
 def test_toy_grid_from_the_cli_covers_modes(tmp_path, run_cli):
     """toy_grid from the CLI, fixed seed, shortened budget (6000 of 16000 steps, constant
     learning rate: a schedule squeezed into fewer steps is another run): >= 24 of the 25 modes
@@ -56,6 +57,7 @@ def _check_mnist_run(state, out, steps):
     assert (out / "losses.png").exists()
 
 
+@pytest.mark.slow
 def test_mnist_seed_on_generated_idx_files(mnist_dir, tmp_path):
     """The mnist_seed path (IDX reader, reference G, fixed conv D) on small generated files."""
     out = tmp_path / "run"
@@ -65,6 +67,7 @@ def test_mnist_seed_on_generated_idx_files(mnist_dir, tmp_path):
 
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs the real MNIST files in ../shared/data/mnist; "
                     "test_mnist_seed_on_generated_idx_files covers the same code")
+@pytest.mark.slow
 def test_mnist_seed_300_steps_on_real_mnist_from_the_cli(tmp_path, run_cli):
     out = tmp_path / "run"
     code, stdout, err = run_cli("train", "mnist_seed", f"data.root={SHARED_MNIST}", f"out_dir={out}",

@@ -232,6 +232,7 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_cyclegan_under_two_processes_freezes_what_each_phase_does_not_train(tmp_path, digits):
     script = tmp_path / "ddp_cyclegan.py"
     script.write_text(DDP_SCRIPT.format(tests=str(TESTS)))
