@@ -186,6 +186,7 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
     assert "does not declare capturable" in "; ".join(capture.reasons_against(state, []))
 
 
+@pytest.mark.cpu_detection  # (tests the detection itself: GANFORGE_TEST_AS_AMX leaves it alone)
 def test_precision_auto_is_bf16_only_for_images_on_native_bf16_hardware(monkeypatch, tmp_path, mnist_dir):
     from ganforge.accel import resolve_precision
 
