@@ -92,3 +92,17 @@ def test_bench_threads_check_times_each_setting_alone_and_next_to_a_busy_process
         assert report["rows"][1]["auto_threads"] < report["cores"]
     assert "auto / best" in threads_table(report)
     assert __import__("os").environ["OMP_NUM_THREADS"] == "1"  # restored
+
+
+def test_flops_are_counted_for_a_step_whose_penalty_differentiates_d():
+    """FlopCounterMode's module hooks broke R1's autograd.grad inside the counted step
+    (a penalty due in every D step: `ganforge bench` failed with a traceback)."""
+    import torch
+
+    from ganforge.bench import count_flops
+    from ganforge.config import load_recipe
+
+    with_r1 = count_flops(load_recipe("toy_grid", ["penalties=[{name: r1, weight: 0.1}]", "train.n_critic=2"]),
+                          torch.device("cpu"))
+    without = count_flops(load_recipe("toy_grid", ["penalties=[]", "train.n_critic=2"]), torch.device("cpu"))
+    assert with_r1 > without > 0  # R1's double backward is counted too
