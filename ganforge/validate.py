@@ -62,7 +62,8 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"optim.lr_decay must be 'none' or 'linear', got '{recipe.optim.lr_decay}'")
     start = recipe.optim.lr_decay_start
     if (isinstance(start, bool) or not isinstance(start, (int, float))
-            or not (0 <= start < 1 if isinstance(start, float) else 0 <= start < recipe.train.steps)):
+            or not (0 <= start < 1 and round(start * recipe.train.steps) < recipe.train.steps
+                    if isinstance(start, float) else 0 <= start < recipe.train.steps)):  # (0.96 of 10 steps is 10)
         raise ConfigError(f"optim.lr_decay_start is where the linear decay begins: a step from 0 to "
                           f"train.steps - 1 ({recipe.train.steps - 1}) or a fraction of train.steps in [0, 1) "
                           f"(0.5: the second half); got {start!r}")

@@ -171,7 +171,13 @@ class ACGAN(Conditional):
         z, y = self.noise(real.shape[0], real.device)
         fake_logits, fake_cls = self.D(self.G(z, y), codes=True)
         ce = F.cross_entropy(fake_cls.float(), y)
-        return Terms(self.loss.g_loss(fake_logits) + self.weight * ce,
+        if getattr(self.loss, "uses_real_logits", False):  # relativistic: D's real logits too (D frozen)
+            with torch.no_grad():
+                real_logits, _ = self.D(real, codes=True)
+            adversarial = self.loss.g_loss(fake_logits, real_logits)
+        else:
+            adversarial = self.loss.g_loss(fake_logits)
+        return Terms(adversarial + self.weight * ce,
                      {"d_fake_g": self.loss.score(fake_logits.detach().float()).mean(), "ac_ce_fake": ce.detach()})
 
 

@@ -203,3 +203,22 @@ def test_one_plugin_registering_a_name_twice_is_named_once():
     with pytest.raises(PluginError, match=r"plugin 'twice' \(.*\) registers loss 'mine' twice in its hook; "
                                           r"call register\(\) once per name"):
         pm.registry
+
+
+def test_a_decay_start_that_rounds_to_the_last_step_is_one_line(tmp_path, run_cli):
+    """(issue #25's list: train.steps=10 optim.lr_decay_start=0.96 was a ZeroDivisionError)"""
+    code, _, err = run_cli("train", "toy_grid", "train.steps=10", "optim.lr_decay=linear", "optim.lr_decay_start=0.96",
+                           f"out_dir={tmp_path / 'out'}", *QUICK)
+    assert code == 2 and "optim.lr_decay_start is where the linear decay begins" in _one_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_acgan_trains_with_the_relativistic_loss(tmp_path, mnist_dir):
+    """(issue #25: objective=acgan loss=relativistic failed at step 1 with a traceback)"""
+    import math
+
+    state = train(load_recipe("mnist_cgan", [f"data.root={mnist_dir}", f"out_dir={tmp_path}", "objective=acgan",
+                                             "loss=relativistic", "generator.args={ngf: 4, fc: 16}",
+                                             "discriminator={name: infogan, args: {ndf: 4, fc: 16}}",
+                                             "train.steps=3", "data.batch_size=8", "log.every=3", *QUICK[:4]]))
+    assert state.step == 3 and math.isfinite(state.history[-1]["loss_g"])
