@@ -427,3 +427,23 @@ def test_host_reads_per_eager_step_at_n_critic_5(tmp_path, monkeypatch, fused):
     else:
         # 6 checks of the step, 2 of torch's AveragedModel (its counter is a host tensor)
         assert checks[1:] == [8] * 5 and min(counts[1:]) >= 8, (checks, counts)
+
+
+def test_the_cuda_policy_is_stated_and_set(monkeypatch):
+    """On CUDA: cudnn.benchmark (fixed shapes every step), TF32 by train.tf32; batches are
+    copied without blocking (from pinned memory for datasets read by workers)."""
+    from ganforge.accel import cuda_policy, make_accelerator
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    before = torch.get_float32_matmul_precision()
+    try:
+        cuda_policy(True)
+        assert torch.backends.cudnn.benchmark and torch.backends.cudnn.allow_tf32
+        assert torch.get_float32_matmul_precision() == "high"
+        cuda_policy(False)
+        assert not torch.backends.cudnn.allow_tf32 and torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    acc = make_accelerator(load_recipe("toy_grid", ["train.threads=1"]))
+    assert acc.dataloader_config.non_blocking is True
