@@ -30,6 +30,7 @@ import torch
 
 from ganforge import hookimpl
 from ganforge.data import samples_at
+from ganforge.files import atomic_path, write_text
 
 __all__ = ["FILM", "d_field", "g_arrows", "record_frame"]
 
@@ -88,7 +89,7 @@ class Film:
         meta = {"run": state.config.name, "bounds": self.bounds, "grid": GRID, "manifold": MANIFOLD,
                 "score": "probability" if getattr(state.system.loss, "probabilistic", False) else "score",
                 "real": self.real.tolist()}
-        (self.folder / "meta.json").write_text(json.dumps(meta))
+        write_text(self.folder / "meta.json", json.dumps(meta))
 
     def record(self, state: Any) -> Path:
         unwrap = state.accelerator.unwrap_model
@@ -107,7 +108,8 @@ class Film:
 
         self.last = state.step
         path = self.folder / f"frame-{state.step:08d}.safetensors"
-        save_file({k: v.detach().float().cpu().clone() for k, v in frame.items()}, str(path))
+        with atomic_path(path) as tmp:  # a frame is complete or absent, never cut off
+            save_file({k: v.detach().float().cpu().clone() for k, v in frame.items()}, str(tmp))
         return path
 
 

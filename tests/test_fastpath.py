@@ -447,3 +447,20 @@ def test_the_cuda_policy_is_stated_and_set(monkeypatch):
         torch.set_float32_matmul_precision(before)
     acc = make_accelerator(load_recipe("toy_grid", ["train.threads=1"]))
     assert acc.dataloader_config.non_blocking is True
+
+
+def test_eager_batches_gathered_on_the_device_match_the_loaders(tmp_path, monkeypatch):
+    """On one GPU the eager step gathers batches of a dataset held there from the epoch's
+    permutation (uploaded once per epoch) instead of a DataLoader (indices uploaded per batch):
+    the same batches in the same order, so the same run, across epochs."""
+    from ganforge import step
+
+    real_init = step.TrainStep.__init__
+    overrides = [*TOY, "optim.fused=false"]
+    loader = _train(tmp_path / "loader", monkeypatch, False, "toy_grid", overrides)
+    assert not loader.stepper.device_batches
+    monkeypatch.setattr(step.TrainStep, "__init__",
+                        lambda self, *a, **k: real_init(self, *a, **{**k, "device_batches": True}))
+    device = _train(tmp_path / "device", monkeypatch, False, "toy_grid", overrides)
+    assert device.stepper.device_batches and not device.stepper.deferred
+    _assert_same_run(loader, device, tmp_path / "loader", tmp_path / "device")
