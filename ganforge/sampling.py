@@ -36,7 +36,8 @@ def sampling_mode(system: Any, nets: dict[str, torch.nn.Module]) -> Iterator[Non
              for x in norms]
     devices = sorted({p.device.index or 0 for m in nets.values() for p in m.parameters() if p.device.type == "cuda"})
     try:
-        with torch.random.fork_rng(devices=devices):
+        # (eval mode draws nothing: only train mode's dropout needs the streams kept)
+        with torch.random.fork_rng(devices=devices, enabled=mode == "train"):
             for m in nets.values():
                 m.train(mode == "train")
             if mode == "train":

@@ -63,7 +63,7 @@ class Conditional(Unconditional):
     def setup(self, nets) -> None:
         super().setup(nets)
         if self.frequencies is not None:  # the training device's copy, made before the first step
-            self._cdf_on(next(iter(nets.values())).parameters().__next__().device)
+            self._cdf_on(next(next(iter(nets.values())).parameters()).device)
 
     @staticmethod
     def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
