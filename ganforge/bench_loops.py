@@ -20,7 +20,8 @@ def _setup(recipe: Recipe, device: torch.device):
     two-network system; also a description of what was built, for the table."""
     from accelerate.utils import set_seed
 
-    from ganforge.build import build_networks, build_system, make_optimizers, use_channels_last
+    from ganforge.build import build_networks, build_system, use_channels_last
+    from ganforge.optim import make_optimizers
     from ganforge.errors import GanforgeError
     from ganforge.manager import PluginManager
 

@@ -14,7 +14,7 @@ from ganforge.errors import ConfigError, PluginError, did_you_mean
 from ganforge.manager import Registry
 from ganforge.system import GANSystem
 
-__all__ = ["build_networks", "build_system", "make_optimizers", "network_parts", "use_channels_last"]
+__all__ = ["build_networks", "build_system", "network_parts", "sync_bn_split", "use_channels_last"]
 
 _UPGRADE = "docs/writing-plugins.md, 'Upgrading from plugin API 1'"
 
@@ -134,22 +134,6 @@ def use_channels_last(setting: bool | str, nets: dict[str, nn.Module], device: t
     convs = (nn.Conv2d, nn.ConvTranspose2d)
     has_conv = any(isinstance(m, convs) for net in nets.values() for m in net.modules())
     return setting is True or (setting == "auto" and has_conv and device.type == "cuda")
-
-
-def make_optimizers(recipe: Recipe, system: GANSystem, nets: dict[str, nn.Module], *,
-                    fused: bool, capturable: bool) -> dict[str, torch.optim.Optimizer]:
-    """One Adam per declared optimizer, over its networks' parameters, with the system's
-    settings overridden by the recipe's ``optimizers.<name>``."""
-    out = {}
-    for name, spec in system.optimizers.items():
-        o = recipe.optimizers.get(name)
-        lr = o.lr if o is not None and o.lr is not None else spec.lr
-        betas = o.betas if o is not None and o.betas is not None else spec.betas
-        decay = o.weight_decay if o is not None and o.weight_decay is not None else spec.weight_decay
-        params = [p for n in spec.networks for p in nets[n].parameters()]
-        out[name] = torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=decay,
-                                     fused=fused or None, capturable=capturable)
-    return out
 
 
 def sync_bn_split(recipe: Recipe, system: GANSystem, nets: dict[str, nn.Module]) -> tuple[list[str], dict[str, str]]:

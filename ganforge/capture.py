@@ -36,6 +36,12 @@ def reasons_against(state: Any, penalties: list) -> list[str]:
     for p, fn in penalties:
         if not declares_capturable(fn):
             reasons.append(f"penalty '{p.name}' does not declare capturable = True")
+    from ganforge.optim import choices  # (optim imports the recipe, which this module's users build)
+
+    for name, choice in choices(cfg, system).items():
+        if not issubclass(choice.cls, torch.optim.Adam):  # AdamW is an Adam
+            reasons.append(f"optimizer {name} is {choice.cls.__name__}; the graph step needs fused, "
+                           f"capturable Adam or AdamW")
     return reasons
 
 

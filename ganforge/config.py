@@ -81,12 +81,29 @@ class Penalty:
 
 
 @dataclass
-class OptimizerSettings:
-    """Overrides of one optimizer that the system declares (unset: the system's value)."""
+class Schedule:
+    """A learning-rate schedule: a multiplier of the base rate, a function of the step alone
+    (so a resumed run continues it exactly and the CUDA-graph step reads it from a tensor)."""
 
+    type: str = "constant"  # constant | linear | cosine | exponential
+    warmup: int | float = 0  # steps (or a fraction of train.steps) of linear warm-up from 0 first
+    start: int | float = 0  # linear/exponential: constant until this step (or fraction of train.steps)
+    final: float = 0.0  # linear/cosine: the multiplier reached at train.steps
+    gamma: float = 0.999  # exponential: the multiplier per step or per epoch
+    per: str = "step"  # exponential: step | epoch (an epoch of the training data, HiFi-GAN's 0.999)
+
+
+@dataclass
+class OptimizerSettings:
+    """Overrides of one optimizer that the system declares (unset: the system's or ``optim``'s value)."""
+
+    type: str | None = None  # a torch.optim optimizer by name: adam, adamw, sgd, rmsprop, ...
     lr: float | None = None
     betas: list[float] | None = None
     weight_decay: float | None = None
+    args: dict[str, Any] | None = None  # more arguments of that optimizer: {eps: 1e-8, amsgrad: true}
+    schedule: Schedule | None = None
+    clip: float | None = None  # clip the gradient norm (L2, over this optimizer's parameters) to this
 
 
 @dataclass
@@ -108,7 +125,11 @@ class Optim:
     weight_decay: float = 0.0
     lr_decay: str = "none"  # none | linear (to 0 at train.steps), derived from the step: resumable
     lr_decay_start: int | float = 0  # linear: constant until this step (or this fraction of train.steps: 0.5), then to 0
-    fused: bool | str = "auto"  # fused Adam kernel: auto (on CUDA, and always on the fast path) | true | false
+    fused: bool | str = "auto"  # fused kernel (Adam, AdamW, SGD): auto (on CUDA, and always on the fast path) | true | false
+    type: str = "adam"  # every optimizer's type (optimizers.<name>.type overrides): any torch.optim optimizer
+    args: dict[str, Any] = field(default_factory=dict)  # more arguments for every optimizer of that type
+    schedule: Schedule | None = None  # every optimizer's schedule (optimizers.<name>.schedule overrides)
+    clip: float | None = None  # every optimizer's gradient-norm clip (optimizers.<name>.clip overrides)
 
 
 @dataclass

@@ -26,12 +26,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganforge import plots
 from ganforge.accel import RunLock, autocast_factory, make_accelerator, prepare_networks
-from ganforge.build import build_networks, build_system, make_optimizers, sync_bn_split, use_channels_last
+from ganforge.build import build_networks, build_system, sync_bn_split, use_channels_last
 from ganforge.config import Recipe
 from ganforge.data import make_loader, place_dataset
 from ganforge.errors import ConfigError, DatasetError, GanforgeError
 from ganforge.manager import PluginManager, get_plugin_manager
 from ganforge.resume import resume_or_refuse, save_checkpoint
+from ganforge.optim import make_optimizers
 from ganforge.sampling import evaluate, init_wandb, write_samples
 from ganforge.state import TrainState
 from ganforge.capture import reasons_against

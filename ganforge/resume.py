@@ -12,9 +12,8 @@ import torch
 from accelerate.utils import set_seed
 
 from ganforge import checkpoint as ckpt
-from ganforge.config import recipe_from_dict
-from ganforge.errors import CheckpointError, GanforgeError
-from ganforge.step import decay_start
+from ganforge.config import Recipe, recipe_from_dict
+from ganforge.errors import CheckpointError, ConfigError, GanforgeError
 
 __all__ = ["load_checkpoint", "resume_or_refuse", "save_checkpoint"]
 
@@ -114,15 +113,8 @@ def load_checkpoint(state: Any, folder: Path) -> None:
         opt.load_state_dict(ckpt.join_optimizer_state(tensors(f"optim.{name}"), meta["optimizers"][name]))
         for group, own in zip(opt.param_groups, settings, strict=True):
             group.update(own)
-    if cfg.optim.lr_decay == "linear" and saved.train.steps != cfg.train.steps:
-        def factor(recipe: Any) -> float:
-            start = decay_start(recipe)
-            return 1 - max(0, meta["step"] - start) / (recipe.train.steps - start)
-
-        before, after = factor(saved), factor(cfg)
-        acc.print(f"warning: train.steps changed from {saved.train.steps} to {cfg.train.steps} under "
-                  f"optim.lr_decay=linear: the learning rates jump from {before:.3g} to {after:.3g} of "
-                  f"their base value at step {meta['step']}")
+    if saved.train.steps != cfg.train.steps:
+        _warn_schedule_jump(state, saved, meta["step"])
     for name, ema in state.emas.items():
         if f"{ckpt.stem(meta, f'ema.{name}')}.safetensors" in raw["files"]:
             ema.module.load_state_dict(tensors(f"ema.{name}"))
@@ -236,3 +228,28 @@ def _continue_metrics(state: Any, resumed: bool) -> None:
         state.accelerator.print(f"note: dropped {len(rows) - len(keep)} row(s) of {path.name} logged after "
                                 f"step {state.step} by the interrupted run")
     state.history = keep
+
+
+def _warn_schedule_jump(state: Any, saved: Recipe, step: int) -> None:
+    """A schedule that depends on ``train.steps`` (linear, cosine, a fraction) jumps when a
+    resumed run changes it: say by how much, per optimizer."""
+    from ganforge.optim import choices, factor
+
+    cfg, at = state.config, float(step)
+    try:
+        before = choices(saved, state.system)
+    except ConfigError:
+        return
+    jumps: dict[tuple, list[str]] = {}
+    for name, choice in choices(cfg, state.system).items():
+        old, new = before[name].schedule, choice.schedule
+        if old is None or new is None or new.type == "exponential" and new.per == "epoch":
+            continue
+        a, b = float(factor(old, at, saved.train.steps)), float(factor(new, at, cfg.train.steps))
+        if a != b:
+            jumps.setdefault((new.type, a, b), []).append(name)
+    for (kind, a, b), names in jumps.items():
+        state.accelerator.print(
+            f"warning: train.steps changed from {saved.train.steps} to {cfg.train.steps}: the {kind} schedule of "
+            f"optimizer{'s' * (len(names) > 1)} {', '.join(names)} jumps from {a:.3g} to {b:.3g} of the base "
+            f"learning rate at step {step}")

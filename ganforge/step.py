@@ -33,16 +33,10 @@ import torch
 
 from ganforge.capture import make_capturable, warm_up
 from ganforge.data import endless_batches
-from ganforge.errors import GanforgeError
+from ganforge.errors import ConfigError, GanforgeError
+from ganforge.optim import LRSchedules, choices
 
-__all__ = ["TrainStep", "decay_start", "nonfinite_stop"]
-
-
-def decay_start(cfg: Any) -> int:
-    """The step where ``optim.lr_decay=linear`` begins (``lr_decay_start``: a step, or a
-    fraction of ``train.steps``)."""
-    start = cfg.optim.lr_decay_start
-    return round(start * cfg.train.steps) if isinstance(start, float) else start
+__all__ = ["TrainStep", "nonfinite_stop"]
 
 
 def nonfinite_stop(state: Any, in_a_row: int) -> GanforgeError:
@@ -119,24 +113,30 @@ class TrainStep:
         self.sums = torch.zeros(0, device=device)  # per logged value: sum over good steps
         self.counts = torch.zeros(0, device=device)  # and the number of steps in that sum
         self.present: dict[tuple, torch.Tensor] = {}  # which logged values a step has, on the device
-        # learning rates: a decaying rate on the fast path must be a tensor, or capture would
-        # freeze today's value
-        self.lr_base: list[tuple[dict, Any, float]] = []  # (param group, its tensor or None, base lr)
-        self.decay_start = decay_start(cfg)
-        if cfg.optim.lr_decay == "linear":
-            dtype = torch.float32 if device.type == "cuda" else torch.float64  # CPU: exact
-            for name, opt in self.opts.items():
-                for group, base in zip(opt.param_groups, state.base_lrs[name], strict=True):
-                    tensor = torch.tensor(base, dtype=dtype, device=device) if graph else None
-                    if graph:
-                        group["lr"] = tensor
-                    self.lr_base.append((group, tensor, base))
+        # learning rates (a scheduled rate on the fast path is a tensor, or capture would freeze
+        # today's value) and gradient clipping, per optimizer
+        chosen = choices(cfg, system)
+        self.clips = {n: c.clip for n, c in chosen.items() if c.clip}
+        schedules = {n: c.schedule for n, c in chosen.items()}
+        per_epoch = self._steps_per_epoch() if any(c and c.type == "exponential" and c.per == "epoch"
+                                                   for c in schedules.values()) else None
+        self.lrs = LRSchedules(self.opts, state.base_lrs, schedules, cfg.train.steps, device=device,
+                               graph=graph, steps_per_epoch=per_epoch)
         self._ema_setup()
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self.seen: set[tuple] = set()  # patterns run at least once (warm)
         self.checked: set[tuple] = set()  # and run once more, watched for host traffic
         self.pool = None
         self.calls = 0
+
+    def _steps_per_epoch(self) -> float:
+        """Generator steps per epoch of the training data (each step draws ``fresh`` batches)."""
+        try:
+            batches = self.per_epoch if self.device_batches else len(self.state.loader)
+        except TypeError:
+            raise ConfigError(f"a schedule per epoch needs a dataset with a length; dataset "
+                              f"'{self.state.config.data.name}' streams. Use per: step") from None
+        return batches / self.fresh
 
     @staticmethod
     def _penalty_keys(name: str, nets: list[str]) -> list[str]:
@@ -244,7 +244,7 @@ class TrainStep:
     def _step(self, pattern: tuple) -> None:
         """Every phase, EMA and log sums. In graph mode: no Python branch on a tensor's value."""
         s, acc = self.state, self.state.accelerator
-        self._set_lr()
+        self.lrs.apply(s.step, self.step_t)
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         values: dict[str, torch.Tensor] = {}  # each phase's last run, and any penalty computed
         batch, k, flag = None, 0, 0
@@ -268,6 +268,8 @@ class TrainStep:
                 if not self.deferred and bool(bad):  # one scalar read per loss: never apply a NaN update
                     return self._skip(phase.name, loss)  # (__call__ unfreezes every network)
                 acc.backward(loss)
+                if phase.optimizer in self.clips:
+                    values[f"grad_norm_{phase.optimizer.lower()}"] = self._clip(opt, self.clips[phase.optimizer])
                 if self.deferred:
                     opt.found_inf = bad.float()  # fused Adam leaves weights and moments as they were if 1
                     try:
@@ -307,16 +309,14 @@ class TrainStep:
                     p.requires_grad_(flag)
             self.frozen = frozen
 
-    def _set_lr(self) -> None:
-        """``optim.lr_decay=linear``: constant until ``lr_decay_start``, then linear to 0 at
-        ``train.steps``; a function of the step alone, so nothing to checkpoint."""
-        steps, start = self.state.config.train.steps, self.decay_start
-        for group, tensor, base in self.lr_base:
-            if tensor is not None:
-                done = (self.step_t.to(tensor.dtype) - start).clamp_min(0) / (steps - start)
-                tensor.copy_(base * (1.0 - done))
-            else:
-                group["lr"] = base * (1.0 - max(0, self.state.step - start) / (steps - start))
+    def _clip(self, opt: Any, max_norm: float) -> torch.Tensor:
+        """Clip the optimizer's gradients to ``max_norm`` (L2), after fp16's unscale (the
+        GradScaler then steps without unscaling again); returns the norm before clipping."""
+        scaler = getattr(self.state.accelerator, "scaler", None)
+        if scaler is not None:
+            scaler.unscale_(getattr(opt, "optimizer", opt))
+        params = [p for g in opt.param_groups for p in g["params"]]
+        return torch.nn.utils.clip_grad_norm_(params, max_norm).detach()
 
     def _skip(self, phase: str, loss: torch.Tensor) -> None:
         """Eager: a non-finite loss skipped the rest of the step."""

@@ -80,6 +80,7 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"log.film_every must be >= 0 (0: no film), got {recipe.log.film_every}")
     for name, o in recipe.optimizers.items():
         _check_adam(f"optimizers.{name}", o.lr, o.betas, o.weight_decay, "lr")
+    _check_schedules(recipe)
     for name, part in recipe.networks.items():
         if not part.name:
             raise ConfigError(f"Recipe key 'networks.{name}.name' is empty: name a registered network")
@@ -92,3 +93,24 @@ def validate(recipe: Recipe) -> None:
     for part in ("generator", "discriminator", "loss", "objective"):
         if not getattr(recipe, part).name:
             raise ConfigError(f"Recipe key '{part}.name' is empty: name a registered {part}")
+
+
+def _check_schedules(recipe: Recipe) -> None:
+    """Optimizer types, schedules and clips (``optim`` and each ``optimizers.<name>``)."""
+    from ganforge.optim import resolve_type, validate_schedule  # (optim imports the recipe types)
+
+    if recipe.optim.lr_decay != "none" and recipe.optim.schedule is not None:
+        raise ConfigError("optim.lr_decay and optim.schedule both set a schedule; keep optim.schedule "
+                          "(optim.lr_decay: linear is optim.schedule: {type: linear, start: lr_decay_start})")
+    resolve_type(recipe.optim.type, "optim")
+    sections = [("optim", recipe.optim.schedule, recipe.optim.clip)]
+    for name, o in recipe.optimizers.items():
+        if o.type is not None:
+            resolve_type(o.type, f"optimizers.{name}")
+        sections.append((f"optimizers.{name}", o.schedule, o.clip))
+    for where, schedule, clip in sections:
+        if schedule is not None:
+            validate_schedule(schedule, f"{where}.schedule", recipe.train.steps)
+        if clip is not None and not (math.isfinite(clip) and clip > 0):
+            raise ConfigError(f"{where}.clip is the largest gradient norm kept, a number > 0; got {clip} "
+                              f"(leave it out for no clipping)")

@@ -65,14 +65,26 @@ def _assert_same_run(a, b, out_a, out_b):
     assert rows_a == rows_b  # the same logged losses, D(x), penalties, epochs
 
 
-@pytest.mark.parametrize("decay", ["none", "linear", "linear-from-20"])
+SCHEDULES = {
+    "none": ["optim.lr_decay=none"],
+    "linear": ["optim.lr_decay=linear"],
+    "linear-from-20": ["optim.lr_decay=linear", "optim.lr_decay_start=20"],
+    # AdamW, a cosine schedule after a warm-up, and clipping (the norm is logged on both paths)
+    "adamw-cosine-clip": ["optim.lr_decay=none", "optim.type=adamw", "optim.weight_decay=0.01",
+                          "optim.schedule={type: cosine, warmup: 5, final: 0.1}", "optimizers.D.clip=0.5"],
+    "exponential-per-epoch": ["optim.lr_decay=none", "optim.schedule={type: exponential, gamma: 0.8, per: epoch}"],
+}
+
+
+@pytest.mark.parametrize("decay", list(SCHEDULES))
 def test_graph_step_trains_the_same_model_as_the_eager_step(tmp_path, monkeypatch, decay):
-    kind, _, start = decay.partition("-from-")
-    overrides = [*TOY, f"optim.lr_decay={kind}", f"optim.lr_decay_start={start or 0}"]
+    overrides = [*TOY, *SCHEDULES[decay]]
     eager = _train(tmp_path / "eager", monkeypatch, False, "toy_grid", overrides)
     graph = _train(tmp_path / "graph", monkeypatch, True, "toy_grid", overrides)
     _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
     assert "penalty_r1" in _rows(tmp_path / "graph")[0]
+    if "clip" in decay:
+        assert all(r["grad_norm_d"] > 0 for r in _rows(tmp_path / "graph"))
     # and it learned something: the losses moved
     assert len({r["loss_d"] for r in _rows(tmp_path / "graph")}) > 1
 
@@ -158,17 +170,21 @@ def test_cuda_graph_true_where_it_cannot_be_captured_is_a_clear_error(tmp_path):
 def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
     from types import SimpleNamespace
 
-    recipe = load_recipe("toy_grid", ["loss=hinge", "penalties=[{name: gp}]"])
+    from ganforge.system import Optimizer
+
+    recipe = load_recipe("toy_grid", ["loss=hinge", "penalties=[{name: gp}]", "optimizers.D.type=sgd"])
     dataset = SimpleNamespace(data=[1, 2])  # not a tensor: read by workers, say
-    system = SimpleNamespace(loss=SimpleNamespace(), capturable=False)
+    opts = {"G": Optimizer(["G"]), "D": Optimizer(["D"])}
+    system = SimpleNamespace(loss=SimpleNamespace(), capturable=False, optimizers=opts)
     acc = SimpleNamespace(device=torch.device("cpu"), num_processes=2, mixed_precision="fp16")
     state = SimpleNamespace(config=recipe, accelerator=acc, dataset=dataset, system=system)
     penalty = (recipe.penalties[0], object())
     reasons = capture.reasons_against(state, [penalty])
     text = "; ".join(reasons)
     for part in ("not a CUDA GPU", "2 processes", "fp16 needs a GradScaler", "dataset 'toy_grid'", "loss 'hinge'",
-                 "objective 'unconditional'", "penalty 'gp'"):
+                 "objective 'unconditional'", "penalty 'gp'", "optimizer D is SGD"):
         assert part in text, part
+    assert "optimizer G" not in text  # Adam can be captured
     from ganforge.plugins.losses import BCE
     from ganforge.capture import declares_capturable
 
@@ -180,7 +196,7 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
         capturable = True
 
     assert declares_capturable(BCE()) and not declares_capturable(MyBCE()) and declares_capturable(Promised())
-    system = SimpleNamespace(loss=MyBCE(), capturable=True)
+    system = SimpleNamespace(loss=MyBCE(), capturable=True, optimizers=opts)
     state = SimpleNamespace(config=recipe,
                             accelerator=acc, dataset=dataset, system=system)
     assert "does not declare capturable" in "; ".join(capture.reasons_against(state, []))

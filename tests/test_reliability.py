@@ -145,7 +145,8 @@ def test_other_recipe_differences_warn(tmp_path, capsys):
     assert group["betas"] == (0.0, 0.99) and group["weight_decay"] == 1e-5
     assert group["lr"] == pytest.approx(3e-4 * (1 - 5 / 6))  # linear decay of the new base, set at the last step
     # train.steps changed under linear decay: the learning rate jumps, and the user is told
-    assert "train.steps changed from 4 to 6 under optim.lr_decay=linear" in out_text
+    assert ("train.steps changed from 4 to 6: the linear schedule of optimizers G, D jumps from 0 to 0.333 of "
+            "the base learning rate at step 4") in out_text
 
 
 class NaNLoss:
