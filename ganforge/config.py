@@ -97,10 +97,10 @@ class Schedule:
 class OptimizerSettings:
     """Overrides of one optimizer that the system declares (unset: the system's or ``optim``'s value)."""
 
-    type: str | None = None  # a torch.optim optimizer by name: adam, adamw, sgd, rmsprop, ...
     lr: float | None = None
     betas: list[float] | None = None
     weight_decay: float | None = None
+    type: str | None = None  # a torch.optim optimizer by name: adam, adamw, sgd, rmsprop, ...
     args: dict[str, Any] | None = None  # more arguments of that optimizer: {eps: 1e-8, amsgrad: true}
     schedule: Schedule | None = None
     clip: float | None = None  # clip the gradient norm (L2, over this optimizer's parameters) to this
