@@ -13,7 +13,7 @@ from torch import nn
 
 from ganforge import hookimpl
 
-__all__ = ["GradientPenalty", "R1"]
+__all__ = ["GradientPenalty", "R1", "R2"]
 
 
 def _input_grad(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -30,6 +30,16 @@ class R1:
 
     def __call__(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return 0.5 * _input_grad(D, real).pow(2).sum(1).mean()
+
+
+class R2:
+    """R2 penalty (Mescheder et al. 2018; with R1 the regulariser of R3GAN, Huang et al. 2024):
+    0.5 * E ||grad_x D(x)||^2 on generated samples (detached: it trains D only)."""
+
+    capturable = True  # tensor code only (see ganforge.step)
+
+    def __call__(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return 0.5 * _input_grad(D, fake).pow(2).sum(1).mean()
 
 
 class GradientPenalty:
@@ -52,4 +62,5 @@ class GradientPenalty:
 @hookimpl
 def ganforge_register_penalties(register):
     register("r1", R1)
+    register("r2", R2)
     register("gp", GradientPenalty)
