@@ -36,6 +36,9 @@ def reasons_against(state: Any, penalties: list) -> list[str]:
     for p, fn in penalties:
         if not declares_capturable(fn):
             reasons.append(f"penalty '{p.name}' does not declare capturable = True")
+    augment = getattr(state, "augment", None)
+    if augment is not None and not declares_capturable(augment.augment):
+        reasons.append(f"augment '{cfg.augment.name}' does not declare capturable = True")
     from ganforge.optim import choices  # (optim imports the recipe, which this module's users build)
 
     for name, choice in choices(cfg, system).items():

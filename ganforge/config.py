@@ -183,6 +183,7 @@ class Recipe:
     networks: dict[str, Part] = field(default_factory=dict)  # per-network parts, by the system's names
     optimizers: dict[str, OptimizerSettings] = field(default_factory=dict)  # per-optimizer overrides
     metrics: list[Part] = field(default_factory=list)
+    augment: Part | None = None  # a registered augmentation of every image a discriminator sees
     optim: Optim = field(default_factory=Optim)
     train: Train = field(default_factory=Train)
     log: Log = field(default_factory=Log)
@@ -212,11 +213,15 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
+        errors = {}
         for option in typing.get_args(tp):
             try:
                 return _convert(value, option, where)
-            except ConfigError:
-                continue
+            except ConfigError as err:
+                errors[option] = err
+        sections = [o for o in errors if dataclasses.is_dataclass(o)]
+        if isinstance(value, dict) and len(sections) == 1:  # a section's own error (an unknown key) says more
+            raise errors[sections[0]]
         raise _type_error(value, tp, where)
     if tp is type(None):
         if value is None:

@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganforge import plots
 from ganforge.accel import RunLock, autocast_factory, make_accelerator, prepare_networks
+from ganforge.augment import install as install_augment
 from ganforge.build import build_networks, build_system, sync_bn_split, use_channels_last
 from ganforge.config import Recipe
 from ganforge.data import make_loader, place_dataset
@@ -75,9 +76,10 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
     nets = prepare_networks(accelerator, nets)
     system.setup(nets)
     penalties = [(p, registry.build("penalty", p.name, p.args)) for p in cfg.penalties]
+    augmented = install_augment(cfg, system, {n: accelerator.unwrap_model(m) for n, m in nets.items()}, shape, registry)
     metrics = {m.name: registry.build("metric", m.name, m.args, dataset=dataset) for m in cfg.metrics}
     out = cfg.output_dir
-    state = TrainState(cfg, accelerator, system, nets, out, dataset)
+    state = TrainState(cfg, accelerator, system, nets, out, dataset, augment=augmented)
 
     # --- the fast path (the whole step in one CUDA graph) when every part allows it; it needs
     # capturable fused Adam, so this is decided before the optimizers are made

@@ -106,6 +106,30 @@ def ganforge_register_penalties(register: Register) -> None:
 
 
 @hookspec
+def ganforge_register_augments(register: Register) -> None:
+    """Register augmentations of what discriminators see (DiffAugment, ADA, ...).
+
+    Called once when the registry is built. Each factory is called as ``factory(**args)`` (the
+    recipe's ``augment.args``) and returns an augmentation: a callable
+    ``augment(x, groups=1) -> Tensor`` that transforms a batch of images ``x`` (N, C, H, W, in
+    [-1, 1]) differentiably, drawing its random numbers from torch's default generator. The
+    engine applies it to every image a discriminator of the recipe's system sees while training,
+    real and fake, in every phase (penalties differentiate through it); ``groups`` > 1 says the
+    channels hold that many images side by side (pix2pix's input|output pairs), which must get
+    the same transform. ``capturable = True`` says it is tensor code only (CUDA-graph fast path).
+
+    An adaptive augmentation (ADA) sets ``adaptive = True`` and implements
+    ``observe(real_logits)`` (called in each phase with the discriminator's detached output on
+    the real images it judged; tensor code), ``update(step, reduce)`` (called after each
+    training step, outside any CUDA graph; ``reduce(t)`` sums a tensor over the processes),
+    ``logs() -> dict[str, Tensor]`` (logged every step), and ``state_dict()`` /
+    ``load_state_dict(tensors)`` (checkpointed and restored with the run).
+
+    :param register: call ``register(name, factory, description=None)`` once per augmentation.
+    """
+
+
+@hookspec
 def ganforge_register_objectives(register: Register) -> None:
     """Register training objectives: adversarial systems of any number of networks.
 

@@ -24,6 +24,7 @@ KINDS: dict[str, str] = {
     "objective": "ganforge_register_objectives",
     "dataset": "ganforge_register_datasets",
     "metric": "ganforge_register_metrics",
+    "augment": "ganforge_register_augments",
 }
 
 

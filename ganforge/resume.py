@@ -56,6 +56,8 @@ def save_checkpoint(state: Any, plugins: Any, pause_hook: Any = None) -> Path | 
         if any(all_system):
             for rank, t in enumerate(all_system):
                 tensors[f"system-rank{rank}"] = t
+        if state.augment is not None and state.augment.adaptive:  # (its statistics agree across ranks)
+            tensors["augment"] = {k: v.detach().cpu() for k, v in state.augment.augment.state_dict().items()}
         scaler = getattr(acc, "scaler", None)
         meta = {
             "step": state.step, "phase_steps": dict(state.phase_steps), "epoch": state.epoch,
@@ -122,6 +124,8 @@ def load_checkpoint(state: Any, folder: Path) -> None:
     scaler = getattr(acc, "scaler", None)
     if scaler is not None and meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
+    if state.augment is not None and state.augment.adaptive and "augment.safetensors" in raw["files"]:
+        state.augment.augment.load_state_dict(ckpt.load_tensors(folder / "augment.safetensors"))
     rank, same_world = acc.process_index, meta["world_size"] == acc.num_processes
     system_file = f"system-rank{rank if same_world else 0}.safetensors"
     if system_file in raw["files"]:

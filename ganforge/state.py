@@ -46,6 +46,7 @@ class TrainState:
     stepper: Any = None  # ganforge.step.TrainStep
     interrupted: str | None = None  # SIGINT / SIGTERM when a signal ended the run early
     autocast: Any = contextlib.nullcontext  # () -> the mixed-precision context of the losses
+    augment: Any = None  # ganforge.augment.Augmented: the recipe's augmentation, on the discriminators
 
     @property
     def objective(self) -> GANSystem:

@@ -27,6 +27,7 @@ uncaptured: that is what the tests compare with the eager step, bit for bit.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -129,6 +130,9 @@ class TrainStep:
         self.pool = None
         self.calls = 0
 
+    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
+        return self.state.accelerator.reduce(t, reduction="sum") if self.world > 1 else t
+
     def _steps_per_epoch(self) -> float:
         """Generator steps per epoch of the training data (each step draws ``fresh`` batches)."""
         try:
@@ -180,6 +184,9 @@ class TrainStep:
                 self._freeze(self.all_nets)
         self.seen.add(pattern)
         self.calls += 1
+        aug = self.state.augment
+        if aug is not None and aug.adaptive:  # outside any graph: e.g. ADA's p, every few steps
+            aug.augment.update(self.state.step + 1, self._reduce)
         for ph in self.phases:  # a skipped step still counts its phases' runs
             self.state.phase_steps[ph.name] = self.state.phase_steps.get(ph.name, 0) + ph.repeats
 
@@ -285,8 +292,12 @@ class TrainStep:
     def _phase_loss(self, phase: Any, batch: Any, due: list, values: dict) -> torch.Tensor:
         """The phase's loss under autocast, plus ``weight * every * penalty`` in fp32 for each
         due penalty on each discriminator it applies to."""
-        with self.state.autocast():
+        aug = self.state.augment
+        with self.state.autocast(), aug.watch() if aug is not None else contextlib.nullcontext():
             terms = phase.loss(batch)
+        if aug is not None:
+            aug.observe(terms.judged)  # an adaptive augmentation's statistics: D's logits on the reals
+            values.update(aug.logs())
         loss = terms.loss
         values.update(terms.logs)
         for p, fn, nets in due:

@@ -126,6 +126,9 @@ class GANSystem:
     test_mode: str = "eval"
     #: images per row of a sample grid; ``None``: as square as possible
     grid_nrow: int | None = None
+    #: images a discriminator's input holds side by side along its channels (pix2pix: 2, the
+    #: input and the output); the recipe's ``augment`` transforms them alike
+    images_per_input: int = 1
 
     networks: dict[str, Network]
     optimizers: dict[str, Optimizer]

@@ -54,6 +54,8 @@ class Pix2Pix(TranslationSystem):
             self.phases[1].new_batch = False  # G on the batch D saw
         self.directions = {"AtoB": ("G", a, b)}
 
+    images_per_input = 2  # D judges (input | output) pairs: augmentations transform both alike
+
     def generate(self, nets, inputs):
         out = nets["G"](inputs.a)
         return arrange([inputs.a, out, inputs.target_ab]) if inputs.show else out

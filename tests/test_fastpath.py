@@ -105,6 +105,19 @@ def test_graph_step_matches_eager_for_a_conv_gan_with_batchnorm(tmp_path, monkey
     _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
 
 
+@pytest.mark.parametrize("augment", ["diffaugment", "{name: ada, args: {interval: 2, kimg: 0.1}}"])
+def test_graph_step_matches_eager_with_an_augmentation(tmp_path, monkeypatch, mnist_dir, augment):
+    """The augmentation's random draws, ADA's p (updated between steps) and R1 through it."""
+    overrides = [f"data.root={mnist_dir}", "data.batch_size=16", "generator.args.ngf=4", "discriminator.args.ndf=4",
+                 "train.steps=8", "log.every=4", "log.checkpoint_every=4", f"augment={augment}",
+                 "penalties=[{name: r1, every: 2}]", *QUICK]
+    eager = _train(tmp_path / "eager", monkeypatch, False, "mnist_dcgan", overrides)
+    graph = _train(tmp_path / "graph", monkeypatch, True, "mnist_dcgan", overrides)
+    _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
+    if "ada" in augment:
+        assert torch.equal(eager.augment.augment.p, graph.augment.augment.p) and graph.augment.augment.p > 0
+
+
 def test_graph_step_matches_eager_for_the_infogan_objective(tmp_path, monkeypatch, mnist_dir):
     """The InfoGAN code (one-hot by scatter, no host sync) and the Q head on the fast path."""
     overrides = [f"data.root={mnist_dir}", "data.batch_size=32", "generator.args.ngf=8",
@@ -270,7 +283,7 @@ def no_host_sync(monkeypatch):
 
 
 CAPTURABLE_RUNS = {  # every built-in part that declares capturable = True, in a run that uses it
-    "losses and penalties": [(loss, "toy_grid", [f"loss={loss}", "penalties=[{name: r1}, {name: gp, every: 2}]",
+    "losses and penalties": [(loss, "toy_grid", [f"loss={loss}", "penalties=[{name: r1}, {name: r2}, {name: gp, every: 2}]",
                                                   "train.ema=0.9"])
                              for loss in ("bce", "hinge", "lsgan", "minimax", "wgan", "relativistic")],
     "objectives": [("infogan", "mnist_dcgan", ["generator.args.ngf=4", "discriminator={name: dcgan, args: "
@@ -286,6 +299,12 @@ CAPTURABLE_RUNS = {  # every built-in part that declares capturable = True, in a
                                             "discriminator={name: infogan, args: {ndf: 4, fc: 16, norm: none}}"]),
                    ("pix2pix", "mnist_edges_pix2pix", ["generator.args={ngf: 4}",
                                                        "discriminator.args={ndf: 4, n_layers: 1}"])],
+    "augmentations": [("diffaugment-pix2pix", "mnist_edges_pix2pix", ["generator.args={ngf: 4}", "augment=diffaugment",
+                                                                      "discriminator.args={ndf: 4, n_layers: 1}"]),
+                      ("ada-acgan-r1", "mnist_cgan", ["objective=acgan", "generator.args={ngf: 4, fc: 16}",
+                                                      "discriminator={name: infogan, args: {ndf: 4, fc: 16, norm: none}}",
+                                                      "augment={name: ada, args: {interval: 2, kimg: 0.05}}",
+                                                      "penalties=[{name: r1}]"])],
 }
 
 
@@ -307,6 +326,8 @@ def test_every_part_declared_capturable_reads_no_tensor_value_in_the_step(tmp_pa
                                                "data.batch_size=8", "log.every=5", *QUICK, *extra]))
             assert state.stepper.graph and state.step == 5 and state.stepper.seen
             used |= {type(state.system), type(state.system.loss), *(type(fn) for _, fn in state.stepper.penalties)}
+            if state.augment is not None:
+                used.add(type(state.augment.augment))
     declared = set()
     for module in builtin_plugins().values():
         mod = __import__(module, fromlist=["_"])

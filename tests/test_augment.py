@@ -1,0 +1,179 @@
+"""The augment part kind: DiffAugment and ADA by hand, applied to every image a discriminator
+sees while training, checkpointed, identical on the graph step (issue #25, item 5)."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import ganforge
+from ganforge.augment import Augmented
+from ganforge.config import load_recipe
+from ganforge.engine import train
+from ganforge.errors import GanforgeError
+from ganforge.manager import PluginManager
+from ganforge.plugins.augment import ADA, DiffAugment, _cutout, _translation
+
+QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0", "log.film_every=0", "log.animate=false"]
+SMALL = ["data.batch_size=16", "generator.args.ngf=4", "discriminator.args.ndf=4", "log.every=2"]
+
+
+def test_translation_shifts_whole_pixels_with_zeros_coming_in():
+    torch.manual_seed(0)
+    x = torch.rand(64, 2, 8, 8) + 1  # no zeros of its own
+    out = _translation(x, 1)
+    for a, b in zip(x, out):
+        shifts = [(dy, dx) for dy in range(-1, 2) for dx in range(-1, 2)
+                  if torch.equal(b, _shift(a, dy, dx))]
+        assert len(shifts) == 1  # exactly one shift within 1/8 of 8 pixels explains it
+    assert any(not torch.equal(a, b) for a, b in zip(x, out))
+
+
+def _shift(a, dy, dx):
+    out = torch.zeros_like(a)
+    h, w = a.shape[1:]
+    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = a[:, max(-dy, 0):h - max(dy, 0),
+                                                                     max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def test_cutout_zeroes_one_square_of_half_the_size_at_most():
+    torch.manual_seed(0)
+    x = torch.rand(200, 1, 10, 10) + 1
+    out = _cutout(x, 1)
+    zero = out == 0
+    assert torch.equal(out[~zero], x[~zero])  # everything else untouched
+    per_image = zero.flatten(1).sum(1)
+    assert per_image.max() == 25 and per_image.min() >= 3 * 3  # 5x5, clipped at the borders (centre inside)
+    rows, cols = zero[:, 0].any(2).sum(1), zero[:, 0].any(1).sum(1)
+    assert torch.equal(per_image, rows * cols)  # a rectangle
+
+
+@pytest.mark.parametrize("make", [lambda: DiffAugment(), lambda: ADA(p=1.0)])
+def test_pairs_side_by_side_get_the_same_transform(make):
+    torch.manual_seed(1)
+    x = torch.rand(16, 3, 12, 12) * 2 - 1
+    out = make()(torch.cat([x, x], 1), groups=2)
+    assert torch.equal(out[:, :3], out[:, 3:])
+    assert not torch.allclose(out[:, :3], x)
+
+
+def test_ada_with_p_zero_changes_nothing_and_with_p_one_changes_every_image():
+    torch.manual_seed(2)
+    x = torch.rand(32, 1, 16, 16) * 2 - 1
+    assert torch.allclose(ADA(p=0.0)(x), x, atol=1e-5)
+    changed = (ADA(p=1.0)(x) - x).abs().flatten(1).amax(1) > 1e-3
+    assert changed.all()
+
+
+def test_ada_adjusts_p_by_the_sign_of_rt_minus_target():
+    ada = ADA(target=0.6, interval=2, kimg=0.1, p=0.5)  # 100 real images move p by 1
+    p = ada.p
+    ada.observe(torch.tensor([[1.0], [2.0], [-1.0], [3.0]]))  # signs 1, 1, -1, 1
+    ada.update(1, lambda t: t)  # not an update step
+    assert ada.p.item() == 0.5
+    ada.update(2, lambda t: t * 2)  # two processes, the same statistics: rt 0.5 < 0.6, 8 images
+    assert ada.rt.item() == 0.5 and ada.p.item() == pytest.approx(0.5 - 8 / 100)
+    assert ada.p is p and ada.stats.sum() == 0  # in place (a captured step holds it), statistics reset
+    ada.observe(torch.ones(3, 1, 4, 4))  # a PatchGAN's maps: one sign per image (its mean patch)
+    ada.update(4, lambda t: t)
+    assert ada.rt.item() == 1.0 and ada.p.item() == pytest.approx(0.42 + 3 / 100)
+    ada.p.fill_(0.99)
+    ada.observe(torch.ones(5, 1))
+    ada.update(6, lambda t: t)
+    assert ada.p.item() == 1.0  # clamped
+    ada.observe(-torch.ones(200, 1))
+    ada.update(8, lambda t: t)
+    assert ada.rt.item() == -1.0 and ada.p.item() == 0.0
+
+
+class Spy:
+    """An augmentation that records what it is given and marks what it returns."""
+
+    capturable = True
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, groups=1):
+        self.calls.append((tuple(x.shape), groups, torch.is_grad_enabled()))
+        return x
+
+
+def test_every_discriminator_call_in_training_is_augmented_and_no_other(tmp_path, mnist_dir):
+    """Relativistic loss + R1 at n_critic 1: each step D judges real and fake (D phase), R1's
+    reals, then G's fakes and (no grad) the reals again (G phase): 5 augmented calls."""
+    spy = Spy()
+
+    class Plugin:
+        @ganforge.hookimpl
+        def ganforge_register_augments(self, register):
+            register("spy", lambda: spy)
+
+    pm = PluginManager()
+    pm.register(Plugin(), name="spy")
+    state = train(load_recipe("mnist_dcgan", [f"out_dir={tmp_path}", f"data.root={mnist_dir}", "train.steps=3",
+                                              "augment=spy", "loss=relativistic", "penalties=[{name: r1}]",
+                                              *SMALL, *QUICK]), plugins=pm)
+    assert len(spy.calls) == 3 * 5
+    assert {c[0] for c in spy.calls} == {(16, 1, 28, 28)} and {c[1] for c in spy.calls} == {1}
+    assert [c[2] for c in spy.calls[3:5]] == [True, False]  # G's fakes, then the constant reals
+    D = state.nets["D"].eval()
+    D(torch.zeros(2, 1, 28, 28))
+    assert len(spy.calls) == 15  # eval mode (the film, a user's own call): not augmented
+
+
+def test_a_pair_discriminator_is_augmented_as_pairs():
+    class D(nn.Module):
+        def forward(self, x, y=None):
+            return x.mean((1, 2, 3))
+
+    spy = Spy()
+    nets = {"D": D()}
+    aug = Augmented(spy, nets, ["D"], groups=2)
+    nets["D"](torch.zeros(4, 6, 8, 8), torch.zeros(4))
+    assert spy.calls[0][:2] == ((4, 6, 8, 8), 2)
+    aug.remove()
+    nets["D"](torch.zeros(4, 6, 8, 8))
+    assert len(spy.calls) == 1
+    from ganforge.plugins.pix2pix import Pix2Pix
+    assert Pix2Pix.images_per_input == 2
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_ada_p_is_logged_checkpointed_and_resumes_bitwise(tmp_path, mnist_dir):
+    common = [f"data.root={mnist_dir}", "augment={name: ada, args: {interval: 2, kimg: 0.2}}",
+              "penalties=[{name: r1, every: 2}]", "log.checkpoint_every=3", *SMALL, *QUICK]
+    whole = train(load_recipe("mnist_dcgan", [f"out_dir={tmp_path / 'a'}", "train.steps=6", *common]))
+    train(load_recipe("mnist_dcgan", [f"out_dir={tmp_path / 'b'}", "train.steps=3", *common]))
+    resumed = train(load_recipe("mnist_dcgan", [f"out_dir={tmp_path / 'b'}", "train.steps=6", "resume=auto", *common]))
+    p = whole.augment.augment.p
+    assert 0 < p.item() <= 1 and torch.equal(p, resumed.augment.augment.p)
+    saved = load_file(str(tmp_path / "a" / "checkpoints" / "step-00000003" / "augment.safetensors"))
+    assert set(saved) == {"p", "rt", "stats"} and 0 < saved["p"].item() < p.item() + 1
+    for name in ("model.G", "model.D"):
+        a = load_file(str(tmp_path / "a" / "checkpoints" / "step-00000006" / f"{name}.safetensors"))
+        b = load_file(str(tmp_path / "b" / "checkpoints" / "step-00000006" / f"{name}.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    rows = _rows(tmp_path / "a")
+    assert all("ada_p" in r and "ada_rt" in r for r in rows)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["augment=diffaugment"], "augment 'diffaugment' transforms images (C, H, W), but this run's samples have shape (2,)"),
+    (["augment=diffaug"], "Unknown augment 'diffaug'"),
+    (["augment={name: diffaugment, args: {policy: 'color,blur'}}"], "diffaugment policy 'color,blur': unknown blur"),
+    (["augment={name: ada, args: {target: 1.5}}"], "ada target is the E[sign(D(real))] to hold, in (0, 1)"),
+    (["augment={name: ada, args: {speed: 2}}"], "speed"),
+    (["augment.nmae=ada"], "Unknown recipe key 'augment.nmae'. Did you mean 'name'?"),
+])
+def test_bad_augment_settings_get_one_line(tmp_path, overrides, message):
+    with pytest.raises(GanforgeError) as err:
+        train(load_recipe("toy_grid", [f"out_dir={tmp_path}", *overrides, *QUICK]))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    if "Unknown augment" in message:
+        assert "Registered augments: ada, diffaugment" in str(err.value)
