@@ -17,11 +17,13 @@ from ganforge.errors import GanforgeError
 __all__ = ["KINDS", "new_plugin", "template"]
 
 TEMPLATES = Path(__file__).parent / "templates"
-KINDS = ("generator", "discriminator", "loss", "penalty", "objective", "dataset", "metric")
+KINDS = ("generator", "discriminator", "loss", "penalty", "objective", "dataset", "metric", "augment")
 # how a recipe uses a part of each kind (also the generated test's overrides)
 USAGE = {"generator": "generator={n}", "discriminator": "discriminator={n}", "loss": "loss={n}",
          "penalty": "penalties=[{{name: {n}, weight: 0.1}}]", "objective": "objective={n}",
-         "dataset": "data.name={n}", "metric": "metrics=[{n}]"}
+         "dataset": "data.name={n}", "metric": "metrics=[{n}]", "augment": "augment={n}"}
+# what the generated test adds to train with it (an augmentation needs images)
+TEST_EXTRA = {"augment": ["data.name=toy_blobs"]}
 
 
 def template(kind: str) -> str:
@@ -44,7 +46,7 @@ def new_plugin(name: str, kind: str, where: Path) -> Path:
     files = {
         f"ganforge_{name}.py": template(kind).replace(f"my_{kind}", name),
         f"test_ganforge_{name}.py": (TEMPLATES / "plugin_test.py").read_text()
-        .replace("my_overrides", repr([usage])).replace("my_kind", kind).replace("my_part", name),
+        .replace("my_overrides", repr([usage, *TEST_EXTRA.get(kind, [])])).replace("my_kind", kind).replace("my_part", name),
         "pyproject.toml": (TEMPLATES / "pyproject.toml.txt").read_text()
         .replace("my-dist", name.replace("_", "-")).replace("my_part", name).replace("my_kind", kind),
         "README.md": (TEMPLATES / "README.md.txt").read_text().replace("my-dist", name.replace("_", "-"))

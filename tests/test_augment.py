@@ -177,3 +177,40 @@ def test_bad_augment_settings_get_one_line(tmp_path, overrides, message):
     assert message in str(err.value) and "\n" not in str(err.value)
     if "Unknown augment" in message:
         assert "Registered augments: ada, diffaugment" in str(err.value)
+
+
+ADA_SCRIPT = """
+import sys, torch
+from safetensors.torch import save_file
+from ganforge.config import load_recipe
+from ganforge.engine import train
+state = train(load_recipe("mnist_dcgan", sys.argv[1:]))
+acc = state.accelerator
+out = {"p": state.augment.augment.p.cpu().reshape(1), "rt": state.augment.augment.rt.cpu().reshape(1)}
+out.update({f"D.{k}": v for k, v in acc.unwrap_model(state.nets["D"]).state_dict().items()})
+save_file({k: v.contiguous() for k, v in out.items()}, f"{state.output_dir}/rank{acc.process_index}.safetensors")
+"""
+
+
+@pytest.mark.slow
+def test_ada_p_agrees_across_two_processes_from_both_ranks_statistics(tmp_path, mnist_dir):
+    """One update after 4 steps from p = 0.5: both ranks' 2 x 16 x 4 real images move p by
+    128 / (kimg x 1000) = 0.128 (from one rank's alone it would move 0.064)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "ada.py"
+    script.write_text(ADA_SCRIPT)
+    out = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           f"out_dir={out}", f"data.root={mnist_dir}", "train.steps=4",
+           "augment={name: ada, args: {interval: 4, kimg: 1, p: 0.5}}", *SMALL, *QUICK]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [load_file(str(out / f"rank{r}.safetensors")) for r in (0, 1)]
+    assert torch.equal(ranks[0]["p"], ranks[1]["p"]) and torch.equal(ranks[0]["rt"], ranks[1]["rt"])
+    assert ranks[0]["p"].item() == pytest.approx(0.5 + (0.128 if ranks[0]["rt"].item() > 0.6 else -0.128))
+    weights = [k for k in ranks[0] if k.startswith("D.") and "running" not in k and "num_batches" not in k]
+    assert weights and all(torch.equal(ranks[0][k], ranks[1][k]) for k in weights)  # (BatchNorm statistics: per rank)

@@ -41,5 +41,6 @@ def test_ganforge_trains_two_steps_with_it(tmp_path):
         "dataset": lambda: state.config.data.name == "my_part" and len(state.dataset) > 0,
         "penalty": lambda: any("penalty_my_part" in r for r in rows),
         "metric": lambda: any(k.startswith("eval/my_part/") for r in rows for k in r),
+        "augment": lambda: type(state.augment.augment).__module__ == plugin.__name__,
     }
     assert used[KIND]()

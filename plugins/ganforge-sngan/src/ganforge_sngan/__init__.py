@@ -1,3 +1,3 @@
-"""SNGAN ResNet models and DiffAugment for ganforge (example third-party plugin)."""
+"""SNGAN ResNet models and instance noise for ganforge (example third-party plugin)."""
 
 __version__ = "0.2.0"
