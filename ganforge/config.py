@@ -140,6 +140,7 @@ class Train:
     precision: str = "auto"  # auto | no | bf16 | fp16 (auto: bf16 for images on a bf16 GPU, else fp32)
     ema: float = 0.0  # decay of the generator's exponential moving average; 0 = off
     ema_start: int = 0  # generator step at which EMA averaging starts (copies before)
+    ema_rampup: float = 0.0  # cap the EMA's half-life at this fraction of the images seen (StyleGAN2-ADA: 0.05); 0 = off
     cpu: bool = False  # train on the CPU even when a GPU is present
     threads: int | str = "auto"  # CPU threads: auto (idle cores; OMP_NUM_THREADS wins when set) | a number
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA GPUs only; not in penalised networks)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from accelerate.utils import broadcast_object_list, set_seed
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from ganforge import plots
 from ganforge.accel import RunLock, autocast_factory, make_accelerator, prepare_networks
@@ -99,8 +99,7 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
     *prepared, loader = accelerator.prepare(*optimizers.values(), loader)
     state.optimizers, state.loader = dict(zip(optimizers, prepared, strict=True)), loader
     if t.ema > 0:
-        state.emas = {n: AveragedModel(accelerator.unwrap_model(nets[n]), use_buffers=True,
-                                       multi_avg_fn=get_ema_multi_avg_fn(t.ema))
+        state.emas = {n: AveragedModel(accelerator.unwrap_model(nets[n]), use_buffers=True)  # (ganforge.ema updates it)
                       for n, spec in system.networks.items() if spec.ema}
     set_seed(cfg.seed, device_specific=True)  # from here on, each rank draws its own noise
 

@@ -34,6 +34,7 @@ import torch
 
 from ganforge.capture import make_capturable, warm_up
 from ganforge.data import endless_batches
+from ganforge.ema import EMAUpdater
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.optim import LRSchedules, choices
 
@@ -123,7 +124,7 @@ class TrainStep:
                                                    for c in schedules.values()) else None
         self.lrs = LRSchedules(self.opts, state.base_lrs, schedules, cfg.train.steps, device=device,
                                graph=graph, steps_per_epoch=per_epoch)
-        self._ema_setup()
+        self.ema = EMAUpdater(state, self.plain, deferred=self.deferred, images_per_step=self.batch_size * self.world)
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self.seen: set[tuple] = set()  # patterns run at least once (warm)
         self.checked: set[tuple] = set()  # and run once more, watched for host traffic
@@ -145,17 +146,6 @@ class TrainStep:
     @staticmethod
     def _penalty_keys(name: str, nets: list[str]) -> list[str]:
         return [f"penalty_{name}"] if len(nets) == 1 else [f"penalty_{name}_{n}" for n in nets]
-
-    def _ema_setup(self) -> None:
-        """Graph mode: the (EMA, network) tensor pairs its EMA arithmetic works on."""
-        self.ema_pairs = {}
-        for name, ema in self.state.emas.items() if self.deferred else ():
-            ema.n_averaged = ema.n_averaged.to(self.device)  # AveragedModel keeps it on the CPU
-            plain = self.plain[name]
-            pairs = list(zip([*ema.module.parameters(), *ema.module.buffers()],
-                             [*plain.parameters(), *plain.buffers()], strict=True))
-            self.ema_pairs[name] = ([(e.detach(), m.detach()) for e, m in pairs if e.is_floating_point()],
-                                    [(e.detach(), m.detach()) for e, m in pairs if not e.is_floating_point()])
 
     # ------------------------------------------------------------------ outside the graph
     def _pattern(self) -> tuple[bool, ...]:
@@ -286,7 +276,7 @@ class TrainStep:
                 else:
                     opt.step()
         self._freeze(self.all_nets)  # between steps every network is trainable
-        self._ema(bad)
+        self.ema(bad, self.step_t)
         self._record(values, bad)
 
     def _phase_loss(self, phase: Any, batch: Any, due: list, values: dict) -> torch.Tensor:
@@ -338,31 +328,6 @@ class TrainStep:
                             f"update skipped ({s.skipped} skipped so far)")
         if t.nonfinite == "stop" or self.consecutive_bad >= t.max_nonfinite:
             raise nonfinite_stop(s, self.consecutive_bad)
-
-    @torch.no_grad()
-    def _ema(self, bad: torch.Tensor) -> None:
-        """torch's AveragedModel EMA (copy before ema_start, then lerp). Graph mode: the same
-        arithmetic with no Python branch on the step or on ``bad``."""
-        t = self.state.config.train
-        for name, ema in self.state.emas.items():
-            if not self.deferred:
-                if self.state.step < t.ema_start:
-                    ema.module.load_state_dict(self.plain[name].state_dict())
-                else:
-                    ema.update_parameters(self.plain[name])
-                continue
-            floats, others = self.ema_pairs[name]
-            before_start = self.step_t < t.ema_start
-            copy = before_start | (ema.n_averaged == 0)
-            if floats:
-                e_list, m_list = zip(*floats)
-                lerped = torch._foreach_lerp(list(e_list), list(m_list), 1 - t.ema)
-                for (e, m), new in zip(floats, lerped, strict=True):
-                    e.copy_(torch.where(bad, e, torch.where(copy, m, new)))
-            for e, m in others:
-                new = e * t.ema + m * (1 - t.ema)
-                e.copy_(torch.where(bad, e, torch.where(copy, m, new).to(e.dtype)))
-            ema.n_averaged.add_((~bad & ~before_start).to(ema.n_averaged.dtype))
 
     def _record(self, values: dict[str, torch.Tensor], bad: torch.Tensor) -> None:
         """Add this step's values to the sums (nothing for a skipped step), count the step."""

@@ -48,6 +48,9 @@ def validate(recipe: Recipe) -> None:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
     if not 0.0 <= t.ema < 1.0:
         raise ConfigError(f"train.ema is a decay in [0, 1), got {t.ema} (0 turns EMA off)")
+    if not (math.isfinite(t.ema_rampup) and t.ema_rampup >= 0):
+        raise ConfigError(f"train.ema_rampup caps the EMA's half-life at this fraction of the images seen, >= 0 "
+                          f"(StyleGAN2-ADA: 0.05; 0: off), got {t.ema_rampup}")
     if recipe.data.on_device not in ("auto", True, False):
         raise ConfigError(f"data.on_device must be auto, true or false, got '{recipe.data.on_device}'")
     threads = t.threads

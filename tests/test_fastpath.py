@@ -73,6 +73,7 @@ SCHEDULES = {
     "adamw-cosine-clip": ["optim.lr_decay=none", "optim.type=adamw", "optim.weight_decay=0.01",
                           "optim.schedule={type: cosine, warmup: 5, final: 0.1}", "optimizers.D.clip=0.5"],
     "exponential-per-epoch": ["optim.lr_decay=none", "optim.schedule={type: exponential, gamma: 0.8, per: epoch}"],
+    "ema-rampup": ["train.ema_rampup=0.05"],  # the EMA's decay changes every step (a tensor on the graph path)
 }
 
 
@@ -462,8 +463,9 @@ def test_host_reads_per_eager_step_at_n_critic_5(tmp_path, monkeypatch, fused):
     if fused:
         assert counts[1:] == [0] * 5, counts  # (the first step also starts the epoch)
     else:
-        # 6 checks of the step, 2 of torch's AveragedModel (its counter is a host tensor)
-        assert checks[1:] == [8] * 5 and min(counts[1:]) >= 8, (checks, counts)
+        # 6 checks of the step (one per phase run); the EMA reads nothing (ganforge.ema keeps
+        # whether it has started in Python; torch's AveragedModel read its counter twice)
+        assert checks[1:] == [6] * 5 and min(counts[1:]) >= 6, (checks, counts)
 
 
 def test_the_cuda_policy_is_stated_and_set(monkeypatch):
