@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ganforge.errors import ConfigError
+from ganforge.system import heads
 
 __all__ = ["Augmented", "install"]
 
@@ -78,8 +79,9 @@ class Augmented:
             real = judged.get(name, (None,))[0]
             for x, out in calls:
                 if x is real:
-                    logits = out[0] if isinstance(out, (tuple, list)) else out
-                    self.augment.observe(logits.detach().float())
+                    logits = out[0] if isinstance(out, (tuple, list)) else out  # (D, code head)
+                    maps = [h.detach().float().reshape(h.shape[0], -1) for h in heads(logits)]
+                    self.augment.observe(torch.cat(maps, 1))  # several heads: every logit of an image
                     break
             calls.clear()
             self._pending[name].clear()

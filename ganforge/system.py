@@ -35,7 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["GANSystem", "Network", "Optimizer", "Phase", "Terms"]
+__all__ = ["GANSystem", "Judgement", "Network", "Optimizer", "Phase", "Terms", "d_adversarial", "feature_matching",
+           "g_adversarial", "heads", "logit_sum"]
 
 
 @dataclass
@@ -174,3 +175,77 @@ class GANSystem:
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`state_dict` returned (tensors arrive on the CPU)."""
+
+
+# ----------------------------------------------------------------------- the loss helpers
+@dataclass
+class Judgement:
+    """What a discriminator with several heads returns (multi-scale PatchGAN, HiFi-GAN's
+    multi-period and multi-scale discriminators): ``logits``, one logit map per head, and
+    ``features``, per head, the intermediate feature maps that feature matching compares. A
+    discriminator with one head may keep returning a tensor; the helpers below take both."""
+
+    logits: list[torch.Tensor]
+    features: list[list[torch.Tensor]] = field(default_factory=list)
+
+
+def heads(out: torch.Tensor | Judgement) -> list[torch.Tensor]:
+    """The logit maps of a discriminator's output: ``[out]`` for a tensor."""
+    return list(out.logits) if isinstance(out, Judgement) else [out]
+
+
+def logit_sum(out: torch.Tensor | Judgement) -> torch.Tensor:
+    """The sum of every logit (what a gradient penalty differentiates), in fp32."""
+    return sum(h.float().sum() for h in heads(out))
+
+
+def d_adversarial(loss: Any, real: torch.Tensor | Judgement, fake: torch.Tensor | Judgement,
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A discriminator's adversarial loss on its ``real`` and ``fake`` logits, summed over heads
+    (as pix2pixHD and HiFi-GAN sum their discriminators'), and its logs: ``d_real``, ``d_fake``
+    (``loss.score``: probabilities for BCE-type losses), averaged over heads."""
+    r, f = heads(real), heads(fake)
+    total = loss.d_loss(r[0], f[0])
+    for a, b in zip(r[1:], f[1:], strict=True):
+        total = total + loss.d_loss(a, b)
+    return total, {"d_real": _mean_score(loss, r), "d_fake": _mean_score(loss, f)}
+
+
+def g_adversarial(loss: Any, fake: torch.Tensor | Judgement, real: Callable[[], Any] | None = None,
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A generator's adversarial term on the discriminator's logits for its fakes, summed over
+    heads, and its log ``d_fake_g``. A relativistic loss (``uses_real_logits``) also needs D's
+    logits on real data: ``real()`` computes them, called here without gradients (D is frozen
+    in G's phase, so they are constants for G); other losses never call it."""
+    f = heads(fake)
+    if getattr(loss, "uses_real_logits", False):
+        if real is None:
+            raise ValueError("a relativistic loss needs the discriminator's logits on real data: pass real=")
+        with torch.no_grad():
+            r = heads(real())
+        parts = [loss.g_loss(a, b) for a, b in zip(f, r, strict=True)]
+    else:
+        parts = [loss.g_loss(a) for a in f]
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total, {"d_fake_g": _mean_score(loss, f)}
+
+
+def feature_matching(real: Judgement, fake: Judgement) -> torch.Tensor:
+    """Feature matching (Salimans et al. 2016; pix2pixHD, MelGAN, HiFi-GAN): the mean absolute
+    difference between a discriminator's features of real and of generated data, summed over
+    layers and heads (HiFi-GAN's form; the real features are targets, not trained through)."""
+    if not real.features or len(real.features) != len(fake.features):
+        raise ValueError("feature matching needs a discriminator that returns Judgement(features=...) for both")
+    total = None
+    for r_layers, f_layers in zip(real.features, fake.features, strict=True):
+        for r, f in zip(r_layers, f_layers, strict=True):
+            term = (r.detach().float() - f.float()).abs().mean()
+            total = term if total is None else total + term
+    return total
+
+
+def _mean_score(loss: Any, logits: list[torch.Tensor]) -> torch.Tensor:
+    scores = [loss.score(h.detach().float()).mean() for h in logits]
+    return scores[0] if len(scores) == 1 else torch.stack(scores).mean()

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ganforge import hookimpl
 from ganforge.plugins.objectives import Unconditional, one_logit_each
-from ganforge.system import Terms
+from ganforge.system import Terms, d_adversarial, g_adversarial
 
 __all__ = ["ACGAN", "Conditional"]
 
@@ -109,24 +109,17 @@ class Conditional(Unconditional):
     def d_loss(self, batch) -> Terms:
         real, y_real, fake, y_fake = self._batch_and_fakes(batch)
         real_logits, fake_logits = self.D(real, y_real), self.D(fake, y_fake)
-        logs = {"d_real": self.loss.score(real_logits.detach().float()).mean(),
-                "d_fake": self.loss.score(fake_logits.detach().float()).mean()}
+        loss, logs = d_adversarial(self.loss, real_logits, fake_logits)
         D = self.D
         # penalties see D with the real batch's labels (R1 is on real data)
         judged = {"D": (real, fake, lambda x: D(x, y_real))}
-        return Terms(self.loss.d_loss(real_logits, fake_logits), logs, judged)
+        return Terms(loss, logs, judged)
 
     def g_loss(self, batch) -> Terms:
         real, y_real = self._split(batch)
         z, y = self.noise(real.shape[0], real.device)
         fake_logits = self.D(self.G(z, y), y)
-        if getattr(self.loss, "uses_real_logits", False):
-            with torch.no_grad():
-                real_logits = self.D(real, y_real)
-            loss = self.loss.g_loss(fake_logits, real_logits)
-        else:
-            loss = self.loss.g_loss(fake_logits)
-        return Terms(loss, {"d_fake_g": self.loss.score(fake_logits.detach().float()).mean()})
+        return Terms(*g_adversarial(self.loss, fake_logits, lambda: self.D(real, y_real)))
 
 
 class ACGAN(Conditional):
@@ -160,10 +153,9 @@ class ACGAN(Conditional):
         fake_logits, fake_cls = self.D(fake, codes=True)
         ce_real = F.cross_entropy(real_cls.float(), y_real)
         ce_fake = F.cross_entropy(fake_cls.float(), y_fake)
-        loss = self.loss.d_loss(real_logits, fake_logits) + self.weight * (ce_real + ce_fake)
-        logs = {"d_real": self.loss.score(real_logits.detach().float()).mean(),
-                "d_fake": self.loss.score(fake_logits.detach().float()).mean(),
-                "ac_ce_real": ce_real.detach(), "ac_acc_real": (real_cls.detach().argmax(1) == y_real).float().mean()}
+        adversarial, logs = d_adversarial(self.loss, real_logits, fake_logits)
+        loss = adversarial + self.weight * (ce_real + ce_fake)
+        logs.update(ac_ce_real=ce_real.detach(), ac_acc_real=(real_cls.detach().argmax(1) == y_real).float().mean())
         return Terms(loss, logs, judged={"D": (real, fake)})
 
     def g_loss(self, batch) -> Terms:
@@ -171,14 +163,8 @@ class ACGAN(Conditional):
         z, y = self.noise(real.shape[0], real.device)
         fake_logits, fake_cls = self.D(self.G(z, y), codes=True)
         ce = F.cross_entropy(fake_cls.float(), y)
-        if getattr(self.loss, "uses_real_logits", False):  # relativistic: D's real logits too (D frozen)
-            with torch.no_grad():
-                real_logits, _ = self.D(real, codes=True)
-            adversarial = self.loss.g_loss(fake_logits, real_logits)
-        else:
-            adversarial = self.loss.g_loss(fake_logits)
-        return Terms(adversarial + self.weight * ce,
-                     {"d_fake_g": self.loss.score(fake_logits.detach().float()).mean(), "ac_ce_fake": ce.detach()})
+        adversarial, logs = g_adversarial(self.loss, fake_logits, lambda: self.D(real, codes=True)[0])
+        return Terms(adversarial + self.weight * ce, {**logs, "ac_ce_fake": ce.detach()})
 
 
 def _classes(dataset: Any, num_classes: int | None, labels: str) -> tuple[int, torch.Tensor | None]:

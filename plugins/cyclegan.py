@@ -30,7 +30,7 @@ import torch
 
 from ganforge import hookimpl
 from ganforge.plugins.translation import TranslationSystem, arrange, as_rgb, split_batch
-from ganforge.system import Network, Optimizer, Phase, Terms
+from ganforge.system import Network, Optimizer, Phase, Terms, d_adversarial, g_adversarial
 
 __all__ = ["CycleGAN", "ImagePool"]
 
@@ -83,9 +83,6 @@ class CycleGAN(TranslationSystem):
                 raise ValueError(f"{name} is a weight >= 0, got {value}")
         if pool_size < 0:
             raise ValueError(f"pool_size is a number of images >= 0 (0: no pool), got {pool_size}")
-        if getattr(loss, "uses_real_logits", False):
-            raise ValueError("cyclegan takes losses that judge fakes alone (lsgan, bce, hinge, wgan), "
-                             "not relativistic ones")
         if identity and a[0] != b[0]:
             raise ValueError(f"the identity term needs A and B with the same channels (A has {a[0]}, B {b[0]}); "
                              f"set objective.args.identity=0")
@@ -122,14 +119,14 @@ class CycleGAN(TranslationSystem):
         a, b = split_batch(batch)
         G_AB, G_BA, D_A, D_B = (self.nets[n] for n in ("G_AB", "G_BA", "D_A", "D_B"))
         fake_b, fake_a = G_AB(a), G_BA(b)
-        logits_b, logits_a = D_B(fake_b), D_A(fake_a)
-        adv = self.loss.g_loss(logits_b) + self.loss.g_loss(logits_a)
+        adv_b, logs_b = g_adversarial(self.loss, D_B(fake_b), lambda: D_B(b))  # (real: relativistic losses)
+        adv_a, logs_a = g_adversarial(self.loss, D_A(fake_a), lambda: D_A(a))
+        adv = adv_b + adv_a
         cycle_a = (G_BA(fake_b).float() - a.float()).abs().mean()
         cycle_b = (G_AB(fake_a).float() - b.float()).abs().mean()
         loss = self.gan_weight * adv + self.cycle_weight * (cycle_a + cycle_b)
         logs = {"g_gan": adv.detach(), "cycle_a": cycle_a.detach(), "cycle_b": cycle_b.detach(),
-                "d_fake_g": 0.5 * (self.loss.score(logits_a.detach().float()).mean()
-                                   + self.loss.score(logits_b.detach().float()).mean())}
+                "d_fake_g": 0.5 * (logs_a["d_fake_g"] + logs_b["d_fake_g"])}
         if self.identity:
             idt = (G_AB(b).float() - b.float()).abs().mean() + (G_BA(a).float() - a.float()).abs().mean()
             loss = loss + self.identity * self.cycle_weight * idt
@@ -145,11 +142,10 @@ class CycleGAN(TranslationSystem):
         fake_a, fake_b = self.pools["A"].query(self._fakes[0]), self.pools["B"].query(self._fakes[1])
         self._fakes = None
         D_A, D_B = self.nets["D_A"], self.nets["D_B"]
-        real_a, out_a, real_b, out_b = D_A(a), D_A(fake_a), D_B(b), D_B(fake_b)
-        loss = self.loss.d_loss(real_a, out_a) + self.loss.d_loss(real_b, out_b)
-        score = self.loss.score
-        logs = {"d_real": 0.5 * (score(real_a.detach().float()).mean() + score(real_b.detach().float()).mean()),
-                "d_fake": 0.5 * (score(out_a.detach().float()).mean() + score(out_b.detach().float()).mean())}
+        loss_a, logs_a = d_adversarial(self.loss, D_A(a), D_A(fake_a))
+        loss_b, logs_b = d_adversarial(self.loss, D_B(b), D_B(fake_b))
+        loss = loss_a + loss_b
+        logs = {k: 0.5 * (logs_a[k] + logs_b[k]) for k in ("d_real", "d_fake")}
         return Terms(loss, logs, judged={"D_A": (a, fake_a), "D_B": (b, fake_b)})
 
     # --- the pools are persistent state

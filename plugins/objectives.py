@@ -16,7 +16,7 @@ from torch import nn
 
 from ganforge import hookimpl
 from ganforge.layers import forward_with_code_head
-from ganforge.system import GANSystem, Network, Optimizer, Phase, Terms
+from ganforge.system import GANSystem, Network, Optimizer, Phase, Terms, d_adversarial, g_adversarial
 
 __all__ = ["InfoGAN", "Unconditional", "forward_with_code_head"]
 
@@ -88,26 +88,19 @@ class Unconditional(GANSystem):
             fake = self.G(z)
         real_logits = self.D(real)
         fake_logits, extra, extra_stats = self.judge(fake, z)
-        loss = self.loss.d_loss(real_logits, fake_logits)
+        loss, logs = d_adversarial(self.loss, real_logits, fake_logits)
         if extra is not None:
             loss = loss + extra
-        logs = {"d_real": self.loss.score(real_logits.detach().float()).mean(),
-                "d_fake": self.loss.score(fake_logits.detach().float()).mean(), **extra_stats}
-        return Terms(loss, logs, judged={"D": (real, fake)})
+        return Terms(loss, {**logs, **extra_stats}, judged={"D": (real, fake)})
 
     def g_loss(self, batch) -> Terms:
         real = self._real(batch)
         z = self.noise(real.shape[0], real.device)
         fake_logits, extra, _ = self.judge(self.G(z), z)
-        if getattr(self.loss, "uses_real_logits", False):  # relativistic losses
-            with torch.no_grad():  # D is frozen: its real logits are constants for G
-                real_logits = self.D(real)
-            loss = self.loss.g_loss(fake_logits, real_logits)
-        else:
-            loss = self.loss.g_loss(fake_logits)
+        loss, logs = g_adversarial(self.loss, fake_logits, lambda: self.D(real))  # (real: relativistic losses)
         if extra is not None:
             loss = loss + extra
-        return Terms(loss, {"d_fake_g": self.loss.score(fake_logits.detach().float()).mean()})
+        return Terms(loss, logs)
 
 
 def one_logit_each(out: torch.Tensor) -> None:

@@ -7,6 +7,12 @@ but the first; ``n_layers`` stride-2 convolutions, then a stride-1 convolution a
 one. The receptive field is 70x70 at ``n_layers=3`` (the paper's default), 34 at 2, 16 at 1,
 142 at 4. pix2pix's D sees the input and the output side by side as channels (the objective
 passes ``in_shape`` with both). ``norm``: ``batch`` (pix2pix), ``instance`` (CycleGAN), ``none``.
+
+``multiscale_patchgan`` is pix2pixHD's discriminator (Wang et al. 2018, "High-Resolution Image
+Synthesis and Semantic Manipulation with Conditional GANs"): ``scales`` PatchGANs of the same
+shape, the k-th judging the input downsampled k times (3x3 average pooling, stride 2). It returns
+a :class:`ganforge.system.Judgement`: one logit map per scale, and each PatchGAN's activations
+(after every LeakyReLU) for feature matching (pix2pix's ``feature_weight``; pix2pixHD: 10).
 """
 from __future__ import annotations
 
@@ -17,8 +23,9 @@ from torch import nn
 
 from ganforge import hookimpl
 from ganforge.plugins.unet import init_weights, norm_layer
+from ganforge.system import Judgement
 
-__all__ = ["PatchGANDiscriminator", "receptive_field"]
+__all__ = ["MultiscalePatchGAN", "PatchGANDiscriminator", "receptive_field"]
 
 
 def receptive_field(n_layers: int) -> int:
@@ -58,12 +65,54 @@ class PatchGANDiscriminator(nn.Module):
         """A map of logits, one per patch: (N, 1, H', W')."""
         return self.model(x)
 
+    def features_and_logits(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The activations after each LeakyReLU (feature matching's layers), and the logits."""
+        features = []
+        for layer in self.model:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                features.append(x)
+        return features, x
+
+
+class MultiscalePatchGAN(nn.Module):
+    """pix2pixHD's multi-scale discriminator (see the module docstring)."""
+
+    def __init__(self, in_shape: Sequence[int], ndf: int = 64, n_layers: int = 3, norm: str = "batch", scales: int = 3):
+        super().__init__()
+        if scales < 1:
+            raise ValueError(f"scales is a number of discriminators >= 1, got {scales}")
+        smallest = min(in_shape[1:])
+        for k in range(scales):
+            if smallest < 3 * 2 ** n_layers:
+                raise ValueError(f"scale {k} of {scales} sees images of {smallest} pixels, too small for n_layers="
+                                 f"{n_layers} (at least {3 * 2 ** n_layers}); lower scales or n_layers")
+            smallest = (smallest + 1) // 2
+        self.scales = nn.ModuleList(PatchGANDiscriminator(in_shape, ndf, n_layers, norm) for _ in range(scales))
+        self.down = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> Judgement:
+        logits, features = [], []
+        for k, d in enumerate(self.scales):
+            if k:
+                x = self.down(x)
+            f, out = d.features_and_logits(x)
+            logits.append(out)
+            features.append(f)
+        return Judgement(logits, features)
+
 
 def patchgan(*, in_shape, ndf: int = 64, n_layers: int = 3, norm: str = "batch"):
     """PatchGAN (pix2pix/CycleGAN): a logit per 70x70 patch at n_layers=3 (34 at 2, 16 at 1)."""
     return PatchGANDiscriminator(in_shape, ndf, n_layers, norm)
 
 
+def multiscale_patchgan(*, in_shape, ndf: int = 64, n_layers: int = 3, norm: str = "batch", scales: int = 3):
+    """pix2pixHD's multi-scale PatchGAN: one PatchGAN per scale, logits and features of each."""
+    return MultiscalePatchGAN(in_shape, ndf, n_layers, norm, scales)
+
+
 @hookimpl
 def ganforge_register_discriminators(register):
     register("patchgan", patchgan)
+    register("multiscale_patchgan", multiscale_patchgan)

@@ -12,14 +12,14 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
+from ganforge.system import logit_sum
 
 __all__ = ["GradientPenalty", "R1", "R2"]
 
 
 def _input_grad(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = x.detach().float().requires_grad_(True)
-    out = D(x)
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    (grad,) = torch.autograd.grad(logit_sum(D(x)), x, create_graph=True)  # (every head's logits)
     return grad.flatten(1)
 
 

@@ -19,7 +19,7 @@ import torch
 
 from ganforge import hookimpl
 from ganforge.plugins.translation import TranslationSystem, arrange, split_batch
-from ganforge.system import Network, Optimizer, Phase, Terms
+from ganforge.system import Judgement, Network, Optimizer, Phase, Terms, d_adversarial, feature_matching, g_adversarial
 
 __all__ = ["Pix2Pix"]
 
@@ -28,7 +28,7 @@ class Pix2Pix(TranslationSystem):
     capturable = True  # tensor code only; batches from the dataset's fetch
 
     def __init__(self, loss: Any, dataset: Any, optim: Any, l1_weight: float = 100.0, gan_weight: float = 1.0,
-                 test_mode: str = "train"):
+                 test_mode: str = "train", feature_weight: float = 0.0):
         super().__init__(dataset)
         if test_mode not in ("train", "eval"):
             raise ValueError(f"test_mode is 'train' (the paper: dropout kept, BatchNorm from the test batch) "
@@ -41,7 +41,10 @@ class Pix2Pix(TranslationSystem):
             raise ValueError(f"l1_weight and gan_weight are weights >= 0, got {l1_weight} and {gan_weight}")
         if l1_weight == 0 and gan_weight == 0:
             raise ValueError("l1_weight and gan_weight are both 0: G would learn nothing")
-        self.loss, self.l1_weight, self.gan_weight = loss, l1_weight, gan_weight
+        if feature_weight < 0 or (feature_weight and not gan_weight):
+            raise ValueError(f"feature_weight weighs feature matching through D, >= 0 and only with gan_weight > 0; "
+                             f"got {feature_weight}")
+        self.loss, self.l1_weight, self.gan_weight, self.feature_weight = loss, l1_weight, gan_weight, feature_weight
         betas, decay = tuple(optim.betas), optim.weight_decay
         a, b = self.a_shape, self.b_shape
         self.networks = {"G": Network("generator", {"in_shape": a, "out_shape": b}, ema=True)}
@@ -53,6 +56,15 @@ class Pix2Pix(TranslationSystem):
             self.phases.insert(0, Phase("D", "D", self.d_loss, penalize=["D"]))
             self.phases[1].new_batch = False  # G on the batch D saw
         self.directions = {"AtoB": ("G", a, b)}
+
+    def check(self, nets):
+        super().check(nets)
+        if self.feature_weight:
+            with torch.no_grad():
+                out = nets["D"](torch.zeros(2, *self.networks["D"].context["in_shape"]))
+            if not isinstance(out, Judgement) or not out.features:
+                raise ValueError("feature_weight needs a discriminator that returns its features "
+                                 "(Judgement(logits, features)): discriminator=multiscale_patchgan")
 
     images_per_input = 2  # D judges (input | output) pairs: augmentations transform both alike
 
@@ -66,10 +78,8 @@ class Pix2Pix(TranslationSystem):
             fake = self.nets["G"](a)
         real_pair, fake_pair = torch.cat([a, b], 1), torch.cat([a, fake], 1)
         D = self.nets["D"]
-        real_logits, fake_logits = D(real_pair), D(fake_pair)
-        logs = {"d_real": self.loss.score(real_logits.detach().float()).mean(),
-                "d_fake": self.loss.score(fake_logits.detach().float()).mean()}
-        return Terms(0.5 * self.loss.d_loss(real_logits, fake_logits), logs, judged={"D": (real_pair, fake_pair)})
+        loss, logs = d_adversarial(self.loss, D(real_pair), D(fake_pair))
+        return Terms(0.5 * loss, logs, judged={"D": (real_pair, fake_pair)})
 
     def g_loss(self, batch) -> Terms:
         a, b = split_batch(batch)
@@ -78,22 +88,32 @@ class Pix2Pix(TranslationSystem):
         loss, logs = self.l1_weight * l1, {"g_l1": l1.detach()}
         if self.gan_weight:
             D = self.nets["D"]
-            fake_logits = D(torch.cat([a, fake], 1))
-            if getattr(self.loss, "uses_real_logits", False):  # relativistic losses
-                with torch.no_grad():  # D is frozen: its real logits are constants for G
-                    real_logits = D(torch.cat([a, b], 1))
-                adv = self.loss.g_loss(fake_logits, real_logits)
-            else:
-                adv = self.loss.g_loss(fake_logits)
+            seen = []  # D's judgement of the real pair, when the loss asks for it (relativistic)
+
+            def real():
+                seen.append(D(torch.cat([a, b], 1)))
+                return seen[-1]
+
+            fake_out = D(torch.cat([a, fake], 1))
+            adv, adv_logs = g_adversarial(self.loss, fake_out, real)
             loss = loss + self.gan_weight * adv
-            logs.update(g_gan=adv.detach(), d_fake_g=self.loss.score(fake_logits.detach().float()).mean())
+            logs.update(g_gan=adv.detach(), **adv_logs)
+            if self.feature_weight:  # pix2pixHD: match D's features of the real pair (targets, D frozen)
+                if not seen:
+                    with torch.no_grad():
+                        real()
+                matching = feature_matching(seen[-1], fake_out)
+                loss = loss + self.feature_weight * matching
+                logs["g_feat"] = matching.detach()
         return Terms(loss, logs)
 
 
-def pix2pix(*, loss, optim, dataset, l1_weight: float = 100.0, gan_weight: float = 1.0, test_mode: str = "train"):
+def pix2pix(*, loss, optim, dataset, l1_weight: float = 100.0, gan_weight: float = 1.0, test_mode: str = "train",
+            feature_weight: float = 0.0):
     """pix2pix (Isola et al. 2017): conditional PatchGAN on (input, output) pairs + 100 * L1;
-    test_mode train (the paper's test time: dropout kept, BatchNorm from the batch) or eval."""
-    return Pix2Pix(loss, dataset, optim, l1_weight, gan_weight, test_mode)
+    test_mode train (the paper's test time: dropout kept, BatchNorm from the batch) or eval;
+    feature_weight: pix2pixHD's feature matching (10 there), with a D that returns features."""
+    return Pix2Pix(loss, dataset, optim, l1_weight, gan_weight, test_mode, feature_weight)
 
 
 @hookimpl

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganforge.system import GANSystem
+from ganforge.system import GANSystem, heads
 
 __all__ = ["Inputs", "TranslationSystem", "arrange", "as_rgb", "split_batch"]
 
@@ -139,7 +139,7 @@ class TranslationSystem(GANSystem):
                                      f"from {tuple(src)}; the data needs {tuple(dst)}")
             for name, spec in self.networks.items():
                 if spec.kind == "discriminator":
-                    out = nets[name](torch.zeros(2, *spec.context["in_shape"]))
-                    if out.shape[0] != 2:
-                        raise ValueError(f"discriminator {name} returned shape {tuple(out.shape)} for 2 images; "
-                                         f"it must return logits (or a map of them) per image")
+                    out = heads(nets[name](torch.zeros(2, *spec.context["in_shape"])))
+                    if any(h.shape[0] != 2 for h in out):
+                        raise ValueError(f"discriminator {name} returned shapes {[tuple(h.shape) for h in out]} for 2 "
+                                         f"images; it must return logits (or a map of them) per image")
