@@ -77,6 +77,22 @@ def _check_system(name: str, system: GANSystem, recipe: Recipe) -> None:
             raise PluginError(f"{where}: network '{n}' has kind '{spec.kind}'; it must be generator or discriminator")
     _unknown("network", recipe.networks, nets, "the recipe's 'networks' section")
     _unknown("optimizer", recipe.optimizers, opts, "the recipe's 'optimizers' section")
+    _unknown("phase", recipe.phases, [p.name for p in system.phases], "the recipe's 'phases' section")
+    steps = recipe.train.steps
+    for phase in system.phases:  # the recipe's phases.<name> over the system's start/stop
+        own = recipe.phases.get(phase.name)
+        for key in ("start", "stop"):
+            value = getattr(own, key) if own is not None else None
+            if value is not None:
+                setattr(phase, key, round(value * steps) if isinstance(value, float) else value)
+        if not 0 <= phase.start < steps or phase.stop is not None and not phase.start < phase.stop:
+            raise ConfigError(f"phase '{phase.name}' runs from step {phase.start} to {phase.stop or 'the end'}; "
+                              f"it needs 0 <= start < train.steps ({steps}) and start < stop (phases.{phase.name}: "
+                              f"{{start: N, stop: M}}, steps or fractions of train.steps)")
+    for step in sorted({0, *(p.start for p in system.phases), *(p.stop for p in system.phases if p.stop)}):
+        if step < steps and not any(p.runs_at(step) for p in system.phases):
+            raise ConfigError(f"no phase runs at step {step} (phases: " + ", ".join(
+                f"{p.name} {p.start}-{p.stop or 'end'}" for p in system.phases) + "); every step needs one")
     penalized = sorted({n for p in system.phases for n in p.penalize})
     for i, p in enumerate(recipe.penalties):
         _unknown("network", p.networks, penalized or ["(no phase penalises one)"], f"penalties.{i}.networks")

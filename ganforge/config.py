@@ -107,6 +107,15 @@ class OptimizerSettings:
 
 
 @dataclass
+class PhaseSettings:
+    """When one of the system's phases runs: from step ``start`` until before step ``stop``
+    (each a step, or a fraction of ``train.steps``); unset: the system's (every step)."""
+
+    start: int | float | None = None
+    stop: int | float | None = None
+
+
+@dataclass
 class Data:
     name: str = "toy_grid"
     root: str | None = None  # folder holding the files; see each dataset's error for defaults
@@ -183,6 +192,7 @@ class Recipe:
     objective: Part = field(default_factory=lambda: Part("unconditional"))
     networks: dict[str, Part] = field(default_factory=dict)  # per-network parts, by the system's names
     optimizers: dict[str, OptimizerSettings] = field(default_factory=dict)  # per-optimizer overrides
+    phases: dict[str, PhaseSettings] = field(default_factory=dict)  # when each phase runs (a D that starts later)
     metrics: list[Part] = field(default_factory=list)
     augment: Part | None = None  # a registered augmentation of every image a discriminator sees
     optim: Optim = field(default_factory=Optim)

@@ -149,16 +149,21 @@ class TrainStep:
 
     # ------------------------------------------------------------------ outside the graph
     def _pattern(self) -> tuple[bool, ...]:
-        """Which penalties are due in each run of each phase (lazy regularisation)."""
-        counts = self.state.phase_steps
-        return tuple((counts.get(ph.name, 0) + r + 1) % p.every == 0
-                     for ph, targets in zip(self.phases, self.targets, strict=True)
-                     for r in range(ph.repeats) for p, _, _ in targets)
+        """Which phases run in this step (``Phase.start``/``stop``), then which penalties are due
+        in each run of each phase that runs (lazy regularisation). Each pattern is its own
+        CUDA graph on the fast path."""
+        counts, step = self.state.phase_steps, self.state.step
+        running = tuple(ph.runs_at(step) for ph in self.phases)
+        return running + tuple(on and (counts.get(ph.name, 0) + r + 1) % p.every == 0
+                               for ph, targets, on in zip(self.phases, self.targets, running, strict=True)
+                               for r in range(ph.repeats) for p, _, _ in targets)
 
     def __call__(self) -> None:
         pattern = self._pattern()
+        running = pattern[:len(self.phases)]
+        self.system.running = frozenset(ph.name for ph, on in zip(self.phases, running, strict=True) if on)
         if self.device_batches:
-            self._fill_indices()
+            self._fill_indices(self._batches(running))
         graph = self.graphs.get(pattern)
         if graph is not None:
             graph.replay()
@@ -177,8 +182,9 @@ class TrainStep:
         aug = self.state.augment
         if aug is not None and aug.adaptive:  # outside any graph: e.g. ADA's p, every few steps
             aug.augment.update(self.state.step + 1, self._reduce)
-        for ph in self.phases:  # a skipped step still counts its phases' runs
-            self.state.phase_steps[ph.name] = self.state.phase_steps.get(ph.name, 0) + ph.repeats
+        for ph, on in zip(self.phases, running, strict=True):  # a skipped step still counts its phases' runs
+            if on:
+                self.state.phase_steps[ph.name] = self.state.phase_steps.get(ph.name, 0) + ph.repeats
 
     def _epoch_perm(self, epoch: int) -> torch.Tensor:
         """The eager loader's order for ``epoch``: Accelerate's seedable sampler draws
@@ -189,9 +195,14 @@ class TrainStep:
             self._perm_epoch = epoch
         return self._perm
 
-    def _fill_indices(self) -> None:
+    def _batches(self, running: tuple[bool, ...]) -> int:
+        """Batches one step draws with these phases running (the first running phase draws one)."""
+        active = [ph for ph, on in zip(self.phases, running, strict=True) if on]
+        return sum(ph.repeats if ph.new_batch else int(i == 0) for i, ph in enumerate(active))
+
+    def _fill_indices(self, fresh: int) -> None:
         s, b = self.state, self.batch_size
-        for k in range(self.fresh):
+        for k in range(fresh):
             if s.batch_in_epoch >= self.per_epoch:
                 s.epoch, s.batch_in_epoch = s.epoch + 1, 0
             perm = self._epoch_perm(s.epoch)
@@ -244,8 +255,11 @@ class TrainStep:
         self.lrs.apply(s.step, self.step_t)
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         values: dict[str, torch.Tensor] = {}  # each phase's last run, and any penalty computed
-        batch, k, flag = None, 0, 0
+        batch, k, flag = None, 0, len(self.phases)
         for i, phase in enumerate(self.phases):
+            if not pattern[i]:  # not started yet, or stopped (its penalty flags are all off)
+                flag += phase.repeats * len(self.targets[i])
+                continue
             self._freeze(self.trainable[i])
             opt = self.opts[phase.optimizer]
             for _ in range(phase.repeats):
@@ -277,7 +291,7 @@ class TrainStep:
                     opt.step()
         self._freeze(self.all_nets)  # between steps every network is trainable
         self.ema(bad, self.step_t)
-        self._record(values, bad)
+        self._record(values, bad, pattern)
 
     def _phase_loss(self, phase: Any, batch: Any, due: list, values: dict) -> torch.Tensor:
         """The phase's loss under autocast, plus ``weight * every * penalty`` in fp32 for each
@@ -329,18 +343,19 @@ class TrainStep:
         if t.nonfinite == "stop" or self.consecutive_bad >= t.max_nonfinite:
             raise nonfinite_stop(s, self.consecutive_bad)
 
-    def _record(self, values: dict[str, torch.Tensor], bad: torch.Tensor) -> None:
+    def _record(self, values: dict[str, torch.Tensor], bad: torch.Tensor, pattern: tuple) -> None:
         """Add this step's values to the sums (nothing for a skipped step), count the step."""
         new = sorted((set(values) | self.penalty_keys) - set(self.keys))
-        if new:  # the first step fixes what is logged (on the fast path it runs eagerly)
-            if self.graph and self.keys:
+        if new:  # a pattern's first step fixes what it logs (on the fast path it runs eagerly)
+            if self.graph and pattern in self.seen:
                 raise GanforgeError(f"objective '{self.state.config.objective.name}' logged new values "
-                                    f"{new} after the first step; a capturable system logs the same "
+                                    f"{new} in a step like an earlier one; a capturable system logs the same "
                                     f"names every step")
             self.keys = self.keys + new
             pad = torch.zeros(len(new), device=self.device)
             self.sums, self.counts = torch.cat([self.sums, pad]), torch.cat([self.counts, pad])
             self.present.clear()
+            self.graphs.clear()  # (a phase that starts later: graphs captured before wrote the old sums)
         zero = torch.zeros((), device=self.device)
         stacked = torch.stack([values[k].detach().float() if k in values else zero for k in self.keys])
         mask = tuple(k in values for k in self.keys)  # a lazy penalty's value is not there every step

@@ -97,6 +97,11 @@ class Phase:
         saw; the first phase of a step always draws one).
     :param penalize: discriminators the recipe's penalties apply to in this phase (their
         inputs come from :attr:`Terms.judged`).
+    :param start: the first step (generator steps, from 0) the phase runs at, and ``stop`` the
+        step it no longer runs at (``None``: to the end): a discriminator that starts later
+        (BigVGAN's ``freeze_step``, VQGAN's ``disc_start``), a generator-only warm-up. The
+        recipe's ``phases.<name>`` overrides them. While a phase does not run, the system's
+        other losses can leave out what depends on it (:meth:`GANSystem.runs`).
     """
 
     name: str
@@ -106,6 +111,11 @@ class Phase:
     repeats: int = 1
     new_batch: bool = True
     penalize: Sequence[str] = ()
+    start: int = 0
+    stop: int | None = None
+
+    def runs_at(self, step: int) -> bool:
+        return self.start <= step and (self.stop is None or step < self.stop)
 
 
 class GANSystem:
@@ -138,6 +148,14 @@ class GANSystem:
     nets: dict[str, nn.Module]
     #: the adversarial loss, when the system uses one (the fast path checks its capturable)
     loss: Any = None
+
+    #: the phases that run in the current step (set by the engine before each step)
+    running: frozenset[str] = frozenset()
+
+    def runs(self, phase: str) -> bool:
+        """Whether phase ``phase`` runs in this step (:attr:`Phase.start`/``stop``): e.g. G's loss
+        leaves out its adversarial term while the discriminator's phase has not started."""
+        return not self.running or phase in self.running
 
     def setup(self, nets: dict[str, nn.Module]) -> None:
         """Called once with the prepared networks, before the first step and before a

@@ -86,7 +86,7 @@ class Pix2Pix(TranslationSystem):
         fake = self.nets["G"](a)
         l1 = (fake.float() - b.float()).abs().mean()
         loss, logs = self.l1_weight * l1, {"g_l1": l1.detach()}
-        if self.gan_weight:
+        if self.gan_weight and self.runs("D"):  # (phases.D.start: an L1-only warm-up before D starts)
             D = self.nets["D"]
             seen = []  # D's judgement of the real pair, when the loss asks for it (relativistic)
 
