@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/data_limited")
     ap.add_argument("--root", default=str(ROOT.parent / "shared" / "data" / "mnist"))
     ap.add_argument("--only", nargs="*", default=list(RUNS))
+    ap.add_argument("--no-r1", action="store_true", help="train without the recipe's R1 (penalties=[]): D free to overfit")
     ap.add_argument("--train", nargs="*", help=argparse.SUPPRESS)  # a child process: the overrides
     args = ap.parse_args()
     if args.train is not None:
@@ -102,7 +103,7 @@ def main() -> None:
     base = [f"data.root={args.root}", f"data.args.limit={args.limit}", f"train.steps={args.steps}",
             f"log.eval_every={args.steps // 2}", "log.eval_samples=10000", f"log.every={max(args.steps // 60, 4)}",
             f"log.sample_every={args.steps}", f"log.checkpoint_every={args.steps}", "log.progress=false",
-            "train.threads=1"]
+            "train.threads=1", *(["penalties=[]"] if args.no_r1 else [])]
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONPATH=str(ROOT))
     pending, running, results = list(args.only), {}, {}
     while pending or running:
@@ -125,7 +126,7 @@ def main() -> None:
                              "final": evals[-1] if evals else None, "evals": evals, "rt": rt,
                              "ada_p": [(r["step"], r["ada_p"]) for r in rows if "ada_p" in r]}
     fields = ["classifier_score", "frechet_distance", "class_kl", "precision", "recall"]
-    print(f"data-limited MNIST, {args.limit} training digits, {args.steps} steps, "
+    print(f"data-limited MNIST, {args.limit} training digits, {args.steps} steps, R1 {'off' if args.no_r1 else 'on'}, "
           f"{platform.processor() or platform.machine()}, one thread per run, two runs at a time")
     print("| augment | " + " | ".join(fields) + " | r_t at the end | seconds |")
     print("|---" * (len(fields) + 3) + "|")
@@ -135,8 +136,8 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{v:.4g}" if v is not None else "-" for v in values)
               + f" | {r['rt'][-1][1] if r['rt'] else '-'} | {r['seconds']} |")
     stamp = datetime.date.today().isoformat()
-    path = ROOT / "benchmarks" / "results" / f"data_limited-{args.limit}-{stamp}.json"
-    path.write_text(json.dumps({"limit": args.limit, "steps": args.steps, "machine": platform.processor(),
+    path = ROOT / "benchmarks" / "results" / f"data_limited-{args.limit}{'-no_r1' * args.no_r1}-{stamp}.json"
+    path.write_text(json.dumps({"limit": args.limit, "steps": args.steps, "r1": not args.no_r1, "machine": platform.processor(),
                                 "runs": results}, indent=1))
     print(f"written: {path}")
 

@@ -17,7 +17,6 @@ optimizers. ``generator:`` / ``discriminator:`` build every network of that kind
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,38 +26,9 @@ from typing import Any, Union
 import yaml
 
 from ganforge.errors import ConfigError, did_you_mean
+from ganforge.yamlfile import load_yaml as _yaml
 from ganforge.validate import PRECISIONS, validate  # noqa: F401 - PRECISIONS is part of this API
 
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML with 1.2 scalars: only true/false are booleans (``precision: no`` stays the
-    string "no") and ``5e-4`` is a float, not a string; a key given twice in one mapping is an
-    error (YAML 1.2 requires unique keys; PyYAML silently keeps the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: the key '{key}' is given twice in one "
-                                     f"mapping (first on line {seen[key].line + 1}); keep one")
-            seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-                              list("-+0123456789."))
-
-
-def _yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass
@@ -145,6 +115,7 @@ class Optim:
 class Train:
     steps: int = 1000  # generator steps
     n_critic: int = 1  # discriminator steps per generator step
+    accumulate: int = 1  # each phase's batch (data.batch_size) in this many micro-batches, one update (less memory)
     z_dim: int = 100
     precision: str = "auto"  # auto | no | bf16 | fp16 (auto: bf16 for images on a bf16 GPU, else fp32)
     ema: float = 0.0  # decay of the generator's exponential moving average; 0 = off

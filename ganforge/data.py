@@ -136,3 +136,45 @@ def endless_batches(state: Any, loader: Any):
             state.batch_in_epoch += 1
             yield batch
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+
+
+class DeviceBatches:
+    """Batch indices for the fast path (and one GPU holding the data): the eager loader's order,
+    gathered on the device. Each epoch's permutation is Accelerate's seedable sampler's
+    (``randperm(N)`` from a generator seeded with ``seed + epoch``), uploaded once per epoch;
+    ``indices`` is a fixed device tensor the (captured) step reads ``fresh`` rows of."""
+
+    def __init__(self, state: Any, fresh: int, batch_size: int):
+        self.state, self.batch_size = state, batch_size
+        self.per_epoch = len(state.dataset) // batch_size  # drop_last, like the loader
+        self.indices = torch.zeros(fresh, batch_size, dtype=torch.long, device=state.accelerator.device)
+        self._epoch, self._perm = -1, None
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.state.config.seed + epoch)
+            self._perm = torch.randperm(len(self.state.dataset), generator=g).to(self.indices.device)
+            self._epoch = epoch
+        return self._perm
+
+    def fill(self, n: int) -> None:
+        """The next ``n`` batches' indices into ``indices[:n]``, advancing the data position."""
+        s, b = self.state, self.batch_size
+        for k in range(n):
+            if s.batch_in_epoch >= self.per_epoch:
+                s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+            perm = self._permutation(s.epoch)
+            self.indices[k].copy_(perm[s.batch_in_epoch * b:(s.batch_in_epoch + 1) * b], non_blocking=True)
+            s.batch_in_epoch += 1
+
+
+def micro_batches(batch: Any, k: int) -> list[Any]:
+    """``train.accumulate``: a batch (a tensor, or a tuple/list of them: data, labels) as ``k``
+    equal micro-batches along the first dimension."""
+    if k == 1:
+        return [batch]
+    if torch.is_tensor(batch):
+        return list(batch.chunk(k))
+    if isinstance(batch, (tuple, list)):
+        return [type(batch)(parts) for parts in zip(*(micro_batches(x, k) for x in batch), strict=True)]
+    raise TypeError(f"train.accumulate splits batches of tensors; this dataset's batches are {type(batch).__name__}")

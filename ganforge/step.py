@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ganforge.capture import make_capturable, warm_up
-from ganforge.data import endless_batches
+from ganforge.data import DeviceBatches, endless_batches, micro_batches
 from ganforge.ema import EMAUpdater
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.optim import LRSchedules, choices
@@ -99,10 +99,10 @@ class TrainStep:
         # batches: each run of a new_batch phase draws one (the first phase always does)
         self.fresh = sum(ph.repeats if ph.new_batch else int(i == 0) for i, ph in enumerate(self.phases))
         self.batch_size = cfg.data.batch_size
+        self.accumulate = cfg.train.accumulate
         if self.device_batches:
-            self.per_epoch = len(state.dataset) // self.batch_size  # drop_last, like the loader
-            self.indices = torch.zeros(self.fresh, self.batch_size, dtype=torch.long, device=device)
-            self._perm_epoch, self._perm = -1, None
+            self.source = DeviceBatches(state, self.fresh, self.batch_size)
+            self.per_epoch, self.indices = self.source.per_epoch, self.source.indices
         else:
             self.batches = endless_batches(state, state.loader)
         # counters: the graph keeps them on the device (read when logging)
@@ -163,7 +163,7 @@ class TrainStep:
         running = pattern[:len(self.phases)]
         self.system.running = frozenset(ph.name for ph, on in zip(self.phases, running, strict=True) if on)
         if self.device_batches:
-            self._fill_indices(self._batches(running))
+            self.source.fill(self._batches(running))
         graph = self.graphs.get(pattern)
         if graph is not None:
             graph.replay()
@@ -186,28 +186,10 @@ class TrainStep:
             if on:
                 self.state.phase_steps[ph.name] = self.state.phase_steps.get(ph.name, 0) + ph.repeats
 
-    def _epoch_perm(self, epoch: int) -> torch.Tensor:
-        """The eager loader's order for ``epoch``: Accelerate's seedable sampler draws
-        ``randperm(N)`` from a generator seeded with ``seed + epoch``."""
-        if epoch != self._perm_epoch:
-            g = torch.Generator().manual_seed(self.state.config.seed + epoch)
-            self._perm = torch.randperm(len(self.state.dataset), generator=g).to(self.device)
-            self._perm_epoch = epoch
-        return self._perm
-
     def _batches(self, running: tuple[bool, ...]) -> int:
         """Batches one step draws with these phases running (the first running phase draws one)."""
         active = [ph for ph, on in zip(self.phases, running, strict=True) if on]
         return sum(ph.repeats if ph.new_batch else int(i == 0) for i, ph in enumerate(active))
-
-    def _fill_indices(self, fresh: int) -> None:
-        s, b = self.state, self.batch_size
-        for k in range(fresh):
-            if s.batch_in_epoch >= self.per_epoch:
-                s.epoch, s.batch_in_epoch = s.epoch + 1, 0
-            perm = self._epoch_perm(s.epoch)
-            self.indices[k].copy_(perm[s.batch_in_epoch * b:(s.batch_in_epoch + 1) * b], non_blocking=True)
-            s.batch_in_epoch += 1
 
     def _capture(self, pattern: tuple) -> None:
         torch.cuda.synchronize(self.device)
@@ -271,14 +253,17 @@ class TrainStep:
                     if pattern[flag]:
                         due.append((p, fn, nets))
                     flag += 1
-                loss = self._phase_loss(phase, batch, due, values)
                 opt.zero_grad(set_to_none=True)
-                bad = bad | ~torch.isfinite(loss.detach())
-                if self.world > 1:  # every rank decides alike (a device-side all-reduce)
-                    bad = acc.reduce(bad.float(), reduction="sum") > 0
-                if not self.deferred and bool(bad):  # one scalar read per loss: never apply a NaN update
-                    return self._skip(phase.name, loss)  # (__call__ unfreezes every network)
-                acc.backward(loss)
+                parts = micro_batches(batch, self.accumulate)
+                for j, part in enumerate(parts):  # train.accumulate: micro-batches, one update
+                    loss = self._phase_loss(phase, part, due, values, len(parts), j == 0)
+                    bad = bad | ~torch.isfinite(loss.detach())
+                    if self.world > 1:  # every rank decides alike (a device-side all-reduce)
+                        bad = acc.reduce(bad.float(), reduction="sum") > 0
+                    if not self.deferred and bool(bad):  # one scalar read per loss: never apply a NaN update
+                        return self._skip(phase.name, loss)  # (__call__ unfreezes every network)
+                    with self._no_sync(i) if j < len(parts) - 1 else contextlib.nullcontext():
+                        acc.backward(loss / len(parts))  # DDP all-reduces once, after the last
                 if phase.optimizer in self.clips:
                     values[f"grad_norm_{phase.optimizer.lower()}"] = self._clip(opt, self.clips[phase.optimizer])
                 if self.deferred:
@@ -293,25 +278,41 @@ class TrainStep:
         self.ema(bad, self.step_t)
         self._record(values, bad, pattern)
 
-    def _phase_loss(self, phase: Any, batch: Any, due: list, values: dict) -> torch.Tensor:
+    def _no_sync(self, i: int) -> contextlib.ExitStack:
+        """No gradient all-reduce for the phase's trainable networks (inner micro-batches)."""
+        stack = contextlib.ExitStack()
+        for n in self.trainable[i]:
+            if hasattr(self.nets[n], "no_sync"):
+                stack.enter_context(self.nets[n].no_sync())
+        return stack
+
+    def _phase_loss(self, phase: Any, batch: Any, due: list, values: dict, parts: int = 1,
+                    first: bool = True) -> torch.Tensor:
         """The phase's loss under autocast, plus ``weight * every * penalty`` in fp32 for each
-        due penalty on each discriminator it applies to."""
+        due penalty on each discriminator it applies to. Logged values are this run's (with
+        ``parts`` micro-batches: their mean)."""
+        def log(key: str, value: torch.Tensor) -> None:
+            share = value if parts == 1 else value.detach().float() / parts
+            values[key] = share if first or key not in values else values[key] + share
+
         aug = self.state.augment
         with self.state.autocast(), aug.watch() if aug is not None else contextlib.nullcontext():
             terms = phase.loss(batch)
         if aug is not None:
             aug.observe(terms.judged)  # an adaptive augmentation's statistics: D's logits on the reals
-            values.update(aug.logs())
+            for key, value in aug.logs().items():
+                log(key, value)
         loss = terms.loss
-        values.update(terms.logs)
+        for key, value in terms.logs.items():
+            log(key, value)
         for p, fn, nets in due:
             for net, key in zip(nets, self._penalty_keys(p.name, nets), strict=True):
                 real, fake, *forward = terms.judged[net]
                 with torch.autocast(self.device.type, enabled=False):  # penalties in fp32
                     value = fn(forward[0] if forward else self.nets[net], real, fake)
-                values[key] = value.detach()
+                log(key, value.detach())
                 loss = loss + (p.weight * p.every) * value
-        values[f"loss_{phase.name.lower()}"] = loss
+        log(f"loss_{phase.name.lower()}", loss)
         return loss
 
     def _freeze(self, trainable: set[str]) -> None:

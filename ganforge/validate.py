@@ -61,6 +61,9 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"data.num_workers must be auto or a number >= 0, got '{workers}'")
     if recipe.data.batch_size < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {recipe.data.batch_size}")
+    if t.accumulate < 1 or recipe.data.batch_size % t.accumulate:
+        raise ConfigError(f"train.accumulate splits each batch into equal micro-batches: a divisor of data.batch_size "
+                          f"({recipe.data.batch_size}) >= 1, got {t.accumulate}")
     if recipe.optim.lr_decay not in ("none", "linear"):
         raise ConfigError(f"optim.lr_decay must be 'none' or 'linear', got '{recipe.optim.lr_decay}'")
     start = recipe.optim.lr_decay_start

@@ -166,16 +166,19 @@ EQUIV_SCRIPT = PRELUDE + textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_two_ranks_batch_b_match_one_process_batch_2b(tmp_path):
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_two_ranks_batch_b_match_one_process_batch_2b(tmp_path, accumulate):
     """Model without BatchNorm, mean-reduced loss (+ lazy R1): DDP averages the gradients,
-    so 2 ranks x B must train exactly like 1 process x 2B (up to float rounding)."""
+    so 2 ranks x B must train exactly like 1 process x 2B (up to float rounding); also with
+    each rank's batch in 2 micro-batches (train.accumulate: no all-reduce until the last)."""
     script = tmp_path / "equiv.py"
     script.write_text(EQUIV_SCRIPT)
     common = ["log.progress=false", "metrics=[]", "log.sample_every=0", "train.ema=0", "train.steps=8",
               "data.args={n: 4096}", "penalties=[{name: r1, weight: 0.1, every: 2}]", "train.n_critic=2"]
     env = dict(os.environ, ACCELERATE_USE_CPU="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), f"out_dir={tmp_path / 'two'}", "data.batch_size=32", *common],
+                          str(script), f"out_dir={tmp_path / 'two'}", "data.batch_size=32",
+                          f"train.accumulate={accumulate}", *common],
                          env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run([sys.executable, str(script), f"out_dir={tmp_path / 'one'}", "data.batch_size=64", *common],

@@ -107,3 +107,25 @@ def test_bad_optimizer_settings_get_one_line(tmp_path, overrides, message):
 def test_an_argument_the_optimizer_refuses_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"optimizer 'D' \(Adam\): Invalid epsilon value: -1"):
         train(load_recipe("toy_grid", [f"out_dir={tmp_path}", "optimizers.D.args={eps: -1}", *QUICK]))
+
+
+def test_accumulation_trains_like_the_whole_batch(tmp_path):
+    """toy_grid's D has no BatchNorm (and G none here), and G's noise for 2 x 128 is the noise for 256
+    (torch draws normals in blocks of 16): 2 micro-batches of 128 = one batch of 256, up to rounding."""
+    from ganforge.data import micro_batches
+
+    common = ["train.steps=4", "data.args.n=4096", "generator.args.batchnorm=false", "train.ema=0", *QUICK]
+    one = train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'one'}", *common]))
+    two = train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'two'}", "train.accumulate=2", *common]))
+    for name in ("G", "D"):
+        a, b = one.nets[name].state_dict(), two.nets[name].state_dict()
+        assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5, name
+    moved = train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'three'}", *common, "train.steps=1"]))
+    assert any((moved.nets["G"].state_dict()[k] - one.nets["G"].state_dict()[k]).abs().max() > 1e-3
+               for k in moved.nets["G"].state_dict())  # (training moved the weights well past the tolerance)
+    x, y = torch.arange(6), torch.arange(6) * 10
+    parts = micro_batches((x, y), 3)
+    assert [p[1].tolist() for p in parts] == [[0, 10], [20, 30], [40, 50]] and isinstance(parts[0], tuple)
+    with pytest.raises(ConfigError, match=r"train.accumulate splits each batch into equal micro-batches: a "
+                                          r"divisor of data.batch_size \(256\) >= 1, got 3"):
+        load_recipe("toy_grid", ["train.accumulate=3"])
