@@ -152,13 +152,16 @@ def use_channels_last(setting: bool | str, nets: dict[str, nn.Module], device: t
     return setting is True or (setting == "auto" and has_conv and device.type == "cuda")
 
 
-def sync_bn_split(recipe: Recipe, system: GANSystem, nets: dict[str, nn.Module]) -> tuple[list[str], dict[str, str]]:
+def sync_bn_split(recipe: Recipe, system: GANSystem, nets: dict[str, nn.Module],
+                  penalties: list | None = None) -> tuple[list[str], dict[str, str]]:
     """``train.sync_bn``: which networks get SyncBatchNorm (BatchNorm statistics over every
     process, as BigGAN syncs its generator's), and which keep per-process BatchNorm and why. A
     network a recipe penalty differentiates (R1, GP: a gradient of D's output, then a backward
     through it) keeps its own: SyncBatchNorm has no double backward."""
+    kinds = {id(p): getattr(fn, "network_kind", "discriminator") for p, fn in penalties or []}
     penalised = {n: p.name for p in recipe.penalties for ph in system.phases for n in ph.penalize
-                 if not p.networks or n in p.networks}
+                 if (not p.networks or n in p.networks)
+                 and kinds.get(id(p), "discriminator") == system.networks[n].kind}
     with_bn = [n for n, m in nets.items() if any(isinstance(x, nn.modules.batchnorm._BatchNorm) for x in m.modules())]
     convert = [n for n in with_bn if n not in penalised]
     kept = {n: f"penalty '{penalised[n]}' differentiates it twice and SyncBatchNorm has no double backward"

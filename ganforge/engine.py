@@ -63,11 +63,12 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
     # --- the system and its networks, built from the registry and prepared (device, DDP)
     system = build_system(cfg, registry, shape, dataset)
     nets = build_networks(cfg, registry, system)
+    penalties = [(p, registry.build("penalty", p.name, p.args)) for p in cfg.penalties]
     if t.sync_bn:  # must happen before prepare(); NCCL-only in PyTorch
         if accelerator.device.type != "cuda":
             raise ConfigError("train.sync_bn needs CUDA GPUs (SyncBatchNorm has no CPU/gloo "
                               "implementation); drop it on this machine")
-        convert, kept = sync_bn_split(cfg, system, nets)
+        convert, kept = sync_bn_split(cfg, system, nets, penalties)
         nets = {n: torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) if n in convert else m for n, m in nets.items()}
         for name, why in kept.items():
             accelerator.print(f"train.sync_bn: network {name} keeps per-process BatchNorm ({why})")
@@ -75,11 +76,10 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
         nets = {n: m.to(memory_format=torch.channels_last) for n, m in nets.items()}
     nets = prepare_networks(accelerator, nets)
     system.setup(nets)
-    penalties = [(p, registry.build("penalty", p.name, p.args)) for p in cfg.penalties]
     augmented = install_augment(cfg, system, {n: accelerator.unwrap_model(m) for n, m in nets.items()}, shape, registry)
     metrics = {m.name: registry.build("metric", m.name, m.args, dataset=dataset) for m in cfg.metrics}
     out = cfg.output_dir
-    state = TrainState(cfg, accelerator, system, nets, out, dataset, augment=augmented)
+    state = TrainState(cfg, accelerator, system, nets, out, dataset, augment=augmented, penalties=penalties)
 
     # --- the fast path (the whole step in one CUDA graph) when every part allows it; it needs
     # capturable fused Adam, so this is decided before the optimizers are made

@@ -56,6 +56,9 @@ def save_checkpoint(state: Any, plugins: Any, pause_hook: Any = None) -> Path | 
         if any(all_system):
             for rank, t in enumerate(all_system):
                 tensors[f"system-rank{rank}"] = t
+        for i, (p, fn) in enumerate(state.penalties):  # stateful penalties (path length's running mean)
+            if callable(getattr(fn, "state_dict", None)):
+                tensors[f"penalty.{i}.{p.name}"] = {k: v.detach().cpu() for k, v in fn.state_dict().items()}
         if state.augment is not None and state.augment.adaptive:  # (its statistics agree across ranks)
             tensors["augment"] = {k: v.detach().cpu() for k, v in state.augment.augment.state_dict().items()}
         scaler = getattr(acc, "scaler", None)
@@ -124,6 +127,9 @@ def load_checkpoint(state: Any, folder: Path) -> None:
     scaler = getattr(acc, "scaler", None)
     if scaler is not None and meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
+    for i, (p, fn) in enumerate(state.penalties):
+        if callable(getattr(fn, "load_state_dict", None)) and f"penalty.{i}.{p.name}.safetensors" in raw["files"]:
+            fn.load_state_dict(ckpt.load_tensors(folder / f"penalty.{i}.{p.name}.safetensors"))
     if state.augment is not None and state.augment.adaptive and "augment.safetensors" in raw["files"]:
         state.augment.augment.load_state_dict(ckpt.load_tensors(folder / "augment.safetensors"))
     rank, same_world = acc.process_index, meta["world_size"] == acc.num_processes

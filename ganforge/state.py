@@ -47,6 +47,7 @@ class TrainState:
     interrupted: str | None = None  # SIGINT / SIGTERM when a signal ended the run early
     autocast: Any = contextlib.nullcontext  # () -> the mixed-precision context of the losses
     augment: Any = None  # ganforge.augment.Augmented: the recipe's augmentation, on the discriminators
+    penalties: list = field(default_factory=list)  # (recipe entry, penalty object) pairs
 
     @property
     def objective(self) -> GANSystem:

@@ -37,6 +37,12 @@ from ganforge.data import DeviceBatches, endless_batches, micro_batches
 from ganforge.ema import EMAUpdater
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.optim import LRSchedules, choices
+from ganforge.system import as_judged
+
+
+def penalty_kind(fn: Any) -> str:
+    """The kind of network a penalty applies to: ``network_kind`` on it (default: discriminator)."""
+    return getattr(fn, "network_kind", "discriminator")
 
 __all__ = ["TrainStep", "nonfinite_stop"]
 
@@ -92,8 +98,15 @@ class TrainStep:
         self.params = {n: list(m.parameters()) for n, m in self.nets.items()}
         # which penalties apply to which discriminator in each phase, and their logged names
         self.targets = [[(p, fn, nets) for p, fn in penalties
-                         if (nets := [n for n in ph.penalize if not p.networks or n in p.networks])]
+                         if (nets := [n for n in ph.penalize if (not p.networks or n in p.networks)
+                                      and system.networks[n].kind == penalty_kind(fn)])]
                         for ph in self.phases]
+        for p, fn in penalties:  # a penalty that applies to no network of this system is a mistake
+            if not any(p is q for per_phase in self.targets for q, _, _ in per_phase):
+                raise ConfigError(f"penalty '{p.name}' applies to {penalty_kind(fn)} networks, and objective "
+                                  f"'{cfg.objective.name}' penalises none in any phase"
+                                  + (f" among {', '.join(p.networks)}" if p.networks else "")
+                                  + "; remove it or choose a penalty for the networks it penalises")
         self.penalty_keys = {k for per_phase in self.targets for p, _, nets in per_phase
                              for k in self._penalty_keys(p.name, nets)}
         # batches: each run of a new_batch phase draws one (the first phase always does)
@@ -253,13 +266,14 @@ class TrainStep:
                     if pattern[flag]:
                         due.append((p, fn, nets))
                     flag += 1
-                opt.zero_grad(set_to_none=True)
                 parts = micro_batches(batch, self.accumulate)
                 for j, part in enumerate(parts):  # train.accumulate: micro-batches, one update
                     loss = self._phase_loss(phase, part, due, values, len(parts), j == 0)
                     bad = bad | ~torch.isfinite(loss.detach())
                     if self.world > 1:  # every rank decides alike (a device-side all-reduce)
                         bad = acc.reduce(bad.float(), reduction="sum") > 0
+                    if j == 0:
+                        opt.zero_grad(set_to_none=True)
                     if not self.deferred and bool(bad):  # one scalar read per loss: never apply a NaN update
                         return self._skip(phase.name, loss)  # (__call__ unfreezes every network)
                     with self._no_sync(i) if j < len(parts) - 1 else contextlib.nullcontext():
@@ -307,9 +321,10 @@ class TrainStep:
             log(key, value)
         for p, fn, nets in due:
             for net, key in zip(nets, self._penalty_keys(p.name, nets), strict=True):
-                real, fake, *forward = terms.judged[net]
+                j = as_judged(terms.judged[net])
+                real, fake = (x[0] if len(x) == 1 else x for x in (j.real, j.fake))  # (one input: a tensor)
                 with torch.autocast(self.device.type, enabled=False):  # penalties in fp32
-                    value = fn(forward[0] if forward else self.nets[net], real, fake)
+                    value = fn(j.forward or self.nets[net], real, fake)
                 log(key, value.detach())
                 loss = loss + (p.weight * p.every) * value
         log(f"loss_{phase.name.lower()}", loss)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["GANSystem", "Judgement", "Network", "Optimizer", "Phase", "Terms", "d_adversarial", "feature_matching",
+__all__ = ["GANSystem", "Judged", "Judgement", "Network", "Optimizer", "Phase", "Terms", "d_adversarial", "feature_matching",
            "g_adversarial", "heads", "logit_sum"]
 
 
@@ -67,14 +67,41 @@ class Optimizer:
 
 
 @dataclass
+class Judged:
+    """The inputs a network was given in a phase, for the penalties on it.
+
+    :param real: what a discriminator judged of the real data, one tensor per input it takes
+        (``(x,)``; a pair discriminator D(x, z), BiGAN's: ``(x, E(x))``).
+    :param fake: the same for generated data (``(G(z),)``, ``(G(z), z)``); for a generator,
+        its inputs (``(z,)``: what the path-length penalty differentiates).
+    :param forward: the network as the phase called it, taking those inputs (default: the
+        network itself); it binds what is not differentiated (a conditional D's labels:
+        ``lambda x: D(x, y)``).
+    """
+
+    real: tuple = ()
+    fake: tuple = ()
+    forward: Callable[..., Any] | None = None
+
+
+def as_judged(value: Judged | tuple) -> Judged:
+    """A ``Terms.judged`` entry as :class:`Judged` (the tuple form ``(real, fake[, forward])``
+    of plugin API 2's first release is still accepted)."""
+    if isinstance(value, Judged):
+        return value
+    real, fake, *forward = value
+    return Judged((real,), (fake,), forward[0] if forward else None)
+
+
+@dataclass
 class Terms:
     """What a phase's loss returns.
 
     :param loss: the scalar to minimise (penalties are added to it by the engine).
     :param logs: detached scalars to log (averaged over steps and processes).
-    :param judged: for each discriminator this phase may penalise, the ``(real, fake)`` inputs it
-        judged, or ``(real, fake, forward)`` when the network needs more than one input (a
-        conditional D: ``forward = lambda x: D(x, y)``). Penalties are computed on them.
+    :param judged: for each network this phase may penalise (``Phase.penalize``), what it was
+        given: a :class:`Judged` (or the short form ``(real, fake)``, ``(real, fake,
+        forward)``). Penalties are computed on them.
     """
 
     loss: torch.Tensor

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ganforge import hookimpl
 from ganforge.plugins.objectives import Unconditional, one_logit_each
-from ganforge.system import Terms, d_adversarial, g_adversarial
+from ganforge.system import Judged, Terms, d_adversarial, g_adversarial
 
 __all__ = ["ACGAN", "Conditional"]
 
@@ -119,7 +119,9 @@ class Conditional(Unconditional):
         real, y_real = self._split(batch)
         z, y = self.noise(real.shape[0], real.device)
         fake_logits = self.D(self.G(z, y), y)
-        return Terms(*g_adversarial(self.loss, fake_logits, lambda: self.D(real, y_real)))
+        G = self.G
+        return Terms(*g_adversarial(self.loss, fake_logits, lambda: self.D(real, y_real)),
+                     judged={"G": Judged(fake=(z,), forward=lambda z_: G(z_, y[:len(z_)]))})
 
 
 class ACGAN(Conditional):
@@ -164,7 +166,9 @@ class ACGAN(Conditional):
         fake_logits, fake_cls = self.D(self.G(z, y), codes=True)
         ce = F.cross_entropy(fake_cls.float(), y)
         adversarial, logs = g_adversarial(self.loss, fake_logits, lambda: self.D(real, codes=True)[0])
-        return Terms(adversarial + self.weight * ce, {**logs, "ac_ce_fake": ce.detach()})
+        G = self.G
+        return Terms(adversarial + self.weight * ce, {**logs, "ac_ce_fake": ce.detach()},
+                     judged={"G": Judged(fake=(z,), forward=lambda z_: G(z_, y[:len(z_)]))})
 
 
 def _classes(dataset: Any, num_classes: int | None, labels: str) -> tuple[int, torch.Tensor | None]:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ganforge import hookimpl
 from ganforge.layers import forward_with_code_head
-from ganforge.system import GANSystem, Network, Optimizer, Phase, Terms, d_adversarial, g_adversarial
+from ganforge.system import GANSystem, Judged, Network, Optimizer, Phase, Terms, d_adversarial, g_adversarial
 
 __all__ = ["InfoGAN", "Unconditional", "forward_with_code_head"]
 
@@ -43,7 +43,7 @@ class Unconditional(GANSystem):
         }
         self.optimizers = {"G": Optimizer(["G"], lr_g, betas, decay), "D": Optimizer(["D"], lr_d, betas, decay)}
         self.phases = [Phase("D", "D", self.d_loss, repeats=n_critic, penalize=["D"]),
-                       Phase("G", "G", self.g_loss, new_batch=False)]
+                       Phase("G", "G", self.g_loss, new_batch=False, penalize=["G"])]  # (generator penalties)
 
     @property
     def G(self) -> nn.Module:
@@ -100,7 +100,7 @@ class Unconditional(GANSystem):
         loss, logs = g_adversarial(self.loss, fake_logits, lambda: self.D(real))  # (real: relativistic losses)
         if extra is not None:
             loss = loss + extra
-        return Terms(loss, logs)
+        return Terms(loss, logs, judged={"G": Judged(fake=(z,))})
 
 
 def one_logit_each(out: torch.Tensor) -> None:

@@ -1,10 +1,14 @@
-"""Discriminator regularisers, usable with any loss.
+"""Regularisers added to a phase's loss, usable with any loss.
 
-The engine adds ``weight * every * penalty(D, real, fake)`` to D's loss every ``every`` D steps
-(lazy regularisation, Karras et al. 2020) and computes it in fp32. A penalty with
-``capturable = True`` is tensor code only and may be captured in a CUDA graph. Gradients with respect to
-the inputs come from ``torch.autograd.grad(..., create_graph=True)`` followed by one backward
-through the (DDP-wrapped) model, which gives correctly averaged gradients under DDP.
+The engine adds ``weight * every * penalty(net, real, fake)`` to the loss of a phase that
+penalises the network (``Phase.penalize``) every ``every`` runs of that phase (lazy
+regularisation, Karras et al. 2020) and computes it in fp32. ``real`` and ``fake`` are what the
+network was given (``Terms.judged``): a tensor, or a tuple of tensors for a network of several
+inputs (a pair discriminator D(x, z) is penalised on both). A penalty applies to discriminators
+unless it says ``network_kind = "generator"`` (path length). A penalty with
+``capturable = True`` is tensor code only and may be captured in a CUDA graph. Gradients with
+respect to the inputs come from ``torch.autograd.grad(..., create_graph=True)`` followed by one
+backward through the (DDP-wrapped) model, which gives correctly averaged gradients under DDP.
 """
 from __future__ import annotations
 
@@ -14,13 +18,18 @@ from torch import nn
 from ganforge import hookimpl
 from ganforge.system import logit_sum
 
-__all__ = ["GradientPenalty", "R1", "R2"]
+__all__ = ["GradientPenalty", "PathLength", "R1", "R2"]
 
 
-def _input_grad(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    x = x.detach().float().requires_grad_(True)
-    (grad,) = torch.autograd.grad(logit_sum(D(x)), x, create_graph=True)  # (every head's logits)
-    return grad.flatten(1)
+def _inputs(x: torch.Tensor | tuple) -> tuple[torch.Tensor, ...]:
+    return x if isinstance(x, tuple) else (x,)
+
+
+def _input_grad(D: nn.Module, x: torch.Tensor | tuple) -> torch.Tensor:
+    """d(sum of D's logits)/d(inputs), every input's flattened and side by side: (N, dims)."""
+    xs = tuple(t.detach().float().requires_grad_(True) for t in _inputs(x))
+    grads = torch.autograd.grad(logit_sum(D(*xs)), xs, create_graph=True)  # (every head's logits)
+    return torch.cat([g.flatten(1) for g in grads], 1)
 
 
 class R1:
@@ -28,7 +37,7 @@ class R1:
 
     capturable = True  # tensor code only (see ganforge.step)
 
-    def __call__(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    def __call__(self, D: nn.Module, real, fake) -> torch.Tensor:
         return 0.5 * _input_grad(D, real).pow(2).sum(1).mean()
 
 
@@ -38,7 +47,7 @@ class R2:
 
     capturable = True  # tensor code only (see ganforge.step)
 
-    def __call__(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    def __call__(self, D: nn.Module, real, fake) -> torch.Tensor:
         return 0.5 * _input_grad(D, fake).pow(2).sum(1).mean()
 
 
@@ -51,16 +60,55 @@ class GradientPenalty:
     def __init__(self, target: float = 1.0):
         self.target = target
 
-    def __call__(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        real, fake = real.detach().float(), fake.detach().float()
-        eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device)
-        x_hat = eps * real + (1.0 - eps) * fake
+    def __call__(self, D: nn.Module, real, fake) -> torch.Tensor:
+        reals, fakes = _inputs(real), _inputs(fake)
+        eps = torch.rand((reals[0].shape[0],), device=reals[0].device)  # one mix per sample, for every input
+        x_hat = tuple(eps.view(-1, *[1] * (r.dim() - 1)) * r.detach().float()
+                      + (1.0 - eps.view(-1, *[1] * (r.dim() - 1))) * f.detach().float() for r, f in zip(reals, fakes, strict=True))
         norm = _input_grad(D, x_hat).norm(2, dim=1)
         return ((norm - self.target) ** 2).mean()
+
+
+class PathLength:
+    """StyleGAN2's path-length regulariser (Karras et al. 2020) on a generator: with
+    y ~ N(0, I) / sqrt(pixels), the length of J^T y (J: the Jacobian of G at its input z)
+    should stay at its running mean a: E (|J^T y| - a)^2, a an exponential average of the
+    lengths (``decay`` 0.01, checkpointed). On half the batch (``shrink`` 2), as StyleGAN2.
+    Differentiated with respect to G's input (``Terms.judged[G].fake``: ``(z,)``); StyleGAN2
+    takes w, the mapping network's output, where ganforge's generators take z."""
+
+    capturable = True
+    network_kind = "generator"
+
+    def __init__(self, decay: float = 0.01, shrink: int = 2):
+        if not 0 < decay <= 1 or shrink < 1:
+            raise ValueError(f"path_length: decay in (0, 1] and shrink >= 1, got {decay} and {shrink}")
+        self.decay, self.shrink = decay, shrink
+        self.mean = torch.zeros(())
+
+    def __call__(self, G: nn.Module, real, fake) -> torch.Tensor:
+        z = _inputs(fake)[0]
+        z = z[: max(1, z.shape[0] // self.shrink)].detach().float().requires_grad_(True)
+        out = G(z).float()
+        pixels = out[0].numel() // out.shape[1] if out.dim() == 4 else out[0].numel()  # (images: H x W)
+        y = torch.randn_like(out) / pixels ** 0.5
+        (grad,) = torch.autograd.grad((out * y).sum(), z, create_graph=True)
+        lengths = grad.flatten(1).square().sum(1).sqrt()
+        if self.mean.device != lengths.device:
+            self.mean = self.mean.to(lengths.device)
+        self.mean.copy_(self.mean.lerp(lengths.mean().detach(), self.decay))  # (in place: a captured step holds it)
+        return (lengths - self.mean).square().mean()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.mean.copy_(tensors["mean"])
 
 
 @hookimpl
 def ganforge_register_penalties(register):
     register("r1", R1)
     register("r2", R2)
+    register("path_length", PathLength)
     register("gp", GradientPenalty)

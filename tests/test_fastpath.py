@@ -284,7 +284,7 @@ def no_host_sync(monkeypatch):
 
 
 CAPTURABLE_RUNS = {  # every built-in part that declares capturable = True, in a run that uses it
-    "losses and penalties": [(loss, "toy_grid", [f"loss={loss}", "penalties=[{name: r1}, {name: r2}, {name: gp, every: 2}]",
+    "losses and penalties": [(loss, "toy_grid", [f"loss={loss}", "penalties=[{name: r1}, {name: r2}, {name: gp, every: 2}, {name: path_length, every: 2}]",
                                                   "train.ema=0.9"])
                              for loss in ("bce", "hinge", "lsgan", "minimax", "wgan", "relativistic")],
     "objectives": [("infogan", "mnist_dcgan", ["generator.args.ngf=4", "discriminator={name: dcgan, args: "

@@ -427,7 +427,9 @@ def test_pix2pix_tests_as_the_paper_and_sampling_changes_nothing_in_training():
     from ganforge.plugins.pix2pix import Pix2Pix
     from ganforge.sampling import sampling_mode
 
-    assert Pix2Pix.__init__.__defaults__[-1] == "train"
+    import inspect
+
+    assert inspect.signature(Pix2Pix).parameters["test_mode"].default == "train"
     net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 2))
     net.train()
     net(torch.randn(16, 4))  # some running statistics
