@@ -8,7 +8,7 @@ Run it with ``ganforge train RECIPE`` on a CPU or one GPU, and with
 ``accelerate launch --config_file recipes/accelerate/<cfg>.yaml -m ganforge train RECIPE`` on
 several processes. Every part (system, networks, loss, penalties, data, metrics) comes from a
 plugin through :mod:`ganforge.manager`; the engine knows none of them by name. What one step
-does is in :mod:`ganforge.step`; checkpoints in :mod:`ganforge.resume`; precision and the
+does is in :mod:`ganforge.step_function`, run by :mod:`ganforge.step`; checkpoints in :mod:`ganforge.resume`; precision and the
 Accelerator in :mod:`ganforge.accel`.
 """
 from __future__ import annotations
