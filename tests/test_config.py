@@ -140,3 +140,25 @@ def test_every_shipped_recipe_says_what_was_measured_with_it():
 
     missing = [p.stem for p in _shipped_recipes().glob("*.yaml") if "\n# Measured: " not in "\n" + p.read_text()]
     assert not missing, f"recipes without a '# Measured:' line: {missing}"
+
+
+def test_the_readme_mechanics_recipe_block_is_a_valid_recipe(tmp_path):
+    """README's "Small datasets, schedules and the mechanics" YAML, over mnist_dcgan, loads and
+    resolves: AdamW with its schedule and clip for both optimizers, D's own schedule."""
+    import re
+    from pathlib import Path
+
+    from ganforge.build import build_system
+    from ganforge.config import load_recipe
+    from ganforge.manager import PluginManager
+    from ganforge.optim import choices
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"```yaml\n(augment: .*?)```", readme, re.S).group(1)
+    (tmp_path / "mech.yaml").write_text("base: mnist_dcgan\n" + block)
+    recipe = load_recipe(str(tmp_path / "mech.yaml"))
+    assert recipe.augment.name == "ada" and recipe.train.accumulate == 4 and recipe.phases["D"].start == 2000
+    system = build_system(recipe, PluginManager().registry, (1, 28, 28))
+    chosen = choices(recipe, system)
+    assert chosen["G"].cls.__name__ == "AdamW" and chosen["G"].schedule.type == "cosine" and chosen["G"].clip == 10.0
+    assert chosen["D"].schedule.type == "exponential" and chosen["D"].kwargs["eps"] == 1e-8
