@@ -42,6 +42,15 @@ ganforge train mnist_cgan data.root=.data/mnist train.steps=300 train.cuda_graph
   out_dir=/tmp/fast-cgan log.progress=false log.every=100 | tail -3
 ganforge train mnist_cgan data.root=.data/mnist train.steps=300 train.cuda_graph=true objective.args.labels=data \
   out_dir=/tmp/fast-cgan-data log.progress=false log.every=100 | tail -3
+# issue #25 (never run on a GPU yet): ADA (p updated between replays, in place) and DiffAugment
+# inside the captured step, with lazy R1 and path length, an AdamW cosine schedule with clipping,
+# and a phase that starts later (a second graph pattern); each must say "captured" and train
+ganforge train mnist_dcgan_r1 data.root=.data/mnist train.steps=400 train.cuda_graph=true "augment={name: ada, args: {kimg: 5}}" \
+  "penalties=[{name: r1, weight: 10, every: 4}, {name: path_length, weight: 2, every: 4}]" optim.lr_decay=none \
+  optim.type=adamw "optim.schedule={type: cosine, warmup: 50}" optim.clip=10.0 \
+  out_dir=/tmp/fast-ada log.progress=false log.every=100 | tail -3
+ganforge train mnist_edges_pix2pix data.root=.data/mnist train.steps=300 train.cuda_graph=true augment=diffaugment \
+  phases.D.start=100 out_dir=/tmp/fast-p2p-aug log.progress=false log.every=100 | tail -3
 
 # issue #27's other first-GPU cases: each line must end in training, not a CUDA error
 # - a network that reads a tensor value: the watched warm-up finds it; the step stays uncaptured
