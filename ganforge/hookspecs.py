@@ -91,12 +91,14 @@ def ganforge_register_losses(register: Register) -> None:
 
 @hookspec
 def ganforge_register_penalties(register: Register) -> None:
-    """Register discriminator regularisation penalties (R1, gradient penalty, ...).
+    """Register regularisation penalties (R1, R2, gradient penalty, path length, ...).
 
     Called once when the registry is built. Each factory is called as ``factory(**args)`` and
-    returns a callable ``penalty(D, real, fake) -> Tensor`` giving a scalar that is added to the
-    loss of a phase that penalises discriminator ``D`` (``Phase.penalize``; ``real`` and
-    ``fake`` are the inputs D judged there). The engine applies it every ``every`` runs of that
+    returns a callable ``penalty(net, real, fake) -> Tensor`` giving a scalar that is added to
+    the loss of a phase that penalises the network (``Phase.penalize``; ``real`` and ``fake``
+    are what it was given there, ``Terms.judged``: tensors, or tuples of tensors for a network
+    of several inputs). It applies to discriminators unless it sets ``network_kind =
+    "generator"``; one with ``state_dict()``/``load_state_dict()`` is checkpointed. The engine applies it every ``every`` runs of that
     phase and multiplies it by ``weight * every`` (lazy regularisation, as in StyleGAN2), in
     fp32 (autocast off). ``capturable = True`` on
     the penalty object allows the CUDA-graph fast path, as for losses.
