@@ -4,6 +4,7 @@ import torch
 
 from ganforge.errors import ConfigError
 from ganforge.manager import PluginManager
+from ganforge.system import heads
 
 REG = PluginManager().registry
 
@@ -31,7 +32,9 @@ def _small(name, kind):
 TRANSLATORS = [
     ("unet", "patchgan", (1, 32, 32), (3, 32, 32)),
     ("resnet_generator", "patchgan", (3, 32, 32), (3, 32, 32)),
+    ("unet", "multiscale_patchgan", (1, 32, 32), (3, 32, 32)),  # (pix2pixHD's: a Judgement of 2 scales)
 ]
+D_ARGS = {"multiscale_patchgan": {"scales": 2}}
 
 
 def test_pairs_cover_every_builtin():
@@ -42,12 +45,12 @@ def test_pairs_cover_every_builtin():
 @pytest.mark.parametrize("g_name, d_name, in_shape, out_shape", TRANSLATORS, ids=lambda v: str(v))
 def test_translators_shapes_and_backprop(g_name, d_name, in_shape, out_shape):
     G = REG.build("generator", g_name, {"ngf": 4}, in_shape=in_shape, out_shape=out_shape)
-    D = REG.build("discriminator", d_name, {"ndf": 4, "n_layers": 2}, in_shape=out_shape)
+    D = REG.build("discriminator", d_name, {"ndf": 4, "n_layers": 2, **D_ARGS.get(d_name, {})}, in_shape=out_shape)
     x = G(torch.randn(2, *in_shape))
     assert x.shape == (2, *out_shape) and x.abs().max() <= 1.0  # tanh
-    logits = D(x)
-    assert logits.shape[:2] == (2, 1) and logits.dim() == 4  # a map of patch logits
-    logits.mean().backward()
+    maps = heads(D(x))
+    assert all(m.shape[:2] == (2, 1) and m.dim() == 4 for m in maps)  # maps of patch logits
+    sum(m.mean() for m in maps).backward()
     for name, module in (("G", G), ("D", D)):
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters()), name
 
