@@ -12,7 +12,7 @@ from torch import nn
 from ganforge.config import Part, Recipe
 from ganforge.errors import ConfigError, PluginError, did_you_mean
 from ganforge.manager import Registry
-from ganforge.system import GANSystem
+from ganforge.system import GANSystem, penalty_kind
 
 __all__ = ["build_networks", "build_system", "network_parts", "sync_bn_split", "use_channels_last"]
 
@@ -158,7 +158,7 @@ def sync_bn_split(recipe: Recipe, system: GANSystem, nets: dict[str, nn.Module],
     process, as BigGAN syncs its generator's), and which keep per-process BatchNorm and why. A
     network a recipe penalty differentiates (R1, GP: a gradient of D's output, then a backward
     through it) keeps its own: SyncBatchNorm has no double backward."""
-    kinds = {id(p): getattr(fn, "network_kind", "discriminator") for p, fn in penalties or []}
+    kinds = {id(p): penalty_kind(fn) for p, fn in penalties or []}
     penalised = {n: p.name for p in recipe.penalties for ph in system.phases for n in ph.penalize
                  if (not p.networks or n in p.networks)
                  and kinds.get(id(p), "discriminator") == system.networks[n].kind}

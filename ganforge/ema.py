@@ -65,8 +65,8 @@ class EMAUpdater:
                     torch._foreach_copy_(e_params, m_params)
                 else:
                     torch._foreach_lerp_(e_params, m_params, 1 - decay(t.ema, t.ema_rampup, self.state.step, self.images))
-                for e, m in buffers:
-                    e.copy_(m)
+                if buffers:
+                    torch._foreach_copy_([e for e, _ in buffers], [m for _, m in buffers])
                 if self.state.step >= t.ema_start:
                     self.started[name] = True
                     ema.n_averaged += 1

@@ -36,13 +36,9 @@ from ganforge.ema import EMAUpdater
 from ganforge.errors import ConfigError
 from ganforge.optim import LRSchedules, choices
 from ganforge.step_function import StepFunction, nonfinite_stop
+from ganforge.system import penalty_kind
 
 __all__ = ["TrainStep", "nonfinite_stop", "penalty_kind"]  # (nonfinite_stop: from step_function)
-
-
-def penalty_kind(fn: Any) -> str:
-    """The kind of network a penalty applies to: ``network_kind`` on it (default: discriminator)."""
-    return getattr(fn, "network_kind", "discriminator")
 
 
 class TrainStep(StepFunction):

@@ -234,6 +234,11 @@ class Judgement:
     features: list[list[torch.Tensor]] = field(default_factory=list)
 
 
+def penalty_kind(fn: Any) -> str:
+    """The kind of network a penalty applies to: its ``network_kind`` (default: discriminator)."""
+    return getattr(fn, "network_kind", "discriminator")
+
+
 def heads(out: torch.Tensor | Judgement) -> list[torch.Tensor]:
     """The logit maps of a discriminator's output: ``[out]`` for a tensor."""
     return list(out.logits) if isinstance(out, Judgement) else [out]
