@@ -1,9 +1,10 @@
 """Data-limited MNIST: the same recipe with no augmentation, DiffAugment and ADA (issue #25).
 
     python benchmarks/data_limited.py --limit 1000 --steps 6000          # the three runs, two at a time
-    python benchmarks/data_limited.py --limit 300 --steps 6000
+    python benchmarks/data_limited.py --limit 300 --steps 6000 --recipe mnist_fc_r1
 
-Each run trains ``mnist_dcgan_r1`` (narrow DCGAN, unnormalised D, lazy R1, EMA) on the first
+Each run trains ``--recipe`` (default ``mnist_dcgan_r1``: narrow DCGAN, unnormalised D, lazy R1,
+EMA; ``mnist_fc_r1``: InfoGAN's networks with a 512-wide FC layer in D) on the first
 ``--limit`` training digits for the same number of steps, one thread each, and is scored by the
 ``mnist`` metric on 10,000 EMA samples against the 10,000 test digits: classifier score, Fréchet
 distance (classifier features), class KL, precision/recall. D's overfitting signal
@@ -72,7 +73,7 @@ class RtProbe:
         self.rt.copy_(tensors["rt"])
 
 
-def train_one(overrides: list[str]) -> None:
+def train_one(recipe: str, overrides: list[str]) -> None:
     import ganforge
     from ganforge.config import load_recipe
     from ganforge.engine import train
@@ -85,7 +86,7 @@ def train_one(overrides: list[str]) -> None:
 
     pm = PluginManager()
     pm.register(Probe(), name="rt_probe")
-    train(load_recipe("mnist_dcgan_r1", overrides), plugins=pm)
+    train(load_recipe(recipe, overrides), plugins=pm)
 
 
 def main() -> None:
@@ -95,11 +96,12 @@ def main() -> None:
     ap.add_argument("--out", default="runs/data_limited")
     ap.add_argument("--root", default=str(ROOT.parent / "shared" / "data" / "mnist"))
     ap.add_argument("--only", nargs="*", default=list(RUNS))
+    ap.add_argument("--recipe", default="mnist_dcgan_r1", help="the recipe trained in every run")
     ap.add_argument("--no-r1", action="store_true", help="train without the recipe's R1 (penalties=[]): D free to overfit")
     ap.add_argument("--train", nargs="*", help=argparse.SUPPRESS)  # a child process: the overrides
     args = ap.parse_args()
     if args.train is not None:
-        return train_one(args.train)
+        return train_one(args.recipe, args.train)
     base = [f"data.root={args.root}", f"data.args.limit={args.limit}", f"train.steps={args.steps}",
             f"log.eval_every={args.steps // 2}", "log.eval_samples=10000", f"log.every={max(args.steps // 60, 4)}",
             f"log.sample_every={args.steps}", f"log.checkpoint_every={args.steps}", "log.progress=false",
@@ -109,10 +111,10 @@ def main() -> None:
     while pending or running:
         while pending and len(running) < 2:
             name = pending.pop(0)
-            out = Path(args.out) / f"limit{args.limit}-{name}"
-            cmd = [sys.executable, __file__, "--limit", str(args.limit), "--train", f"out_dir={out}", *base, RUNS[name]]
+            out = Path(args.out) / f"{args.recipe}-limit{args.limit}-{name}"
+            cmd = [sys.executable, __file__, "--limit", str(args.limit), "--recipe", args.recipe, "--train", f"out_dir={out}", *base, RUNS[name]]
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            log = open(Path(args.out) / f"limit{args.limit}-{name}.log", "w")  # noqa: SIM115 - the child's
+            log = open(Path(args.out) / f"{args.recipe}-limit{args.limit}-{name}.log", "w")  # noqa: SIM115 - the child's
             running[name] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), out, time.time())
         time.sleep(5)
         for name, (proc, out, start) in list(running.items()):
@@ -126,7 +128,7 @@ def main() -> None:
                              "final": evals[-1] if evals else None, "evals": evals, "rt": rt,
                              "ada_p": [(r["step"], r["ada_p"]) for r in rows if "ada_p" in r]}
     fields = ["classifier_score", "frechet_distance", "class_kl", "precision", "recall"]
-    print(f"data-limited MNIST, {args.limit} training digits, {args.steps} steps, R1 {'off' if args.no_r1 else 'on'}, "
+    print(f"data-limited MNIST, {args.recipe}, {args.limit} training digits, {args.steps} steps, R1 {'off' if args.no_r1 else 'on'}, "
           f"{platform.processor() or platform.machine()}, one thread per run, two runs at a time")
     print("| augment | " + " | ".join(fields) + " | r_t at the end | seconds |")
     print("|---" * (len(fields) + 3) + "|")
@@ -136,8 +138,9 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{v:.4g}" if v is not None else "-" for v in values)
               + f" | {r['rt'][-1][1] if r['rt'] else '-'} | {r['seconds']} |")
     stamp = datetime.date.today().isoformat()
-    path = ROOT / "benchmarks" / "results" / f"data_limited-{args.limit}{'-no_r1' * args.no_r1}-{stamp}.json"
-    path.write_text(json.dumps({"limit": args.limit, "steps": args.steps, "r1": not args.no_r1, "machine": platform.processor(),
+    recipe = "" if args.recipe == "mnist_dcgan_r1" else f"-{args.recipe}"
+    path = ROOT / "benchmarks" / "results" / f"data_limited{recipe}-{args.limit}{'-no_r1' * args.no_r1}-{stamp}.json"
+    path.write_text(json.dumps({"recipe": args.recipe, "limit": args.limit, "steps": args.steps, "r1": not args.no_r1, "machine": platform.processor(),
                                 "runs": results}, indent=1))
     print(f"written: {path}")
 

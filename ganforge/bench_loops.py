@@ -10,6 +10,7 @@ import torch
 
 from ganforge.accel import AUTOCAST_DTYPES, resolve_precision
 from ganforge.config import Recipe, apply_overrides, recipe_from_dict
+from ganforge.ramps import initial
 
 __all__ = ["eager_loop", "reference_loop"]
 
@@ -83,7 +84,7 @@ def eager_loop(recipe: Recipe, device: torch.device, info: dict | None = None):
             for p, fn in penalties:
                 if d_steps[0] % p.every == 0:
                     with torch.autocast(device.type, enabled=False):  # fp32, as the engine
-                        loss_d = loss_d + p.weight * p.every * fn(D, real, fake)
+                        loss_d = loss_d + initial(p.weight) * p.every * fn(D, real, fake)  # (same work)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()

@@ -45,6 +45,9 @@ def reasons_against(state: Any, penalties: list) -> list[str]:
         if not issubclass(choice.cls, torch.optim.Adam):  # AdamW is an Adam
             reasons.append(f"optimizer {name} is {choice.cls.__name__}; the graph step needs fused, "
                            f"capturable Adam or AdamW")
+        if choice.ramps:
+            reasons.append(f"optimizer {name} ramps {' and '.join(choice.ramps)}, which fused Adam reads on the "
+                           f"host (a ramped penalty weight is captured)")
     return reasons
 
 

@@ -40,11 +40,25 @@ class Part:
 
 
 @dataclass
+class Ramp:
+    """A hyper-parameter that moves from ``initial`` to ``final`` between steps ``start`` and
+    ``stop`` (each a step or a fraction of ``train.steps``), constant outside (R3GAN's
+    schedules; :mod:`ganforge.ramps`). Given instead of a number for a penalty's ``weight`` or an
+    optimizer's ``betas`` entry or ``weight_decay``."""
+
+    initial: float = 0.0
+    final: float = 0.0
+    type: str = "cosine"  # cosine | linear
+    start: int | float = 0
+    stop: int | float | None = None  # unset: train.steps
+
+
+@dataclass
 class Penalty:
-    """A discriminator regulariser applied every ``every`` D steps with ``weight``."""
+    """A regulariser applied every ``every`` runs of a phase with ``weight`` (a number or a ramp)."""
 
     name: str = ""
-    weight: float = 1.0
+    weight: float | Ramp = 1.0
     every: int = 1
     args: dict[str, Any] = field(default_factory=dict)
     networks: list[str] = field(default_factory=list)  # which discriminators; [] = every one a phase penalises
@@ -68,8 +82,8 @@ class OptimizerSettings:
     """Overrides of one optimizer that the system declares (unset: the system's or ``optim``'s value)."""
 
     lr: float | None = None
-    betas: list[float] | None = None
-    weight_decay: float | None = None
+    betas: list[float | Ramp] | None = None  # each a number or a ramp
+    weight_decay: float | Ramp | None = None
     type: str | None = None  # a torch.optim optimizer by name: adam, adamw, sgd, rmsprop, ...
     args: dict[str, Any] | None = None  # more arguments of that optimizer: {eps: 1e-8, amsgrad: true}
     schedule: Schedule | None = None
@@ -100,8 +114,8 @@ class Data:
 class Optim:
     lr_g: float = 2e-4
     lr_d: float = 2e-4
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    weight_decay: float = 0.0
+    betas: list[float | Ramp] = field(default_factory=lambda: [0.5, 0.999])  # each a number or a ramp
+    weight_decay: float | Ramp = 0.0
     lr_decay: str = "none"  # none | linear (to 0 at train.steps), derived from the step: resumable
     lr_decay_start: int | float = 0  # linear: constant until this step (or this fraction of train.steps: 0.5), then to 0
     fused: bool | str = "auto"  # fused kernel (Adam, AdamW, SGD): auto (on CUDA, and always on the fast path) | true | false

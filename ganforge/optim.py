@@ -12,6 +12,7 @@ weight decay). A recipe chooses, for all of them (``optim.type``, ``optim.args``
   step on a device tensor in place. ``constant``, ``linear`` (today's
   ``optim.lr_decay``), ``cosine`` and ``exponential`` (per step or per data epoch), each after
   an optional linear ``warmup``.
+- **betas**, **weight_decay** (and penalty weights) may be ramps (:mod:`ganforge.ramps`).
 - **clip**: the L2 norm of the optimizer's gradients is clipped to this value before its step
   (after fp16's unscale and DDP's all-reduce) and logged as ``grad_norm_<name>``.
 """
@@ -27,6 +28,7 @@ from torch import nn
 
 from ganforge.config import Recipe, Schedule
 from ganforge.errors import ConfigError
+from ganforge.ramps import initial, is_ramped
 
 __all__ = ["LRSchedules", "OptimizerChoice", "choices", "factor", "make_optimizers", "optimizer_types",
            "resolve_type", "schedule_step", "validate_schedule"]
@@ -49,6 +51,7 @@ class OptimizerChoice:
     kwargs: dict[str, Any]  # lr, betas, weight_decay where the type takes them, and args
     schedule: Schedule | None
     clip: float | None
+    ramps: dict[str, Any]  # betas / weight_decay given with a ramp (ganforge.ramps): their recipe values
 
 
 def resolve_type(name: str, where: str) -> type[torch.optim.Optimizer]:
@@ -75,12 +78,15 @@ def choices(recipe: Recipe, system: Any) -> dict[str, OptimizerChoice]:
         own_type = o is not None and o.type is not None and o.type.lower() != recipe.optim.type.lower()
         extra = dict(o.args) if o is not None and o.args is not None else ({} if own_type else dict(recipe.optim.args))
         kwargs: dict[str, Any] = {"lr": o.lr if o is not None and o.lr is not None else spec.lr}
+        ramps: dict[str, Any] = {}
         for key, value in (("betas", o.betas if o is not None and o.betas is not None else spec.betas),
                            ("weight_decay", o.weight_decay if o is not None and o.weight_decay is not None
                             else spec.weight_decay)):
             explicit = o is not None and getattr(o, key) is not None
-            if key in accepted:
-                kwargs[key] = tuple(value) if key == "betas" else value
+            if key in accepted:  # (a ramp starts at its initial value; ganforge.ramps moves it)
+                kwargs[key] = tuple(initial(v) for v in value) if key == "betas" else initial(value)
+                if is_ramped(value):
+                    ramps[key] = value
             elif explicit:
                 raise ConfigError(f"optimizers.{name}.{key}: {cls.__name__} takes no {key}; its arguments "
                                   f"are {', '.join(p for p in accepted if p != 'params')}")
@@ -95,7 +101,7 @@ def choices(recipe: Recipe, system: Any) -> dict[str, OptimizerChoice]:
         if schedule is None and recipe.optim.lr_decay == "linear":
             schedule = Schedule("linear", start=recipe.optim.lr_decay_start)
         clip = o.clip if o is not None and o.clip is not None else recipe.optim.clip
-        out[name] = OptimizerChoice(cls, kwargs, schedule, clip)
+        out[name] = OptimizerChoice(cls, kwargs, schedule, clip, ramps)
     return out
 
 

@@ -35,6 +35,7 @@ from ganforge.data import DeviceBatches, endless_batches
 from ganforge.ema import EMAUpdater
 from ganforge.errors import ConfigError
 from ganforge.optim import LRSchedules, choices
+from ganforge.ramps import Ramps
 from ganforge.step_function import StepFunction, nonfinite_stop
 from ganforge.system import penalty_kind
 
@@ -122,6 +123,8 @@ class TrainStep(StepFunction):
                                                    for c in schedules.values()) else None
         self.lrs = LRSchedules(self.opts, state.base_lrs, schedules, cfg.train.steps, device=device,
                                graph=graph, steps_per_epoch=per_epoch)
+        self.ramps = Ramps(self.opts, {n: c.ramps for n, c in chosen.items()}, penalties, cfg.train.steps,
+                           device=device, graph=graph)  # penalty weights, betas, weight decay
         self.ema = EMAUpdater(state, self.plain, deferred=self.deferred, images_per_step=self.batch_size * self.world)
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self.seen: set[tuple] = set()  # patterns run at least once (warm)

@@ -41,6 +41,7 @@ class StepFunction:
         """Every phase, EMA and log sums. In graph mode: no Python branch on a tensor's value."""
         s, acc = self.state, self.state.accelerator
         self.lrs.apply(s.step, self.step_t)
+        self.ramps.apply(s.step, self.step_t)
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         values: dict[str, torch.Tensor] = {}  # each phase's last run, and any penalty computed
         batch, k, flag = None, 0, len(self.phases)
@@ -119,7 +120,7 @@ class StepFunction:
                 with torch.autocast(self.device.type, enabled=False):  # penalties in fp32
                     value = fn(j.forward or self.nets[net], real, fake)
                 log(key, value.detach())
-                loss = loss + (p.weight * p.every) * value
+                loss = loss + self.ramps.weight(p) * value  # weight * every (ramped: this step's)
         log(f"loss_{phase.name.lower()}", loss)
         return loss
 

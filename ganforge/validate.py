@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ganforge.errors import ConfigError, did_you_mean
 
@@ -14,16 +14,25 @@ __all__ = ["PRECISIONS", "validate"]
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
-def _check_adam(where: str, lr: float | None, betas: list[float] | None, decay: float | None, lr_key: str) -> None:
-    """Adam's settings: a positive finite learning rate, two betas in [0, 1), decay >= 0."""
+def _check_adam(where: str, lr: float | None, betas: list | None, decay: Any, lr_key: str, steps: int) -> None:
+    """Adam's settings: a positive finite learning rate, two betas in [0, 1), decay >= 0 (each
+    beta and the decay a number or a ramp between such numbers)."""
+    from ganforge.config import Ramp
+    from ganforge.ramps import validate_ramp
+
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise ConfigError(f"{where}.{lr_key} must be a positive number, got {lr}")
     if betas is not None:
         if len(betas) != 2:
             raise ConfigError(f"{where}.betas needs two numbers, got {betas}")
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ConfigError(f"{where}.betas must each be in [0, 1) (e.g. [0.5, 0.999]), got {betas}")
-    if decay is not None and not (math.isfinite(decay) and decay >= 0):
+        for i, b in enumerate(betas):
+            if isinstance(b, Ramp):
+                validate_ramp(b, f"{where}.betas.{i}", steps, 0.0, 1.0, "in [0, 1)")
+            elif not 0.0 <= b < 1.0:
+                raise ConfigError(f"{where}.betas must each be in [0, 1) (e.g. [0.5, 0.999]), got {betas}")
+    if isinstance(decay, Ramp):
+        validate_ramp(decay, f"{where}.weight_decay", steps, 0.0, math.inf, ">= 0")
+    elif decay is not None and not (math.isfinite(decay) and decay >= 0):
         raise ConfigError(f"{where}.weight_decay must be >= 0, got {decay}")
 
 
@@ -73,8 +82,8 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"optim.lr_decay_start is where the linear decay begins: a step from 0 to "
                           f"train.steps - 1 ({recipe.train.steps - 1}) or a fraction of train.steps in [0, 1) "
                           f"(0.5: the second half); got {start!r}")
-    _check_adam("optim", recipe.optim.lr_g, recipe.optim.betas, recipe.optim.weight_decay, "lr_g")
-    _check_adam("optim", recipe.optim.lr_d, None, None, "lr_d")
+    _check_adam("optim", recipe.optim.lr_g, recipe.optim.betas, recipe.optim.weight_decay, "lr_g", t.steps)
+    _check_adam("optim", recipe.optim.lr_d, None, None, "lr_d", t.steps)
     if recipe.seed < 0:
         raise ConfigError(f"seed must be >= 0, got {recipe.seed}")
     if not (math.isfinite(recipe.log.checkpoint_minutes) and recipe.log.checkpoint_minutes >= 0):
@@ -85,7 +94,7 @@ def validate(recipe: Recipe) -> None:
     if recipe.log.film_every < 0:
         raise ConfigError(f"log.film_every must be >= 0 (0: no film), got {recipe.log.film_every}")
     for name, o in recipe.optimizers.items():
-        _check_adam(f"optimizers.{name}", o.lr, o.betas, o.weight_decay, "lr")
+        _check_adam(f"optimizers.{name}", o.lr, o.betas, o.weight_decay, "lr", t.steps)
     _check_schedules(recipe)
     for name, part in recipe.networks.items():
         if not part.name:
@@ -93,6 +102,13 @@ def validate(recipe: Recipe) -> None:
     for i, p in enumerate(recipe.penalties):
         if p.every < 1:
             raise ConfigError(f"penalties.{i}.every must be >= 1, got {p.every}")
+        from ganforge.config import Ramp
+        from ganforge.ramps import validate_ramp
+
+        if isinstance(p.weight, Ramp):
+            validate_ramp(p.weight, f"penalties.{i}.weight", t.steps, 0.0, math.inf, "a finite number >= 0")
+        elif not math.isfinite(p.weight):
+            raise ConfigError(f"penalties.{i}.weight must be a finite number, got {p.weight}")
     for key in ("every", "keep", "n_samples", "eval_samples", "eval_batch_size"):
         if getattr(recipe.log, key) < 1:
             raise ConfigError(f"log.{key} must be >= 1, got {getattr(recipe.log, key)}")

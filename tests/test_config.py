@@ -162,3 +162,5 @@ def test_the_readme_mechanics_recipe_block_is_a_valid_recipe(tmp_path):
     chosen = choices(recipe, system)
     assert chosen["G"].cls.__name__ == "AdamW" and chosen["G"].schedule.type == "cosine" and chosen["G"].clip == 10.0
     assert chosen["D"].schedule.type == "exponential" and chosen["D"].kwargs["eps"] == 1e-8
+    assert chosen["G"].kwargs["betas"] == (0.0, 0.9) and chosen["G"].ramps["betas"][1].final == 0.99  # a ramp
+    assert not chosen["D"].ramps

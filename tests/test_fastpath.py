@@ -74,6 +74,9 @@ SCHEDULES = {
                           "optim.schedule={type: cosine, warmup: 5, final: 0.1}", "optimizers.D.clip=0.5"],
     "exponential-per-epoch": ["optim.lr_decay=none", "optim.schedule={type: exponential, gamma: 0.8, per: epoch}"],
     "ema-rampup": ["train.ema_rampup=0.05"],  # the EMA's decay changes every step (a tensor on the graph path)
+    # R1's weight ramped (a device tensor on the graph path, as R3GAN's gamma), R2 beside it
+    "ramped-penalty-weight": ["loss=relativistic", "penalties=[{name: r1, weight: {initial: 1.0, final: 0.01}, every: 3}, "
+                              "{name: r2, weight: {initial: 0.5, final: 0.0, type: linear, stop: 0.5}}]"],
 }
 
 
