@@ -107,8 +107,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if picture:
         from ganforge import plots
 
-        if samples.dim() == 2:
-            plots.save_scatter(samples, samples[:0], out, f"{recipe.name}: step {meta['step']}")
+        if samples.dim() == 2:  # (no data points: the run's data is not loaded for sampling)
+            plots.save_scatter(samples, None, out, f"{recipe.name}: step {meta['step']}")
         else:
             plots.save_grid(samples, out, nrow)
     else:  # (a conditional run: with the class each sample was made for)
@@ -166,7 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if state is not None and not state.is_main_process:
         return 0
     results = evaluate_samples(samples, dataset, metrics, system.labels_of(noise), noise)
-    print(json.dumps({"checkpoint": str(args.checkpoint), "step": meta["step"],
+    print(json.dumps({"checkpoint": meta["folder"], "step": meta["step"],
                       "processes": state.num_processes if state is not None else 1, **results}, indent=1))
     return 0
 
@@ -298,9 +298,19 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ganforge import __version__
+
     parser = argparse.ArgumentParser(prog="ganforge", description="Train GANs at any scale.")
+    parser.add_argument("--version", action="version", version=f"ganforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train from a recipe")
+    p = sub.add_parser("train", help="train from a recipe", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="recipes: 'ganforge recipe list' shows the shipped ones, 'ganforge recipe show NAME "
+                              "[overrides]' one with every key.\noutputs: runs/<recipe name>/ (or out_dir=FOLDER): "
+                              "checkpoints/, samples, losses.png, metrics.jsonl, run.json.\nresume: the same "
+                              "command with resume=auto continues from the newest checkpoint, exactly.\n"
+                              "several processes: accelerate launch --config_file "
+                              "recipes/accelerate/cpu_2proc.yaml -m ganforge train RECIPE (README: 'Several "
+                              "processes').")
     p.add_argument("recipe", help="a recipe YAML file, or the name of one in recipes/")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=500")
     p.set_defaults(func=cmd_train)

@@ -14,7 +14,8 @@ __all__ = ["dataset_of", "input_images", "load_for_sampling", "meta_fields", "ne
 
 def load_for_sampling(checkpoint: str, ema: bool):
     """The system of a checkpoint's recipe with its networks' weights (EMA copies where kept),
-    in eval mode on the CPU: ``(nets, system, recipe, meta)``."""
+    in eval mode on the CPU: ``(nets, system, recipe, meta)``; ``meta["folder"]`` is the
+    checkpoint folder used (for a run folder: its newest valid checkpoint)."""
     from ganforge import checkpoint as ckpt
     from ganforge.build import build_networks, build_system
     from ganforge.config import recipe_from_dict
@@ -58,6 +59,7 @@ def load_for_sampling(checkpoint: str, ema: bool):
         module.load_state_dict(weights[name])
         module.eval()
     system.setup(nets)
+    meta = {**meta, "folder": str(folder)}  # the checkpoint used (a run folder's newest)
     return nets, system, recipe, meta
 
 

@@ -28,12 +28,14 @@ def _pyplot():
     return plt
 
 
-def save_scatter(samples: torch.Tensor, data: torch.Tensor, path: Path, title: str = "") -> None:
-    """2-D samples (orange) over data points (blue)."""
+def save_scatter(samples: torch.Tensor, data: torch.Tensor | None, path: Path, title: str = "") -> None:
+    """2-D samples (orange) over data points (blue; none: samples alone)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    d, s = data.detach().float().cpu().numpy(), samples.detach().float().cpu().numpy()
-    ax.scatter(d[:, 0], d[:, 1], s=2, alpha=0.3, label="data", color="tab:blue")
+    s = samples.detach().float().cpu().numpy()
+    if data is not None and len(data):
+        d = data.detach().float().cpu().numpy()
+        ax.scatter(d[:, 0], d[:, 1], s=2, alpha=0.3, label="data", color="tab:blue")
     ax.scatter(s[:, 0], s[:, 1], s=2, alpha=0.5, label="generated", color="tab:orange")
     ax.set_aspect("equal")
     ax.legend(loc="upper right", markerscale=4)

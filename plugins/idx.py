@@ -29,8 +29,9 @@ FILES = {
 }
 
 
-def read_idx(path: Path) -> np.ndarray:
+def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file of unsigned bytes (.gz or raw) into an array of its declared shape."""
+    path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
