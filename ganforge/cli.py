@@ -261,8 +261,9 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
     from ganforge.scaffold import new_plugin
 
     folder = new_plugin(args.name, args.kind, Path(args.dir))
-    print(f"wrote {folder}: a {args.kind} registered as '{args.name}'. Next: cd {folder} && python -m pytest "
-          f"&& pip install . && ganforge plugins")
+    article = "an" if args.kind[0] in "aeiou" else "a"
+    print(f"wrote {folder}: {article} {args.kind} registered as '{args.name}'. Next: cd {folder} && "
+          f"pip install '.[test]' && python -m pytest && ganforge plugins")
     return 0
 
 

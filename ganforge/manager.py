@@ -133,6 +133,12 @@ class PluginManager:
         """Register a plugin object by hand (tests, notebooks). Returns its name."""
         name = name or getattr(plugin, "__name__", None) or f"plugin-{id(plugin)}"
         _check_api_version(name, plugin)
+        if self.pm.has_plugin(name):
+            where = self.info.get(name)
+            source = f" (from {where.distribution})" if where is not None and where.distribution else ""
+            raise PluginError(f"a plugin named '{name}' is already registered{source}; an installed plugin is "
+                              f"loaded through its entry point, so register it by hand only when "
+                              f"'{name}' not in pm.plugin_names(), or under another name")
         self.pm.register(plugin, name=name)
         self.info[name] = PluginInfo(name, getattr(plugin, "__module__", None) or name)
         self._registry = None

@@ -31,6 +31,16 @@ def test_builtins_come_through_entry_points():
     assert entry.plugin.version == importlib.metadata.version("ganforge")
 
 
+def test_registering_an_installed_plugin_again_by_hand_says_how_to_avoid_it():
+    """A plugin's tests that register it by hand after it was pip-installed: one line that names
+    the distribution it came from and the check to make, not pluggy's bare ValueError."""
+    pm = PluginManager()
+    with pytest.raises(PluginError) as err:
+        pm.register(types.ModuleType("losses"), name="losses")  # a built-in plugin's entry-point name
+    assert "a plugin named 'losses' is already registered (from ganforge)" in str(err.value)
+    assert "'losses' not in pm.plugin_names()" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_autoload_off_without_builtins_registry_is_empty(monkeypatch):
     monkeypatch.setenv("GANFORGE_DISABLE_PLUGIN_AUTOLOAD", "1")
     bare = PluginManager(builtins=False)

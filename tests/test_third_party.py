@@ -186,6 +186,8 @@ def test_new_plugin_packages_pass_their_own_tests_install_and_train_together(tmp
     for kind in KINDS:
         code, out, err = run_cli("new-plugin", f"my_{kind}x", "--kind", kind, "--dir", tmp_path)
         assert code == 0, err
+        article = "an" if kind in ("objective", "augment") else "a"
+        assert f": {article} {kind} registered as 'my_{kind}x'" in out and "pip install '.[test]'" in out
     folders = sorted(tmp_path.glob("ganforge-my-*"))
     assert len(folders) == 8 and all((f / "pyproject.toml").is_file() for f in folders)
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
@@ -195,6 +197,12 @@ def test_new_plugin_packages_pass_their_own_tests_install_and_train_together(tmp
     target = tmp_path / "site"
     for folder in folders:
         pip_install(folder, target)
+    # the printed next steps, in order: installed, the package's own tests still pass (the
+    # plugin now comes through its entry point, not registered twice)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *map(str, folders)],
+                          cwd=tmp_path, env={**env, "PYTHONPATH": str(target)}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and "16 passed" in proc.stdout, proc.stdout[-3000:]
     proc = ganforge_cli(target, "plugins")
     for kind in KINDS:
         assert f"[my_{kind}x (ganforge-my-{kind}x 0.1.0)]" in proc.stdout, kind

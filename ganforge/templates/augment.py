@@ -3,6 +3,8 @@ import torch
 
 import ganforge
 
+GANFORGE_PLUGIN_API = 2  # the plugin API this module was written for
+
 
 class MyAugment:
     """Random horizontal flips of half the images. ganforge calls it on every image batch a

@@ -6,6 +6,8 @@ import torch
 import ganforge
 from ganforge.data import TensorDataset
 
+GANFORGE_PLUGIN_API = 2  # the plugin API this module was written for
+
 
 def my_dataset(*, root=None, download=False, n: int = 4096, seed: int = 0):
     """Two interleaved half circles ("two moons") in 2-D, generated: no files.

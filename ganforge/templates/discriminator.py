@@ -5,6 +5,8 @@ from torch import nn
 
 import ganforge
 
+GANFORGE_PLUGIN_API = 2  # the plugin API this module was written for
+
 
 class MyDiscriminator(nn.Module):
     """Samples (N, *in_shape) -> one logit per sample, shape (N,) or (N, 1): no sigmoid (the

@@ -5,6 +5,8 @@ from torch import nn
 
 import ganforge
 
+GANFORGE_PLUGIN_API = 2  # the plugin API this module was written for
+
 
 class MyGenerator(nn.Module):
     """Noise ``z`` (N, z_dim) -> N samples of ``out_shape``; images end in tanh ([-1, 1], the

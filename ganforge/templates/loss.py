@@ -4,6 +4,8 @@ import torch.nn.functional as F
 import ganforge
 from ganforge.plugins.losses import Loss
 
+GANFORGE_PLUGIN_API = 2  # the plugin API this module was written for
+
 
 class MyLoss(Loss):
     """Non-saturating BCE with one-sided label smoothing (Salimans et al. 2016): real targets

@@ -3,6 +3,8 @@ import torch
 
 import ganforge
 
+GANFORGE_PLUGIN_API = 2  # the plugin API this module was written for
+
 
 class MyMetric:
     """Mean distance from each generated sample to its nearest real sample (lower is better).

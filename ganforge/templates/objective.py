@@ -6,6 +6,8 @@ import ganforge
 from ganforge.plugins.objectives import Unconditional
 from ganforge.system import Terms
 
+GANFORGE_PLUGIN_API = 2  # the plugin API this module was written for
+
 
 class MyObjective(Unconditional):
     """The unconditional GAN (networks G and D, phases D then G) with instance noise (Sønderby

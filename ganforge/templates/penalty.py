@@ -3,6 +3,8 @@ import torch
 
 import ganforge
 
+GANFORGE_PLUGIN_API = 2  # the plugin API this module was written for
+
 
 class MyPenalty:
     """R2 (Mescheder et al. 2018): the squared gradient norm of D at the fakes. Called as

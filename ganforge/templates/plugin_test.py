@@ -1,5 +1,6 @@
-"""Tests of the my_part plugin: it registers, and ganforge trains two steps with it (toy data,
-nothing installed: the module is registered by hand, as its entry point would register it)."""
+"""Tests of the my_part plugin: it registers, and ganforge trains two steps with it (toy data).
+They pass before ``pip install .`` (the module is registered by hand, as its entry point would
+register it) and after (ganforge loads it through the entry point)."""
 import json
 import os
 
@@ -15,8 +16,9 @@ OVERRIDES = my_overrides
 
 
 def plugins():
-    pm = PluginManager()  # the built-in parts, and this plugin
-    pm.register(plugin, name="my_part")
+    pm = PluginManager()  # the built-in parts and every installed plugin (this one, once installed)
+    if "my_part" not in pm.plugin_names():  # not installed yet: register it by hand
+        pm.register(plugin, name="my_part")
     return pm
 
 
