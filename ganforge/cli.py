@@ -239,15 +239,15 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     from ganforge.config import _shipped_recipes, find_recipe, load_recipe
 
     if args.action == "list":
+        import shutil
+        import textwrap
+
+        width = max(shutil.get_terminal_size((100, 24)).columns, 80)
         for path in sorted(_shipped_recipes().glob("*.yaml")):
-            comments = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
-            measured = next((c.removeprefix("Measured:").strip() for c in comments if c.startswith("Measured:")),
-                            "not measured yet")
-            text = " ".join(c for c in comments if not c.startswith("Measured:"))
-            first = re.match(r"(.+?\.)(?:\s+[A-Z]|$)", text)  # the first sentence
-            purpose = first.group(1) if first else text
-            print(f"{path.stem:<22} {purpose if len(purpose) <= 160 else purpose[:157] + '...'}\n"
-                  f"{'':<22} measured: {measured}")
+            purpose, measured = recipe_summary(path.read_text())
+            print(textwrap.fill(purpose, width, initial_indent=f"{path.stem:<22} ", subsequent_indent=" " * 23))
+            print(textwrap.fill(f"measured: {measured}", width, initial_indent=" " * 23,
+                                subsequent_indent=" " * 33))
         return 0
     if not args.name:
         raise GanforgeError("ganforge recipe show needs a recipe name or path (ganforge recipe list shows them)")
@@ -255,6 +255,24 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     print(f"# {find_recipe(args.name)}, bases resolved{', with overrides' if args.overrides else ''}")
     print(yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=None).rstrip())
     return 0
+
+
+def recipe_summary(text: str) -> tuple[str, str]:
+    """A recipe file's first sentence and its ``# Measured:`` text (which may run over several
+    comment lines), without the project's internal references (issue numbers, the source
+    repository's benchmarks/RESULTS.md, which an installed package does not have)."""
+    comments = [line[1:].strip() for line in text.splitlines() if line.startswith("#")]
+    at = next((i for i, c in enumerate(comments) if c.startswith("Measured:")), None)
+    about = " ".join(comments if at is None else comments[:at])
+    measured = "not measured yet" if at is None else " ".join(comments[at:]).removeprefix("Measured:").strip()
+
+    def clean(s: str) -> str:
+        s = re.sub(r"\s*\((?:issue #\d+|(?:benchmarks/)?RESULTS\.md[^)]*)\)", "", s)  # internal references
+        s = re.sub(r";\s*(?:benchmarks/)?RESULTS\.md[^;)]*", "", s)
+        return re.sub(r"\s+([,.;:)])", r"\1", re.sub(r"\s{2,}", " ", s)).strip()
+
+    first = re.match(r"(.+?(?<!\bal)(?<!e\.g)(?<!i\.e)\.)(?:\s+[A-Z0-9]|$)", clean(about))  # the first sentence
+    return first.group(1) if first else clean(about), clean(measured)
 
 
 def cmd_new_plugin(args: argparse.Namespace) -> int:

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from ganforge.config import Recipe, load_recipe, recipe_from_dict
@@ -129,9 +131,11 @@ def test_recipe_inheritance(tmp_path, run_cli):
     code, out, _ = run_cli("recipe", "show", tmp_path / "sub" / "leaf.yaml", "train.steps=7")
     assert code == 0 and "name: leaf" in out and "steps: 7" in out and "ndf: 16" in out
     code, out, _ = run_cli("recipe", "list")
-    lines = out.splitlines()
-    row = next(i for i, line in enumerate(lines) if line.startswith("mnist_cgan "))
-    assert code == 0 and "Class-conditional" in lines[row] and "conditional accuracy 98.9%" in lines[row + 1]
+    entry = re.search(r"^mnist_cgan .*?(?=^\S)", out, re.M | re.S).group(0)  # until the next recipe
+    assert code == 0 and entry.startswith("mnist_cgan             Class-conditional MNIST: the networks")
+    assert "measured: conditional accuracy 98.9%" in entry and "one CPU thread." in entry  # whole, wrapped
+    # what an installed package's user can use: no issue numbers, no file of the source repository, nothing cut
+    assert "issue #" not in out and "RESULTS.md" not in out and "..." not in out
 
 
 def test_every_shipped_recipe_says_what_was_measured_with_it():
