@@ -132,7 +132,8 @@ def test_recipe_inheritance(tmp_path, run_cli):
     assert code == 0 and "name: leaf" in out and "steps: 7" in out and "ndf: 16" in out
     code, out, _ = run_cli("recipe", "list")
     entry = re.search(r"^mnist_cgan .*?(?=^\S)", out, re.M | re.S).group(0)  # until the next recipe
-    assert code == 0 and entry.startswith("mnist_cgan             Class-conditional MNIST: the networks")
+    entry = " ".join(entry.split())  # (wrapped to the terminal's width)
+    assert code == 0 and entry.startswith("mnist_cgan Class-conditional MNIST: the networks")
     assert "measured: conditional accuracy 98.9%" in entry and "one CPU thread." in entry  # whole, wrapped
     # what an installed package's user can use: no issue numbers, no file of the source repository, nothing cut
     assert "issue #" not in out and "RESULTS.md" not in out and "..." not in out
