@@ -1,5 +1,13 @@
 """ganforge: train generative adversarial networks at any scale.
 
+From Python (:mod:`ganforge.api`)::
+
+    import ganforge
+
+    state = ganforge.train("toy_grid", ["train.steps=500"])
+    run = ganforge.load_run(state.output_dir)
+    samples = run.generate(16, seed=0)
+
 Quick start for plugin authors::
 
     import ganforge
@@ -15,4 +23,16 @@ from ganforge.hookspecs import hookimpl, hookspec
 from ganforge.manager import PLUGIN_API_VERSION
 
 __version__ = "0.2.0"
-__all__ = ["GanforgeError", "PLUGIN_API_VERSION", "__version__", "hookimpl", "hookspec"]
+__all__ = ["GanforgeError", "PLUGIN_API_VERSION", "PluginManager", "Recipe", "Run", "__version__", "hookimpl",
+           "hookspec", "load_recipe", "load_run", "train"]
+
+_LAZY = {"train": "ganforge.api", "load_run": "ganforge.api", "Run": "ganforge.api",
+         "load_recipe": "ganforge.config", "Recipe": "ganforge.config", "PluginManager": "ganforge.manager"}
+
+
+def __getattr__(name: str):  # the API's heavier modules load on first use (plugin modules import ganforge)
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ganforge' has no attribute '{name}'")

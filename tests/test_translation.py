@@ -349,6 +349,12 @@ def test_mnist_edges_pix2pix_trains_shows_rows_and_translates(tmp_path, digits, 
     assert code == 0, err
     written = sorted((tmp_path / "held").glob("*.png"))
     assert len(written) == 40 and Image.open(written[0]).size == (32, 32)  # the held-out split (40 test digits)
+    import ganforge  # the Python API translates as the CLI does (its PNGs: 8 bits)
+
+    loaded = ganforge.load_run(run)
+    mine = (loaded.translate(loaded.system.held_out().a[:1]) + 1) / 2
+    png = torch.from_numpy(np.asarray(Image.open(written[0]).convert("L"), dtype=np.float32) / 255)  # (saved as RGB)
+    assert mine.shape == (1, 1, 32, 32) and (mine[0, 0] - png).abs().max() <= 0.5 / 255 + 1e-6
     # a folder of images keeps its relative names
     (tmp_path / "mine" / "sub").mkdir(parents=True)
     Image.new("L", (28, 28), 200).save(tmp_path / "mine" / "sub" / "one.png")

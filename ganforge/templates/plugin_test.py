@@ -6,17 +6,15 @@ import os
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+import ganforge  # noqa: E402 - its public API: load_recipe, train, PluginManager
 import ganforge_my_part as plugin  # noqa: E402
-from ganforge.config import load_recipe  # noqa: E402
-from ganforge.engine import train  # noqa: E402
-from ganforge.manager import PluginManager  # noqa: E402
 
 KIND = "my_kind"
 OVERRIDES = my_overrides
 
 
 def plugins():
-    pm = PluginManager()  # the built-in parts and every installed plugin (this one, once installed)
+    pm = ganforge.PluginManager()  # the built-in parts and every installed plugin (this one, once installed)
     if "my_part" not in pm.plugin_names():  # not installed yet: register it by hand
         pm.register(plugin, name="my_part")
     return pm
@@ -28,9 +26,10 @@ def test_the_part_is_registered_with_a_description():
 
 
 def test_ganforge_trains_two_steps_with_it(tmp_path):
-    recipe = load_recipe("toy_grid", [f"out_dir={tmp_path}", "train.steps=2", "log.every=1", "log.eval_every=2",
-                                      "log.progress=false", "log.sample_every=0", "metrics=[]", *OVERRIDES])
-    state = train(recipe, plugins=plugins())
+    recipe = ganforge.load_recipe("toy_grid", [f"out_dir={tmp_path}", "train.steps=2", "log.every=1",
+                                               "log.eval_every=2", "log.progress=false", "log.sample_every=0",
+                                               "metrics=[]", *OVERRIDES])
+    state = ganforge.train(recipe, plugins=plugins())
     assert state.step == 2
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(v == v for r in rows for v in r.values() if isinstance(v, float))  # no NaN
