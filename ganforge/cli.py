@@ -9,7 +9,7 @@
                    [--input FOLDER] [--direction BtoA]  (default: the held-out split)
     ganforge animate RUN                          training film (2-D runs) and sample grids: GIF + HTML
     ganforge report RUN                           one offline HTML page: recipe, machine, curves, samples
-    ganforge plugins [--json]                     every registered part and where it comes from
+    ganforge plugins [--json] [--args NAME]       every registered part and where it comes from; one's arguments
     ganforge recipe list | show NAME [overrides]  shipped recipes; one with its bases resolved
     ganforge new-plugin NAME [--kind KIND]        a ready plugin package (entry point, example, test)
     ganforge bench RECIPE [--steps N]             throughput against plain PyTorch loops
@@ -298,8 +298,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     entries = pm.registry.entries()
     rows = [{
         "kind": e.kind, "name": e.name, "description": e.description, "plugin": e.plugin.name,
-        "distribution": e.plugin.distribution, "version": e.plugin.version,
+        "distribution": e.plugin.distribution, "version": e.plugin.version, "args": e.arguments(),
     } for e in entries]
+    if args.args:
+        return _part_arguments(args.args, [e for e in entries if e.name == args.args], entries)
     if args.json:
         print(json.dumps({"parts": rows, "failed": pm.failed}, indent=1))
         return 0
@@ -313,6 +315,33 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"  {r['name']:<{width}}  {r['description']}  [{source}]")
     for name, error in pm.failed.items():
         print(f"\nFAILED plugin '{name}': {error}")
+    return 0
+
+
+def _part_arguments(name: str, found: list, entries: list) -> int:
+    """``ganforge plugins --args NAME``: each part of that name, its documentation and the
+    arguments a recipe may set under its ``args`` (with defaults), then those ganforge supplies."""
+    import inspect
+
+    from ganforge.errors import did_you_mean
+
+    if not found:
+        names = sorted({e.name for e in entries})
+        raise GanforgeError(f"no part is registered as '{name}'.{did_you_mean(name, names)} "
+                            f"'ganforge plugins' lists them all")
+    for e in found:
+        doc = inspect.getdoc(e.factory) or e.description
+        print(f"{e.kind} '{e.name}' [{e.provider}]")
+        print("\n".join(f"    {line}" for line in doc.splitlines()) if doc else "    (no docstring)")
+        settable = [a for a in e.arguments() if not a["context"]]
+        where = {"dataset": "data.args", "metric": "metrics: [{name, args}]", "penalty": "penalties: [{name, args}]",
+                 }.get(e.kind, f"{e.kind}.args")
+        print(f"  args (in a recipe: {where}):" if settable else "  args: none")
+        for a in settable:
+            print(f"    {a['name']}: {'required' if a['required'] else a['default']!r}")
+        context = [a["name"] for a in e.arguments() if a["context"]]
+        if context:
+            print(f"  set by ganforge: {', '.join(context)}")
     return 0
 
 
@@ -379,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("plugins", help="list every registered part and the plugin providing it")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable, with each part's arguments")
+    p.add_argument("--args", metavar="NAME", help="one part's documentation and arguments (with defaults)")
     p.set_defaults(func=cmd_plugins)
     return parser
 

@@ -38,6 +38,23 @@ class PluginInfo:
     version: str | None = None
 
 
+# what ganforge itself passes to each kind's factory (when it takes them), never a recipe's args
+CONTEXT = {
+    "dataset": ("root", "download"),
+    "objective": ("loss", "z_dim", "sample_shape", "n_critic", "optim", "dataset", "num_classes"),
+    "metric": ("dataset",),
+    "generator": ("z_dim", "out_shape", "in_shape", "num_classes"),
+    "discriminator": ("in_shape", "num_classes"),
+}
+
+
+def _plain(value: Any) -> bool:
+    """A value JSON and YAML show as it is."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 @dataclass(frozen=True)
 class Entry:
     """One registered part."""
@@ -47,6 +64,19 @@ class Entry:
     factory: Callable[..., Any]
     description: str
     plugin: PluginInfo
+
+    def arguments(self) -> list[dict[str, Any]]:
+        """The factory's keyword arguments: ``name``, ``default`` (``None`` and ``required``
+        when it has none) and ``context`` (ganforge supplies it; a recipe does not set it)."""
+        out = []
+        for p in inspect.signature(self.factory).parameters.values():
+            if p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+                continue
+            required = p.default is inspect.Parameter.empty
+            default = None if required else p.default
+            out.append({"name": p.name, "default": default if _plain(default) else repr(default),
+                        "required": required, "context": p.name in CONTEXT.get(self.kind, ())})
+        return out
 
     @property
     def provider(self) -> str:

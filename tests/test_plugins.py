@@ -1,5 +1,6 @@
 """The plugin contract: entry points, isolation, names, hooks."""
 import importlib.metadata
+import json
 import re
 import types
 
@@ -325,3 +326,41 @@ def test_a_plugin_calling_sys_exit_at_import_is_isolated(monkeypatch):
     with pytest.warns(PluginWarning, match="plugin 'exits' failed to load: SystemExit: 3"):
         pm = PluginManager()
     assert "bce" in pm.registry.names("loss")
+
+
+def test_a_dataset_factory_gets_root_and_download_only_if_it_takes_them():
+    """The guide's dataset contract: ganforge's context (root, download) reaches a factory only
+    where its signature has it, so a generated dataset need not accept a root."""
+    pm = PluginManager()
+    seen = {}
+
+    class Datasets:
+        @ganforge.hookimpl
+        def ganforge_register_datasets(self, register):
+            register("generated", lambda *, n=4: seen.setdefault("generated", n))
+            register("from_files", lambda *, root=None, download=False: seen.setdefault("from_files", (root, download)))
+
+    pm.register(Datasets(), name="datasets_here")
+    pm.registry.build("dataset", "generated", {"n": 3}, root="/data", download=False)
+    pm.registry.build("dataset", "from_files", {}, root="/data", download=True)
+    assert seen == {"generated": 3, "from_files": ("/data", True)}
+
+
+def test_plugins_args_shows_a_parts_documentation_and_arguments(run_cli):
+    """What the BiGAN author had to dig out of `recipe show`: a part's arguments with their
+    defaults, which ones a recipe sets and which ganforge supplies (also in --json)."""
+    code, out, _ = run_cli("plugins", "--args", "mlp")
+    assert code == 0
+    gen = out[out.index("generator 'mlp'"):out.index("discriminator 'mlp'")]
+    assert "MLP generator" in gen and "args (in a recipe: generator.args):" in gen
+    assert "hidden: (256, 512, 1024)" in gen and "batchnorm: True" in gen
+    assert "set by ganforge: z_dim, out_shape, num_classes" in gen and "    z_dim:" not in gen
+    code, out, _ = run_cli("plugins", "--args", "toy_grid")
+    assert "args (in a recipe: data.args):" in out and "n: 100000" in out and "root" not in out
+    code, _, err = run_cli("plugins", "--args", "mpl")
+    assert code == 2 and "no part is registered as 'mpl'. Did you mean 'mlp'?" in err and err.count("\n") == 1
+    code, out, _ = run_cli("plugins", "--json")
+    parts = {(p["kind"], p["name"]): p for p in json.loads(out)["parts"]}
+    args = {a["name"]: a for a in parts[("discriminator", "mlp")]["args"]}
+    assert args["hidden"] == {"name": "hidden", "default": [512, 256], "required": False, "context": False}
+    assert args["in_shape"]["context"] and args["in_shape"]["required"]
