@@ -46,7 +46,7 @@ def build_system(recipe: Recipe, registry: Registry, sample_shape: tuple[int, ..
                           f"ganforge.system.GANSystem (see {_UPGRADE})")
     if getattr(system, "loss", None) is None:
         system.loss = loss
-    _check_system(name, system, recipe)
+    _check_system(name, system, recipe, registry)
     return system
 
 
@@ -58,7 +58,7 @@ def _unknown(what: str, names: Iterable[str], known: Iterable[str], where: str) 
                               f"{did_you_mean(n, known)}")
 
 
-def _check_system(name: str, system: GANSystem, recipe: Recipe) -> None:
+def _check_system(name: str, system: GANSystem, recipe: Recipe, registry: Registry) -> None:
     nets, opts = system.networks, system.optimizers
     where = f"objective '{name}'"
     for o_name, o in opts.items():
@@ -73,8 +73,13 @@ def _check_system(name: str, system: GANSystem, recipe: Recipe) -> None:
         if phase.repeats < 1:
             raise PluginError(f"{where}: phase '{phase.name}' repeats {phase.repeats} times; it must be >= 1")
     for n, spec in nets.items():
-        if spec.kind not in ("generator", "discriminator"):
-            raise PluginError(f"{where}: network '{n}' has kind '{spec.kind}'; it must be generator or discriminator")
+        if not (isinstance(spec.kind, str) and spec.kind.isidentifier()):
+            raise PluginError(f"{where}: network '{n}' has kind {spec.kind!r}; a kind is a name (generator, "
+                              f"discriminator, or another such as encoder)")
+        if spec.registry_kind == "network" and spec.default is None and n not in recipe.networks:
+            raise ConfigError(f"network '{n}' ({spec.kind}) of {where} has no default; name the network that "
+                              f"builds it: networks: {{{n}: {{name: ...}}}} (registered networks: "
+                              f"{', '.join(registry.names('network')) or 'none'})")
     _unknown("network", recipe.networks, nets, "the recipe's 'networks' section")
     _unknown("optimizer", recipe.optimizers, opts, "the recipe's 'optimizers' section")
     _unknown("phase", recipe.phases, [p.name for p in system.phases], "the recipe's 'phases' section")
@@ -102,8 +107,11 @@ def _check_system(name: str, system: GANSystem, recipe: Recipe) -> None:
 
 def network_parts(recipe: Recipe, system: GANSystem) -> dict[str, Part]:
     """Which registered part builds each network: ``networks.<name>`` when the recipe has it,
-    else the ``generator:`` / ``discriminator:`` shorthand for its kind."""
-    return {n: recipe.networks.get(n) or getattr(recipe, spec.kind) for n, spec in system.networks.items()}
+    else the system's ``default`` for it, else the ``generator:`` / ``discriminator:``
+    shorthand for its kind."""
+    return {n: recipe.networks.get(n) or (Part(spec.default, dict(spec.args)) if spec.default else
+                                          getattr(recipe, spec.kind))
+            for n, spec in system.networks.items()}
 
 
 def build_networks(recipe: Recipe, registry: Registry, system: GANSystem, *, check: bool = True) -> dict[str, nn.Module]:
@@ -114,7 +122,7 @@ def build_networks(recipe: Recipe, registry: Registry, system: GANSystem, *, che
         spec = system.networks[n]
         _check_context(recipe, registry, n, spec, part)
         try:
-            nets[n] = registry.build(spec.kind, part.name, part.args, **spec.context)
+            nets[n] = registry.build(spec.registry_kind, part.name, part.args, **spec.context)
         except ConfigError as err:
             raise ConfigError(f"network '{n}': {err}") from None
     if not check:
@@ -134,7 +142,7 @@ def build_networks(recipe: Recipe, registry: Registry, system: GANSystem, *, che
 def _check_context(recipe: Recipe, registry: Registry, name: str, spec: Any, part: Part) -> None:
     """A network that needs what its objective does not give (an image-to-image U-Net under
     the unconditional objective, a noise generator under pix2pix) is one clear error."""
-    params = inspect.signature(registry.get(spec.kind, part.name).factory).parameters
+    params = inspect.signature(registry.get(spec.registry_kind, part.name).factory).parameters
     needed = [p for p, v in params.items() if v.default is inspect.Parameter.empty
               and v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p not in spec.context and p not in part.args]
     if needed:

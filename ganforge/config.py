@@ -26,6 +26,7 @@ from typing import Any, Union
 import yaml
 
 from ganforge.errors import ConfigError, did_you_mean
+from ganforge.recipe_files import _shipped_recipes, find_recipe, plugin_recipes, read_recipe_file  # noqa: F401
 from ganforge.yamlfile import load_yaml as _yaml
 from ganforge.validate import PRECISIONS, validate  # noqa: F401 - PRECISIONS is part of this API
 
@@ -324,48 +325,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"Override '{text}': '{'.'.join(keys[:-1])}' has {len(node)} entries "
                               f"(indices 0 to {len(node) - 1}); set the whole list instead") from None
     return data
-
-
-def _shipped_recipes() -> Path:
-    """ganforge's own recipes: ``recipes/`` of the source tree, installed as ``ganforge.recipes``."""
-    try:
-        import ganforge.recipes as shipped
-
-        return Path(next(iter(shipped.__path__)))
-    except (ImportError, StopIteration):  # pragma: no cover - an unusual install
-        return Path(__file__).resolve().parent.parent / "recipes"
-
-
-def find_recipe(name_or_path: str) -> Path:
-    """A recipe path, or a bare name looked up in ./recipes and in ganforge's own recipes."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    here = _shipped_recipes()
-    candidates = [Path("recipes") / f"{name_or_path}.yaml", here / f"{name_or_path}.yaml"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    known = sorted({p.stem for d in (Path("recipes"), here) if d.is_dir() for p in d.glob("*.yaml")})
-    raise ConfigError(
-        f"Recipe '{name_or_path}' not found (looked at {path} and "
-        f"{', '.join(str(c) for c in candidates)}). Known recipes: {', '.join(known) or 'none'}."
-        f"{did_you_mean(path.stem, known)}"
-    )
-
-
-def read_recipe_file(path: Path) -> dict[str, Any]:
-    """A recipe file's mapping (its ``base``, if any, not yet resolved)."""
-    try:
-        raw = _yaml(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"Recipe {path} is not valid YAML: {err}") from None
-    if raw is None:
-        raise ConfigError(f"Recipe {path} is empty; a recipe holds at least the keys that differ from the "
-                          f"defaults (e.g. data: {{name: toy_grid}})")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Recipe {path} must be a mapping of keys, got {type(raw).__name__}")
-    return raw
 
 
 def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = None,

@@ -25,7 +25,7 @@ called on the main process only, and their return value is ignored.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
@@ -69,6 +69,35 @@ def ganforge_register_discriminators(register: Register) -> None:
     take ``in_shape`` raises ``ValueError`` saying which shapes it supports.
 
     :param register: call ``register(name, factory, description=None)`` once per discriminator.
+    """
+
+
+@hookspec
+def ganforge_register_networks(register: Register) -> None:
+    """Register networks of other kinds than generator and discriminator (an encoder, a
+    classifier, a feature extractor).
+
+    Called once when the registry is built. A system declares such a network as
+    ``Network(kind="encoder", context={...}, default="mlp_encoder")``; it is built from these
+    factories, called as ``factory(**context, **args)`` (the context names the factory accepts),
+    from the recipe's ``networks.<name>`` or else the system's ``default`` (so a recipe need not
+    name it). Returns an ``nn.Module``.
+
+    :param register: call ``register(name, factory, description=None)`` once per network.
+    """
+
+
+@hookspec
+def ganforge_register_recipes(register: Callable[..., None]) -> None:
+    """Register recipes a plugin package ships, so that ``ganforge train NAME`` finds them.
+
+    Called when a recipe name is looked up and by ``ganforge recipe list``, which shows each
+    with its package. A recipe in ``./recipes`` or among ganforge's own of the same name comes
+    first.
+
+    :param register: call ``register(name, path)`` once per recipe, ``path`` a YAML file
+        inside the package (``Path(__file__).with_name("my_recipe.yaml")``; list it as package
+        data in the package's ``pyproject.toml``).
     """
 
 

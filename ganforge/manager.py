@@ -23,6 +23,7 @@ import importlib.metadata
 import os
 import warnings
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -186,6 +187,23 @@ class PluginManager:
                 continue  # build again without it
             self._registry = registry
         return self._registry
+
+    def recipes(self) -> dict[str, tuple[Path, PluginInfo]]:
+        """The recipes plugin packages ship (``ganforge_register_recipes``), by name, with
+        the plugin that registered each. A name registered twice is a :class:`PluginError`."""
+        found: dict[str, tuple[Path, PluginInfo]] = {}
+        for impl in self.pm.hook.ganforge_register_recipes.get_hookimpls():
+            name = self.pm.get_name(impl.plugin)
+            info = self.info.get(name) or PluginInfo(name, repr(impl.plugin))
+
+            def register(recipe: str, path: Any, info: PluginInfo = info) -> None:
+                if recipe in found:
+                    raise PluginError(f"recipe '{recipe}' is registered by plugin '{found[recipe][1].name}' and by "
+                                      f"plugin '{info.name}'; uninstall or disable one ({ENV_DISABLE_PLUGINS})")
+                found[recipe] = (Path(path), info)
+
+            impl.function(register=register)
+        return found
 
     # --------------------------------------------------------------------- lifecycle hooks
     def train_start(self, state: Any) -> None:

@@ -19,6 +19,7 @@ PLURALS = {"loss": "losses", "penalty": "penalties"}
 KINDS: dict[str, str] = {
     "generator": "ganforge_register_generators",
     "discriminator": "ganforge_register_discriminators",
+    "network": "ganforge_register_networks",  # networks of the other kinds a system declares (an encoder)
     "loss": "ganforge_register_losses",
     "penalty": "ganforge_register_penalties",
     "objective": "ganforge_register_objectives",

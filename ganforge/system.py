@@ -43,16 +43,28 @@ __all__ = ["GANSystem", "Judged", "Judgement", "Network", "Optimizer", "Phase", 
 class Network:
     """One network of a system.
 
-    :param kind: the registry kind it is built from: ``"generator"`` or ``"discriminator"``.
+    :param kind: ``"generator"`` or ``"discriminator"`` (built from those registries; the
+        recipe's ``generator:`` / ``discriminator:`` sets every network of the kind), or any
+        other kind, e.g. ``"encoder"``, built from the networks registered with
+        ``ganforge_register_networks``. Penalties apply to networks of their kind.
     :param context: what ganforge passes its factory besides the recipe's ``args``
         (generators: ``z_dim``, ``out_shape``; discriminators: ``in_shape``; a system may pass
         other shapes, e.g. an image-to-image generator's input shape as ``z_dim``).
     :param ema: keep an exponential moving average of it (``train.ema``); samples use it.
+    :param default: the registered part that builds it when the recipe's ``networks.<name>``
+        does not (with ``args``), so a recipe need not name it; required for other kinds.
     """
 
     kind: str
     context: dict[str, Any] = field(default_factory=dict)
     ema: bool = False
+    default: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def registry_kind(self) -> str:
+        """The registry a network of this kind is built from."""
+        return self.kind if self.kind in ("generator", "discriminator") else "network"
 
 
 @dataclass
