@@ -24,9 +24,9 @@ from ganforge.manager import PLUGIN_API_VERSION
 
 __version__ = "0.2.0"
 __all__ = ["GanforgeError", "PLUGIN_API_VERSION", "PluginManager", "Recipe", "Run", "__version__", "hookimpl",
-           "hookspec", "load_recipe", "load_run", "train"]
+           "hookspec", "load_pretrained", "load_recipe", "load_run", "train"]
 
-_LAZY = {"train": "ganforge.api", "load_run": "ganforge.api", "Run": "ganforge.api",
+_LAZY = {"load_pretrained": "ganforge.export", "train": "ganforge.api", "load_run": "ganforge.api", "Run": "ganforge.api",
          "load_recipe": "ganforge.config", "Recipe": "ganforge.config", "PluginManager": "ganforge.manager"}
 
 

@@ -9,6 +9,7 @@
                    [--input FOLDER] [--direction BtoA]  (default: the held-out split)
     ganforge animate RUN                          training film (2-D runs) and sample grids: GIF + HTML
     ganforge report RUN                           one offline HTML page: recipe, machine, curves, samples
+    ganforge export RUN --out DIR [--push REPO]   sampling networks + config.json + model card (Hub convention)
     ganforge plugins [--json] [--args NAME]       every registered part and where it comes from; one's arguments
     ganforge recipe list | show NAME [overrides]  shipped recipes; one with its bases resolved
     ganforge new-plugin NAME [--kind KIND]        a ready plugin package (entry point, example, test)
@@ -231,6 +232,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from ganforge.export import export_run, push
+
+    out = export_run(args.run, args.out, ema=not args.no_ema)
+    print(f"exported to {out}: model.safetensors, config.json, README.md (load: ganforge.load_pretrained({str(out)!r}))")
+    if args.push:
+        print(f"uploaded: {push(out, args.push)}")
+    return 0
+
+
 def cmd_new_plugin(args: argparse.Namespace) -> int:
     from ganforge.scaffold import new_plugin
 
@@ -293,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", default="AtoB", help="AtoB (default) or BtoA (cyclegan)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
     p.set_defaults(func=cmd_translate)
+    p = sub.add_parser("export", help="a run's sampling networks as a folder in the Hugging Face Hub's convention")
+    p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
+    p.add_argument("--out", required=True, help="a new folder: model.safetensors, config.json, README.md")
+    p.add_argument("--no-ema", action="store_true", help="the raw networks, not their EMA copies")
+    p.add_argument("--push", metavar="REPO", help="also upload the folder to this Hub model repository")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("recipe", help="list the shipped recipes, or show one with its bases resolved")
     p.add_argument("action", choices=["list", "show"])
     p.add_argument("name", nargs="?", help="show: a recipe name or path")

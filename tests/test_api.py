@@ -62,3 +62,18 @@ def test_the_readme_python_block_runs_as_written(tmp_path, monkeypatch, capsys):
     exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - the documented snippet, as written
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert out == f"300 {Path('runs/toy_api/checkpoints/step-00000300')} torch.Size([1000, 2])"
+
+
+def test_the_readme_export_command_runs_as_written(tmp_path, monkeypatch, run_cli):
+    """README's `ganforge export runs/toy_api --out toy_model` and load_pretrained, on the run
+    of the README's Python block."""
+    import re
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    command = re.search(r"`ganforge export (runs/toy_api --out toy_model)`", readme).group(1).split()
+    monkeypatch.chdir(tmp_path)
+    ganforge.train("toy_grid", ["train.steps=20", "out_dir=runs/toy_api", *QUICK])
+    code, _, err = run_cli("export", *command)
+    assert code == 0, err
+    assert torch.equal(ganforge.load_pretrained("toy_model").generate(8), ganforge.load_run("runs/toy_api").generate(8))

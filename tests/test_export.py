@@ -1,0 +1,74 @@
+"""``ganforge export`` and ``ganforge.load_pretrained`` (issue #28, item 5): a trained run's
+sampling networks in the Hub's convention, loaded elsewhere with the same samples."""
+import json
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ganforge
+
+QUICK = ["log.progress=false", "log.sample_every=0", "log.film_every=0", "log.animate=false"]
+
+
+@pytest.fixture
+def toy_run(tmp_path):
+    run = tmp_path / "run"
+    ganforge.train("toy_grid", [f"out_dir={run}", "train.steps=30", "data.args.n=640", "log.eval_every=30",
+                                "log.eval_samples=500", *QUICK])
+    return run
+
+
+def test_an_export_loads_elsewhere_and_samples_as_the_run(toy_run, tmp_path, run_cli, monkeypatch):
+    code, out, err = run_cli("export", toy_run, "--out", tmp_path / "toy_export")
+    assert code == 0, err
+    folder = tmp_path / "toy_export"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "samples.png"]
+    weights = load_file(str(folder / "model.safetensors"))
+    assert weights and all(k.startswith("G.") for k in weights)  # the sampling network only, no D
+    config = json.loads((folder / "config.json").read_text())
+    assert config["networks"] == {"G": {"kind": "generator", "name": "mlp", "args": {"hidden": [256, 256, 256],
+                                                                                   "batchnorm": False}, "ema": True}}
+    assert config["step"] == 30 and config["sample_shape"] == [2] and config["recipe"]["name"] == "toy_grid"
+    pretrained = ganforge.load_pretrained(folder)
+    run = ganforge.load_run(toy_run)
+    assert torch.equal(pretrained.generate(200, seed=2), run.generate(200, seed=2))  # EMA weights, same draw
+    card = (folder / "README.md").read_text()
+    assert "| mixture/modes_total | 25 |" in card and "30 steps on `toy_grid`" in " ".join(card.split())
+    # the card's lines to load it run as written, from the folder's parent
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102
+    assert torch.equal(scope["samples"], run.generate(16, seed=0))
+
+
+def test_export_refuses_a_used_folder_and_load_pretrained_a_foreign_one(toy_run, tmp_path, run_cli):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    code, _, err = run_cli("export", toy_run, "--out", tmp_path / "busy")
+    assert code == 2 and "exists and is not empty" in err and err.count("\n") == 1
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["keep.txt"]
+    with pytest.raises(ganforge.GanforgeError, match="is not a ganforge export"):
+        ganforge.load_pretrained(tmp_path / "busy")
+
+
+def test_push_uploads_the_export_folder(toy_run, tmp_path, run_cli, monkeypatch):
+    """--push hands the folder to huggingface_hub (the upload itself needs a network: faked)."""
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo, **kw):
+            calls.append(("create", repo, kw["repo_type"]))
+
+        def upload_folder(self, folder_path, repo_id, **kw):
+            calls.append(("upload", sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir()), repo_id))
+            return "https://huggingface.co/me/toy/commit/1"
+
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    code, out, err = run_cli("export", toy_run, "--out", tmp_path / "e", "--push", "me/toy")
+    assert code == 0, err
+    assert calls == [("create", "me/toy", "model"),
+                     ("upload", ["README.md", "config.json", "model.safetensors", "samples.png"], "me/toy")]
+    assert "uploaded: https://huggingface.co/me/toy/commit/1" in out
