@@ -208,10 +208,18 @@ def make_accelerator(recipe: Recipe, sample_shape: tuple[int, ...] | None = None
     # cpu: several processes on a machine without GPUs train on the CPU over gloo (MULTI_CPU),
     # however they were launched (`--multi_gpu`, a MULTI_GPU config, torchrun), instead of as
     # independent single-process runs
+    from accelerate.utils import ProjectConfiguration
+
+    from ganforge.trackers import check_trackers, tracker_names
+
+    trackers = tracker_names(recipe)
+    check_trackers(trackers)  # (a missing package: one line, before anything is written)
+    out = recipe.output_dir.resolve()
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=precision,
-        log_with="wandb" if recipe.log.wandb else None,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tb")),
         # non_blocking: batches from pinned memory (make_loader pins on CUDA) are copied to
         # the GPU asynchronously instead of blocking the host
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=recipe.seed,

@@ -157,7 +157,8 @@ class Log:
     eval_every: int = 0  # steps between metric evaluations; 0 = only at the end
     eval_samples: int = 2500
     eval_batch_size: int = 500  # samples generated per forward pass in an evaluation (each process a share)
-    wandb: bool = False  # log to Weights & Biases through Accelerate's tracker
+    trackers: list[str] = field(default_factory=list)  # Accelerate's trackers: tensorboard, wandb, mlflow, aim, ...
+    wandb: bool = False  # log to Weights & Biases through Accelerate's tracker (short for trackers: [wandb])
     wandb_project: str = "ganforge"
     progress: bool = True
     film_every: int = 0  # 2-D data: a training-film frame at the first log step N steps after the last; 0 = off

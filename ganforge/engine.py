@@ -34,7 +34,8 @@ from ganforge.errors import ConfigError, DatasetError, GanforgeError
 from ganforge.manager import PluginManager, get_plugin_manager
 from ganforge.resume import resume_or_refuse, save_checkpoint
 from ganforge.optim import make_optimizers
-from ganforge.sampling import evaluate, init_wandb, write_samples
+from ganforge.sampling import evaluate, write_samples
+from ganforge.trackers import init_trackers, tracker_names
 from ganforge.state import TrainState
 from ganforge.capture import reasons_against
 from ganforge.step import TrainStep
@@ -137,8 +138,8 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
     stepper, main = state.stepper, acc.is_main_process
     fixed_noise = state.system.grid_noise(log.n_samples, acc.device, torch.Generator(acc.device).manual_seed(cfg.seed))
     metrics_file = state.output_dir / "metrics.jsonl"
-    if cfg.log.wandb:
-        init_wandb(acc, cfg)
+    if tracker_names(cfg):  # log.trackers (and log.wandb): Accelerate's trackers, files in the run folder
+        init_trackers(acc, cfg)
 
     if main:
         plugins.train_start(state)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from ganforge import plots
 from ganforge.data import samples_at
 from ganforge.files import atomic_path
 
-__all__ = ["evaluate", "evaluate_samples", "generate", "init_wandb", "read_sample_file", "rows", "sampling_mode", "sharded_generate",
+__all__ = ["evaluate", "evaluate_samples", "generate", "read_sample_file", "rows", "sampling_mode", "sharded_generate",
            "write_sample_file", "write_samples"]
 
 
@@ -77,10 +76,10 @@ def write_samples(state: Any, noise: Any, stem: str) -> Path | None:
         plots.save_scatter(more, data, path, f"{state.config.name}: step {state.step}")
     else:
         plots.save_grid(samples, path, state.system.grid_nrow)
-    if state.config.log.wandb:
-        import wandb
+    if state.accelerator.trackers:  # log.trackers: the grid to those that take images
+        from ganforge.trackers import log_image
 
-        state.accelerator.log({"samples": wandb.Image(str(path))}, step=state.step)
+        log_image(state.accelerator, path, state.step)
     return path
 
 
@@ -207,12 +206,3 @@ def read_sample_file(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: torch.from_numpy(data[k]) for k in data.files}
     return arrays["samples"], arrays.get("labels")
-
-
-def init_wandb(acc: Any, cfg: Any) -> None:
-    """Accelerate's wandb tracker; offline (no network) when there is no API key."""
-    if not os.environ.get("WANDB_MODE") and not os.environ.get("WANDB_API_KEY"):
-        os.environ["WANDB_MODE"] = "offline"
-        acc.print("wandb: no WANDB_API_KEY, logging offline (upload later with `wandb sync`)")
-    acc.init_trackers(cfg.log.wandb_project, config=cfg.to_dict(),
-                      init_kwargs={"wandb": {"name": cfg.name, "dir": str(cfg.output_dir)}})
