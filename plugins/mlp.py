@@ -1,4 +1,4 @@
-"""Multilayer-perceptron generator and discriminator.
+"""Multilayer-perceptron generator, discriminator and encoder.
 
 Class-conditional when the objective passes ``num_classes`` (``objective=conditional``): G's
 ``cond`` is ``cbn`` (class-conditional BatchNorm, needs ``batchnorm``) or ``concat`` (a one-hot
@@ -22,7 +22,7 @@ from ganforge import hookimpl
 from ganforge.layers import (ConditionalBatchNorm, check_condition, discriminator_forward, needs_labels, one_hot,
                              run_conditional)
 
-__all__ = ["MLPDiscriminator", "MLPGenerator"]
+__all__ = ["MLPDiscriminator", "MLPEncoder", "MLPGenerator"]
 
 
 def _activation(name: str) -> nn.Module:
@@ -86,6 +86,23 @@ class MLPDiscriminator(nn.Module):
         return discriminator_forward(self, x, y, codes, spatial=False)
 
 
+class MLPEncoder(nn.Module):
+    """Samples ``(N, *in_shape)`` -> codes ``(N, z_dim)`` (BiGAN's / ALI's encoder E)."""
+
+    def __init__(self, in_shape: Sequence[int], z_dim: int, hidden: Sequence[int], activation: str):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(in_shape)
+        for h in hidden:
+            layers += [nn.Linear(width, h), _activation(activation)]
+            width = h
+        layers.append(nn.Linear(width, z_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 def _check_hidden(hidden) -> None:
     if isinstance(hidden, (int, float)) or not all(isinstance(h, int) and h > 0 for h in hidden):
         raise ValueError(f"hidden is a list of layer widths, each >= 1 (e.g. [256, 256]), got {hidden}")
@@ -116,6 +133,19 @@ def mlp_discriminator(*, in_shape: Sequence[int], hidden: Sequence[int] = (512, 
     _check_hidden(hidden)
     cond = check_condition("discriminator", cond, num_classes)
     return MLPDiscriminator(in_shape, list(hidden), activation, spectral_norm, num_classes, cond, codes)
+
+
+def mlp_encoder(*, in_shape: Sequence[int], z_dim: int, hidden: Sequence[int] = (512, 256),
+                activation: str = "leaky_relu") -> MLPEncoder:
+    """MLP encoder: samples of ``in_shape`` -> codes of ``z_dim`` (a network of kind
+    ``encoder`` in a system such as BiGAN)."""
+    _check_hidden(hidden)
+    return MLPEncoder(in_shape, z_dim, list(hidden), activation)
+
+
+@hookimpl
+def ganforge_register_networks(register):
+    register("mlp_encoder", mlp_encoder)
 
 
 @hookimpl

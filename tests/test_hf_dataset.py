@@ -1,0 +1,111 @@
+"""Hugging Face ``datasets`` as a dataset plugin (issue #28, item 3): an image folder and
+parquet files built here on disk (no network), with labels for a conditional run; bitwise
+resume; two processes over gloo."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ganforge.config import load_recipe
+from ganforge.engine import train
+from ganforge.errors import DatasetError
+from ganforge.manager import PluginManager
+from test_reliability import _assert_bitwise_resume
+
+QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0", "log.film_every=0", "log.animate=false"]
+TINY = ["generator.args={ngf: 8, fc: 32, cond: cbn}", "discriminator.args={ndf: 8, fc: 32, norm: none, cond: projection}",
+        "data.batch_size=16"]
+
+
+def _digits(n=60, size=28, seed=0):
+    """n grey images: class k has a bright square at a class-dependent place."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for i in range(n):
+        k = i % 3
+        x = rng.integers(0, 40, (size, size), dtype=np.uint8)
+        x[4 + 6 * k: 10 + 6 * k, 4:20] = 230
+        images.append(x)
+        labels.append(k)
+    return images, labels
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    root = tmp_path / "folder"
+    for i, (x, k) in enumerate(zip(*_digits(), strict=True)):
+        (root / f"class{k}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x).save(root / f"class{k}" / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def parquet_dir(tmp_path):
+    import datasets
+
+    images, labels = _digits(seed=1)
+    features = datasets.Features({"picture": datasets.Image(), "digit": datasets.ClassLabel(names=["a", "b", "c"])})
+    ds = datasets.Dataset.from_dict({"picture": [Image.fromarray(x) for x in images], "digit": labels}, features=features)
+    root = tmp_path / "parquet"
+    root.mkdir()
+    ds.to_parquet(str(root / "train-00000.parquet"))
+    return root, images, labels
+
+
+def _build(root, **args):
+    return PluginManager().registry.build("dataset", "hf_dataset", args, root=str(root), download=False)
+
+
+def test_an_image_folder_gives_images_and_class_labels(image_folder):
+    ds = _build(image_folder)
+    assert len(ds) == 60 and ds.sample_shape == (1, 28, 28) and ds.num_classes == 3
+    assert ds.data.dtype == torch.uint8 and sorted(ds.labels.tolist()) == sorted([i % 3 for i in range(60)])
+    small = _build(image_folder, size=16, channels=3, label_column=None)
+    assert small.sample_shape == (3, 16, 16) and small.labels is None
+
+
+def test_parquet_columns_found_by_feature_and_pixels_kept(parquet_dir):
+    root, images, labels = parquet_dir
+    ds = _build(root)
+    assert ds.num_classes == 3 and ds.labels.tolist() == labels  # the ClassLabel column, in order
+    assert torch.equal(ds.data[:, 0], torch.from_numpy(np.stack(images)))  # the Image column, exact bytes
+    with pytest.raises(DatasetError, match="image_column 'img' is not a column; columns: picture, digit"):
+        _build(root, image_column="img")
+
+
+def test_offline_and_bad_sources_are_one_line(tmp_path):
+    with pytest.raises(DatasetError, match="reading it from the Hub needs a network and data.download: true"):
+        PluginManager().registry.build("dataset", "hf_dataset", {"path": "ylecun/mnist"}, root=None, download=False)
+    with pytest.raises(DatasetError, match="is not a folder"):
+        _build(tmp_path / "missing")
+
+
+def test_a_conditional_run_on_parquet_reads_the_labels_and_resumes_exactly(tmp_path, parquet_dir):
+    root, _, _ = parquet_dir
+    out = tmp_path / "run"
+    state = train(load_recipe("mnist_cgan", [f"out_dir={out}", "data.name=hf_dataset", f"data.root={root}",
+                                             "train.steps=4", *TINY, *QUICK]))
+    assert state.system.num_classes == 3 and state.step == 4
+    recipe = ["objective=conditional", "data.name=hf_dataset", f"data.root={root}", "generator=infogan",
+              "discriminator=infogan", "train.ema=0.9", "log.every=2", *TINY, *QUICK]
+    _assert_bitwise_resume(tmp_path / "resume", recipe, 4)  # 3 batches of 16 an epoch: stops mid-epoch
+
+
+@pytest.mark.slow
+def test_two_processes_train_on_an_image_folder(tmp_path, image_folder):
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "ganforge", "train", "mnist_cgan", f"out_dir={out}", "data.name=hf_dataset",
+                           f"data.root={image_folder}", "train.steps=4", "log.every=2", *TINY, *QUICK],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["processes"] == 2
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
