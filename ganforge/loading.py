@@ -96,7 +96,7 @@ def input_images(folder: Path, shape, direction):
     import torch
     from torchvision.transforms.v2 import functional as TF
 
-    from ganforge.plugins.image_folder import EXTENSIONS, open_image
+    from ganforge.plugins.image.image_folder import EXTENSIONS, open_image
 
     if not folder.is_dir():
         raise GanforgeError(f"--input {folder} is not a folder of images")

@@ -4,7 +4,7 @@
 
 Reproducible: fixed seed, the MNIST training set only, 3 epochs of Adam with light
 random-shift augmentation; prints the test accuracy (>= 99% expected) and writes
-plugins/assets/mnist_classifier.safetensors.
+plugins/image/assets/mnist_classifier.safetensors.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ganforge.plugins.idx import mnist
-from ganforge.plugins.mnist_classifier import WEIGHTS, MNISTClassifier
+from ganforge.plugins.image.idx import mnist
+from ganforge.plugins.image.mnist_classifier import WEIGHTS, MNISTClassifier
 
 
 def accuracy(model, dataset, batch=1000):

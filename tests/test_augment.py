@@ -137,7 +137,7 @@ def test_a_pair_discriminator_is_augmented_as_pairs():
     aug.remove()
     nets["D"](torch.zeros(4, 6, 8, 8))
     assert len(spy.calls) == 1
-    from ganforge.plugins.pix2pix import Pix2Pix
+    from ganforge.plugins.translation.pix2pix import Pix2Pix
     assert Pix2Pix.images_per_input == 2
 
 

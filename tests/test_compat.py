@@ -65,17 +65,17 @@ def test_a_format_1_checkpoint_samples(tmp_path):
 
 def test_builtin_plugins_have_one_source_and_load_without_autoload(monkeypatch, tmp_path, mnist_dir):
     """The built-ins registered by hand (autoload off) are exactly ganforge's entry points and
-    every plugin module in plugins/; mnist_fc_r1 (InfoGAN's networks) builds that way."""
+    every plugin module under plugins/ (its family folders included); mnist_fc_r1 (InfoGAN's networks) builds that way."""
     import ganforge.plugins
     from ganforge.manager import PluginManager, builtin_plugins
 
     folder = Path(ganforge.plugins.__file__).parent
-    modules = {p.stem for p in folder.glob("*.py")
-               if p.stem != "__init__" and "@hookimpl" in p.read_text()}
-    assert set(builtin_plugins()) == modules and "infogan" in modules
+    modules = {"ganforge.plugins." + ".".join(p.relative_to(folder).with_suffix("").parts)
+               for p in folder.rglob("*.py") if "@hookimpl" in p.read_text() and "ganforge-sngan" not in p.parts}
+    assert set(builtin_plugins().values()) == modules and "ganforge.plugins.image.infogan" in modules
     monkeypatch.setenv("GANFORGE_DISABLE_PLUGIN_AUTOLOAD", "1")
     pm = PluginManager()
-    assert set(pm.plugin_names()) == modules
+    assert set(pm.plugin_names()) == set(builtin_plugins())
     state = train(load_recipe("mnist_fc_r1", [f"out_dir={tmp_path}", f"data.root={mnist_dir}", "train.steps=1",
                                               "data.batch_size=8", "log.progress=false", "metrics=[]",
                                               "log.sample_every=0"]), plugins=pm)

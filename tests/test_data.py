@@ -202,8 +202,8 @@ def test_a_truncated_image_is_skipped_with_its_name_and_a_broken_folder_is_one_e
     """A damaged file in a large folder must not end a run: it is skipped (the next image is
     used) with a warning naming it; many unreadable files in a row are one clear error. The
     same for class folders and the pix2pix/CycleGAN folders."""
-    from ganforge.plugins.image_folder import MAX_SKIPS, image_folder
-    from ganforge.plugins.translation_data import unpaired_folder
+    from ganforge.plugins.image.image_folder import MAX_SKIPS, image_folder
+    from ganforge.plugins.translation.data import unpaired_folder
 
     root = tmp_path / "imgs"
     (root / "cls").mkdir(parents=True)

@@ -49,7 +49,7 @@ def test_eval_names_the_checkpoint_it_used_and_a_2d_picture_has_no_empty_data_en
 
 
 def test_read_idx_takes_a_str_path(tmp_path):
-    from ganforge.plugins.idx import read_idx
+    from ganforge.plugins.image.idx import read_idx
 
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     path = write_idx(tmp_path / "x-idx3-ubyte", array)

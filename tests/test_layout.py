@@ -8,7 +8,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _modules():
     out = {}
-    for folder, package in (("ganforge", "ganforge"), ("plugins", "ganforge.plugins")):
+    for folder, package in (("ganforge", "ganforge"), ("plugins", "ganforge.plugins"),
+                            ("plugins/image", "ganforge.plugins.image"), ("plugins/translation", "ganforge.plugins.translation")):
         for path in (REPO / folder).glob("*.py"):
             out[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
     return out
@@ -43,8 +44,14 @@ def test_no_import_cycles():
         if m not in state:
             visit(m, [m])
     # the model plugins do not import the objectives plugin; the engine does not import the step back
-    assert "ganforge.plugins.objectives" not in graph["ganforge.plugins.dcgan"] | graph["ganforge.plugins.infogan"]
+    assert "ganforge.plugins.objectives" not in graph["ganforge.plugins.image.dcgan"] | graph["ganforge.plugins.image.infogan"]
     assert "ganforge.engine" not in graph["ganforge.step"]
+
+
+def test_plugin_folders_stay_small_enough_to_scan():
+    """The guide: past ~25 files a folder is grouped by family (image/, translation/, ...)."""
+    for folder in [REPO / "plugins", *(p for p in (REPO / "plugins").iterdir() if (p / "__init__.py").exists())]:
+        assert len(list(folder.glob("*.py"))) <= 25, folder
 
 
 def test_the_loop_reads_in_one_short_file_and_no_module_is_oversized():

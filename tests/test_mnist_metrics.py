@@ -6,7 +6,7 @@ import torch
 
 from conftest import SHARED_MNIST, make_mnist_like
 from ganforge.manager import PluginManager
-from ganforge.plugins.mnist_metrics import classifier_score, frechet_distance, precision_recall
+from ganforge.plugins.image.mnist_metrics import classifier_score, frechet_distance, precision_recall
 
 REG = PluginManager().registry
 
@@ -62,7 +62,7 @@ needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs the re
 
 @needs_mnist
 def test_shipped_classifier_accuracy_on_the_real_test_set():
-    from ganforge.plugins.mnist_classifier import load_classifier
+    from ganforge.plugins.image.mnist_classifier import load_classifier
 
     test = REG.build("dataset", "mnist", {"split": "test"}, root=str(SHARED_MNIST), download=False)
     model = load_classifier()

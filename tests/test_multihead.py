@@ -8,7 +8,7 @@ import torch
 from ganforge.config import load_recipe
 from ganforge.engine import train
 from ganforge.plugins.losses import BCE, Hinge, RelativisticAverage
-from ganforge.plugins.patchgan import MultiscalePatchGAN
+from ganforge.plugins.translation.patchgan import MultiscalePatchGAN
 from ganforge.plugins.penalties import R1
 from ganforge.system import Judgement, d_adversarial, feature_matching, g_adversarial, heads, logit_sum
 

@@ -27,7 +27,7 @@ def stacked(root, **args):
 
 # ------------------------------------------------------------------ Stacked MNIST
 def test_stacked_dataset_draws_three_digits_per_image(mnist_dir):
-    from ganforge.plugins.idx import mnist
+    from ganforge.plugins.image.idx import mnist
 
     base = mnist(root=str(mnist_dir), download=False)
     d = stacked(mnist_dir, size=600, seed=3)
@@ -47,7 +47,7 @@ def test_stacked_dataset_draws_three_digits_per_image(mnist_dir):
 
 
 def test_mode_metrics_on_constructed_mode_ids():
-    from ganforge.plugins.stacked_mnist import mode_metrics
+    from ganforge.plugins.image.stacked_mnist import mode_metrics
 
     every = mode_metrics(torch.arange(1000).repeat(26))
     assert every["modes"] == 1000 and every["kl"] == pytest.approx(0.0, abs=1e-12)
@@ -83,8 +83,8 @@ class BlobReader(nn.Module):
 def test_stacked_metric_on_generated_idx_files(tmp_path, monkeypatch):
     """The metric's own code (channel order, mode ids, the real reference), with a reader that
     is exact on generated digits in place of the shipped classifier."""
-    from ganforge.plugins import stacked_mnist as sm
-    from ganforge.plugins.idx import mnist
+    from ganforge.plugins.image import stacked_mnist as sm
+    from ganforge.plugins.image.idx import mnist
 
     root = make_mnist_like(tmp_path / "m", n=300)
     make_mnist_like(root, n=300, split="test")
@@ -111,7 +111,7 @@ def test_stacked_metric_on_generated_idx_files(tmp_path, monkeypatch):
 
 @needs_mnist
 def test_stacked_metric_reads_real_stacked_digits():
-    from ganforge.plugins.stacked_mnist import mode_metrics
+    from ganforge.plugins.image.stacked_mnist import mode_metrics
 
     d = stacked(SHARED_MNIST, size=4000, seed=5)
     metric = REG.build("metric", "stacked_mnist", {"n_real": 1000}, dataset=d)
@@ -128,7 +128,7 @@ def test_stacked_metric_reads_real_stacked_digits():
 def test_fid_closed_forms_and_torch_fidelity_agreement():
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
-    from ganforge.plugins.mnist_metrics import frechet_distance
+    from ganforge.plugins.image.mnist_metrics import frechet_distance
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(2000, 32, generator=g, dtype=torch.float64) @ torch.randn(32, 32, generator=g, dtype=torch.float64)
@@ -144,7 +144,7 @@ def test_fid_closed_forms_and_torch_fidelity_agreement():
 
 
 def test_inception_score_of_known_outputs():
-    from ganforge.plugins.inception_metrics import inception_score
+    from ganforge.plugins.image.inception_metrics import inception_score
 
     assert inception_score(torch.zeros(1000, 1008))[0] == pytest.approx(1.0)  # uniform p(y|x)
     confident = torch.full((1000, 10), -50.0)
@@ -153,7 +153,7 @@ def test_inception_score_of_known_outputs():
 
 
 def test_kid_is_unbiased_and_exact_on_point_masses():
-    from ganforge.plugins.inception_metrics import kid
+    from ganforge.plugins.image.inception_metrics import kid
 
     d = 16
     a, b = torch.full((40, d), 0.5), torch.full((40, d), -0.25)
@@ -194,7 +194,7 @@ class StandIn(nn.Module):
 
 def test_inception_metrics_with_a_stand_in_network_and_cached_reference(tmp_path):
     from ganforge.data import TensorDataset
-    from ganforge.plugins.inception_metrics import InceptionMetrics, real_batches
+    from ganforge.plugins.image.inception_metrics import InceptionMetrics, real_batches
 
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randint(0, 256, (600, 1, 16, 16), dtype=torch.uint8, generator=g))
@@ -220,7 +220,7 @@ def test_inception_metrics_with_a_stand_in_network_and_cached_reference(tmp_path
 
 
 def test_missing_weights_is_one_line_saying_where_to_put_which_file(tmp_path, monkeypatch, mnist_dir):
-    from ganforge.plugins.inception_metrics import WEIGHTS_FILE
+    from ganforge.plugins.image.inception_metrics import WEIGHTS_FILE
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.delenv("GANFORGE_INCEPTION_WEIGHTS", raising=False)

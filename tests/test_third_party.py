@@ -16,9 +16,14 @@ GUIDE = REPO / "docs" / "writing-plugins.md"
 
 
 def pip_install(source: Path, target: Path) -> None:
-    """Build and install a plugin package into ``target`` without network or build isolation."""
+    """Build and install a plugin package into ``target`` without network or build isolation,
+    from a copy (setuptools leaves build/ and *.egg-info beside the sources it builds)."""
+    import shutil
+
+    copy = target.parent / f"src-{source.name}"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                           "--no-build-isolation", "--target", str(target), str(source)],
+                           "--no-build-isolation", "--target", str(target), str(copy)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

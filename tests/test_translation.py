@@ -20,13 +20,13 @@ from test_systems import _assert_same as _same, _checkpoint as _files
 from ganforge.config import load_recipe
 from ganforge.engine import train
 from ganforge.manager import PluginManager
-from ganforge.plugins.cyclegan import CycleGAN, ImagePool
-from ganforge.plugins.patchgan import patchgan, receptive_field
-from ganforge.plugins.pix2pix import Pix2Pix
-from ganforge.plugins.resnet_generator import resnet_generator
-from ganforge.plugins.translation_data import dilate, edges, mnist_edges, mnist_thick, paired_folder
-from ganforge.plugins.translation_metrics import psnr, ssim
-from ganforge.plugins.unet import UNetBlock, unet
+from ganforge.plugins.translation.cyclegan import CycleGAN, ImagePool
+from ganforge.plugins.translation.patchgan import patchgan, receptive_field
+from ganforge.plugins.translation.pix2pix import Pix2Pix
+from ganforge.plugins.translation.resnet_generator import resnet_generator
+from ganforge.plugins.translation.data import dilate, edges, mnist_edges, mnist_thick, paired_folder
+from ganforge.plugins.translation.metrics import psnr, ssim
+from ganforge.plugins.translation.unet import UNetBlock, unet
 
 TESTS = Path(__file__).resolve().parent
 QUICK = ["log.progress=false", "log.sample_every=0", "log.every=2"]
@@ -320,7 +320,7 @@ def test_ssim_and_psnr_against_hand_computed_values():
 
 
 def test_translation_metrics_score_outputs_and_the_identity_baseline(digits):
-    from ganforge.plugins.translation_metrics import translation
+    from ganforge.plugins.translation.metrics import translation
 
     data = mnist_thick(root=str(digits))
     system = CycleGAN(_loss("lsgan"), data, _Optim())
@@ -430,7 +430,7 @@ def test_pix2pix_tests_as_the_paper_and_sampling_changes_nothing_in_training():
     import torch
     from torch import nn
 
-    from ganforge.plugins.pix2pix import Pix2Pix
+    from ganforge.plugins.translation.pix2pix import Pix2Pix
     from ganforge.sampling import sampling_mode
 
     import inspect

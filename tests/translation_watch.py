@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 import ganforge
-from ganforge.plugins.cyclegan import CycleGAN
+from ganforge.plugins.translation.cyclegan import CycleGAN
 
 WATCH: list[tuple[str, bool]] = []  # (what, held)
 

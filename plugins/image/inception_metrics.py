@@ -42,7 +42,7 @@ import torch
 from ganforge import hookimpl
 from ganforge.data import samples_at
 from ganforge.errors import GanforgeError
-from ganforge.plugins.mnist_metrics import frechet_from_stats
+from ganforge.plugins.image.mnist_metrics import frechet_from_stats
 
 __all__ = ["InceptionMetrics", "find_weights", "inception_features", "inception_score", "kid", "to_uint8_rgb"]
 

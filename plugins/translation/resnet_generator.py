@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
-from ganforge.plugins.unet import init_weights, norm_layer, square_size
+from ganforge.plugins.translation.unet import init_weights, norm_layer, square_size
 
 __all__ = ["ResnetGenerator"]
 

@@ -34,7 +34,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ganforge import hookimpl
 from ganforge.errors import DatasetError
-from ganforge.plugins.image_folder import EXTENSIONS, load_skipping, open_image as _open
+from ganforge.plugins.image.image_folder import EXTENSIONS, load_skipping, open_image as _open
 from ganforge.plugins.translation import Inputs
 
 __all__ = ["PairedFolder", "PairedTensors", "UnpairedFolder", "dilate", "edges"]
@@ -90,7 +90,7 @@ def _scaled(x: torch.Tensor) -> torch.Tensor:
 
 def _digits(root: str | None, split: str, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST digits padded to 32x32 (uint8) and their labels."""
-    from ganforge.plugins.idx import mnist
+    from ganforge.plugins.image.idx import mnist
 
     ds = mnist(root=root, download=False, split=split, limit=limit)
     return F.pad(ds.data, (2, 2, 2, 2)), ds.labels

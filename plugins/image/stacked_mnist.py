@@ -25,7 +25,7 @@ import torch
 from ganforge import hookimpl
 from ganforge.data import TensorDataset
 from ganforge.plugins.mixture_metrics import kl_to_uniform
-from ganforge.plugins.mnist_classifier import load_classifier
+from ganforge.plugins.image.mnist_classifier import load_classifier
 
 __all__ = ["StackedMNIST", "mode_histogram", "mode_ids", "mode_metrics", "stack"]
 
@@ -59,7 +59,7 @@ class StackedMNIST(TensorDataset):
 def stacked_mnist(*, root: str | None, download: bool, size: int = 128_000, seed: int = 0,
                   split: str = "train"):
     """Stacked MNIST (3x28x28, 1000 modes): three independent MNIST digits as R, G, B."""
-    from ganforge.plugins.idx import mnist
+    from ganforge.plugins.image.idx import mnist
 
     if size < 1:
         raise ValueError(f"size is a number of stacked images, >= 1, got {size}")
@@ -121,7 +121,7 @@ class StackedMNISTMetric:
 
 def stacked_mnist_metric(*, dataset, root: str | None = None, n_real: int = 26_000):
     """Modes covered (of 1000) and KL to uniform on Stacked MNIST, with the real data's values."""
-    from ganforge.plugins.idx import mnist
+    from ganforge.plugins.image.idx import mnist
 
     if n_real < 1:
         raise ValueError(f"n_real is a number of real stacked test images to compare with, >= 1, got {n_real}")

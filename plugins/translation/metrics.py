@@ -108,7 +108,7 @@ class Translation:
 
 class MNISTTranslation(Translation):
     def __init__(self):
-        from ganforge.plugins.mnist_classifier import load_classifier
+        from ganforge.plugins.image.mnist_classifier import load_classifier
 
         self.model = load_classifier()
 
@@ -119,7 +119,7 @@ class MNISTTranslation(Translation):
         return self.model.head(feats).argmax(1), feats
 
     def __call__(self, samples, dataset=None, inputs=None) -> dict[str, float]:
-        from ganforge.plugins.mnist_metrics import frechet_distance
+        from ganforge.plugins.image.mnist_metrics import frechet_distance
 
         if tuple(samples.shape[1:]) != (1, 32, 32):
             raise ValueError(f"mnist_translation needs the MNIST demos' 1x32x32 images, got {tuple(samples.shape[1:])}")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
-from ganforge.plugins.unet import init_weights, norm_layer
+from ganforge.plugins.translation.unet import init_weights, norm_layer
 from ganforge.system import Judgement
 
 __all__ = ["MultiscalePatchGAN", "PatchGANDiscriminator", "receptive_field"]

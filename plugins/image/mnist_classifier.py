@@ -1,7 +1,7 @@
 """The small MNIST classifier behind the MNIST-family metrics (architecture only).
 
 Trained by ``scripts/train_mnist_classifier.py`` on the MNIST training set; its weights ship in
-the package (``plugins/assets/mnist_classifier.safetensors``, ~0.8 MB), so nothing is ever
+the package (``plugins/image/assets/mnist_classifier.safetensors``, ~0.8 MB), so nothing is ever
 downloaded. Penultimate features (128-d) are what the Fréchet distance and precision/recall use.
 """
 from __future__ import annotations

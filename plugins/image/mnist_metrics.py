@@ -1,6 +1,6 @@
 """Sample-quality metrics for the MNIST family, in the feature space of a shipped classifier.
 
-The classifier (:mod:`ganforge.plugins.mnist_classifier`, >= 99% test accuracy) replaces the
+The classifier (:mod:`ganforge.plugins.image.mnist_classifier`, >= 99% test accuracy) replaces the
 ImageNet Inception network of IS/FID, which neither fits 28x28 digits nor may be downloaded
 here. Reported, on ``n`` generated samples against the real MNIST test set:
 
@@ -22,7 +22,7 @@ import torch
 
 from ganforge import hookimpl
 from ganforge.plugins.mixture_metrics import kl_to_uniform
-from ganforge.plugins.mnist_classifier import load_classifier
+from ganforge.plugins.image.mnist_classifier import load_classifier
 
 __all__ = ["classifier_score", "frechet_distance", "frechet_from_stats", "precision_recall"]
 
@@ -114,7 +114,7 @@ class MNISTMetrics:
 
 def mnist_metric(*, dataset, root: str | None = None, n_real: int = 10000, k: int = 3):
     """Classifier score, Fréchet distance, class histogram KL and precision/recall for MNIST."""
-    from ganforge.plugins.idx import mnist
+    from ganforge.plugins.image.idx import mnist
 
     root = root or getattr(dataset, "root", None)
     if root is None or tuple(getattr(dataset, "sample_shape", ())) != (1, 28, 28):
