@@ -309,6 +309,25 @@ def test_mnist_demos_are_what_they_say(digits):
 
 
 # ------------------------------------------------------------------ metrics
+def test_ssim_from_torchmetrics_is_wang_et_al_over_the_windows_inside_the_image():
+    """torchmetrics computes it; ganforge averages the windows inside the image, as the paper
+    and scikit-image do (torchmetrics' own mean adds reflection-padded borders): equal to the
+    direct formula, so the SSIM figures measured before torchmetrics stand."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 32, 32, generator=g) * 2 - 1
+    y = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    u, v = (x.double() + 1) / 2, (y.double() + 1) / 2
+    k = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5 ** 2))
+    k = (k / k.sum())[:, None] * (k / k.sum())[None, :]
+    blur = lambda t: F.conv2d(t, k.expand(3, 1, 11, 11), groups=3)  # noqa: E731 - 'valid' windows only
+    mu, mv = blur(u), blur(v)
+    vu, vv, cov = blur(u * u) - mu ** 2, blur(v * v) - mv ** 2, blur(u * v) - mu * mv
+    direct = ((2 * mu * mv + 1e-4) * (2 * cov + 9e-4)) / ((mu ** 2 + mv ** 2 + 1e-4) * (vu + vv + 9e-4))
+    assert torch.allclose(ssim(x, y), direct.flatten(1).mean(1), atol=1e-12)
+
+
 def test_ssim_and_psnr_against_hand_computed_values():
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     assert torch.allclose(ssim(x, x), torch.ones(2, dtype=torch.float64))
