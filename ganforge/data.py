@@ -1,13 +1,15 @@
 """Dataset helpers shared by the dataset plugins."""
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from accelerate.utils import send_to_device
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from ganforge.errors import ConfigError
+from ganforge.errors import ConfigError, DatasetError
 
 
 class TensorDataset(Dataset):
@@ -77,10 +79,20 @@ def batch_collate(batch: Any) -> Any:
 
 
 # ------------------------------------------------------------------ the engine's loader
+def streams(dataset: Any) -> bool:
+    """A dataset that is a stream (``torch.utils.data.IterableDataset``): read in order, shuffled
+    by itself per epoch (``set_epoch``), split across processes by itself."""
+    return isinstance(dataset, IterableDataset)
+
+
 def make_loader(cfg: Any, dataset: Any, device: torch.device) -> DataLoader:
     """The training DataLoader: whole batches by one indexing operation for in-memory datasets;
     worker processes, pinned memory (on CUDA) and persistent workers for datasets read from
-    files; shuffled, with the last incomplete batch dropped."""
+    files; shuffled, with the last incomplete batch dropped. A stream is read in the training
+    process (its epoch, which decides its order, must reach the reader) and batched as it comes."""
+    if streams(dataset):
+        return DataLoader(dataset, batch_size=cfg.data.batch_size, drop_last=True, num_workers=0,
+                          generator=torch.Generator().manual_seed(cfg.seed))  # (not the noise's global RNG)
     batched = hasattr(dataset, "__getitems__")
     workers = 0 if batched else _workers(cfg.data.num_workers)
     return DataLoader(
@@ -127,14 +139,25 @@ def place_dataset(dataset: Any, setting: bool | str, acc: Any) -> None:
 
 
 def endless_batches(state: Any, loader: Any):
-    """Endless batches; remembers the position (epoch, batch) for exact resume."""
+    """Endless batches; remembers the position (epoch, batch) for exact resume. A stream is
+    resumed by reading its epoch again from the start (the same order: it is a function of
+    its seed and the epoch) and passing over the batches already trained on."""
     acc = state.accelerator
+    stream = streams(loader.dataset)
     while True:
-        loader.set_epoch(state.epoch)
-        it = acc.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+        if stream:
+            loader.dataset.set_epoch(state.epoch)
+            it = itertools.islice(loader, state.batch_in_epoch, None)
+        else:
+            loader.set_epoch(state.epoch)
+            it = acc.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
         for batch in it:
             state.batch_in_epoch += 1
-            yield batch
+            yield send_to_device(batch, acc.device) if stream else batch
+        if state.batch_in_epoch == 0:
+            raise DatasetError(f"dataset '{state.config.data.name}' gave no complete batch of "
+                               f"{state.config.data.batch_size} in epoch {state.epoch} on process "
+                               f"{acc.process_index}; it holds too few samples for this batch size and process count")
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
 
 

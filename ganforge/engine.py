@@ -29,7 +29,7 @@ from ganforge.accel import RunLock, autocast_factory, make_accelerator, prepare_
 from ganforge.augment import install as install_augment
 from ganforge.build import build_networks, build_system, sync_bn_split, use_channels_last
 from ganforge.config import Recipe
-from ganforge.data import make_loader, place_dataset
+from ganforge.data import make_loader, place_dataset, streams
 from ganforge.errors import ConfigError, DatasetError, GanforgeError
 from ganforge.manager import PluginManager, get_plugin_manager
 from ganforge.resume import resume_or_refuse, save_checkpoint
@@ -55,7 +55,7 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
                              download=cfg.data.download)
     shape = tuple(dataset.sample_shape)
     accelerator = make_accelerator(cfg, shape)
-    if len(dataset) < cfg.data.batch_size * accelerator.num_processes:
+    if hasattr(dataset, "__len__") and len(dataset) < cfg.data.batch_size * accelerator.num_processes:
         raise DatasetError(f"dataset '{cfg.data.name}' has {len(dataset)} samples, fewer than one "
                            f"batch ({cfg.data.batch_size} x {accelerator.num_processes} processes)")
     place_dataset(dataset, cfg.data.on_device, accelerator)
@@ -97,7 +97,11 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
     fused = graph or cfg.optim.fused is True or (cfg.optim.fused == "auto" and accelerator.device.type == "cuda")
     optimizers = make_optimizers(cfg, system, nets, fused=fused, capturable=graph)
     state.base_lrs = {n: [g["lr"] for g in o.param_groups] for n, o in optimizers.items()}
-    *prepared, loader = accelerator.prepare(*optimizers.values(), loader)
+    if streams(dataset):  # a stream splits itself across ranks (split_dataset_by_node): not re-sharded
+        prepared = accelerator.prepare(*optimizers.values())
+        prepared = prepared if isinstance(prepared, tuple) else (prepared,)
+    else:
+        *prepared, loader = accelerator.prepare(*optimizers.values(), loader)
     state.optimizers, state.loader = dict(zip(optimizers, prepared, strict=True)), loader
     if t.ema > 0:
         state.emas = {n: AveragedModel(accelerator.unwrap_model(nets[n]), use_buffers=True)  # (ganforge.ema updates it)

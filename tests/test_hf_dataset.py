@@ -109,3 +109,40 @@ def test_two_processes_train_on_an_image_folder(tmp_path, image_folder):
     assert record["processes"] == 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
+
+
+def test_a_stream_is_shuffled_per_epoch_the_same_way_every_time(parquet_dir):
+    root, images, labels = parquet_dir
+    ds = _build(root, streaming=True, buffer=16, seed=3)
+    assert isinstance(ds, torch.utils.data.IterableDataset) and ds.sample_shape == (1, 28, 28) and ds.num_classes == 3
+    epoch0 = [y for _, y in ds]
+    again = [y for _, y in ds]
+    ds.set_epoch(1)
+    epoch1 = [y for _, y in ds]
+    assert sorted(epoch0) == sorted(labels) and epoch0 == again  # every example once, in a fixed order
+    assert epoch1 != epoch0 and sorted(epoch1) == sorted(labels)  # another order next epoch
+    first = next(iter(_build(root, streaming=True, buffer=1)))[0]  # buffer 1: the file's order
+    assert torch.equal(((first + 1) * 127.5).round().to(torch.uint8)[0], torch.from_numpy(images[0]))
+
+
+def test_a_conditional_run_on_a_stream_resumes_exactly_mid_epoch(tmp_path, parquet_dir):
+    root, _, _ = parquet_dir
+    recipe = ["objective=conditional", "data.name=hf_dataset", f"data.root={root}", "data.args={streaming: true, buffer: 32}",
+              "generator=infogan", "discriminator=infogan", "train.ema=0.9", "log.every=2", *TINY, *QUICK]
+    _assert_bitwise_resume(tmp_path, recipe, 4)  # 3 batches of 16 an epoch: the resume is mid-epoch 1
+
+
+@pytest.mark.slow
+def test_two_processes_split_a_stream(tmp_path, parquet_dir):
+    root, _, _ = parquet_dir
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "ganforge", "train", "mnist_cgan", f"out_dir={out}", "data.name=hf_dataset",
+                           f"data.root={root}", "data.args={streaming: true}", "train.steps=4", "log.every=2",
+                           "data.batch_size=8", *TINY[:2], *QUICK],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["processes"] == 2
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and rows[-1]["epoch"] == 1  # 30 examples a rank (60 unsplit): 3 batches an epoch

@@ -12,7 +12,14 @@ files, or a dataset of the Hub (``data.download: true``; offline otherwise).
 ``size`` (default: the first image's side) and held in memory as uint8, a
 :class:`ganforge.data.TensorDataset`: whole-batch fetches, data on the GPU, the fast path, the
 DataLoader's distributed sampler under several processes and exact resume, as for MNIST.
-Streaming (datasets larger than memory) is not supported yet.
+
+With ``streaming: true`` nothing is held in memory: the dataset is read as a stream
+(``load_dataset(..., streaming=True)``), shuffled per epoch through a buffer of ``buffer``
+examples from ``seed`` and the epoch (``IterableDataset.shuffle`` and ``set_epoch``: the same
+order every time for the same epoch), and split across processes with ``split_dataset_by_node``
+(each process reads its own share; Accelerate does not re-shard it). A resumed run reads the
+current epoch again and passes over the batches it had trained on: exact, at the cost of
+re-reading them. Streams are decoded in the training process (no DataLoader workers).
 """
 from __future__ import annotations
 
@@ -59,10 +66,44 @@ def _to_tensor(images, size, channels):
     return out
 
 
+class StreamingImages(torch.utils.data.IterableDataset):
+    """A Hugging Face streaming dataset as ganforge's samples: (C, H, W) floats in [-1, 1], with
+    the class label when there is a label column; shuffled per epoch, split across processes."""
+
+    def __init__(self, stream, image_column, label_column, size, channels, num_classes, seed, buffer):
+        self.stream, self.image_column, self.label_column = stream, image_column, label_column
+        self.size, self.channels, self.num_classes = size, channels, num_classes
+        self.seed, self.buffer, self.epoch = seed, buffer, 0
+        self.sample_shape = (channels, size, size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _share(self):
+        """This process's share of this epoch's shuffled stream."""
+        import torch.distributed as dist
+        from datasets.distributed import split_dataset_by_node
+
+        stream = self.stream.shuffle(seed=self.seed, buffer_size=self.buffer)
+        stream.set_epoch(self.epoch)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            stream = split_dataset_by_node(stream, rank=dist.get_rank(), world_size=dist.get_world_size())
+        return stream
+
+    def __iter__(self):
+        for example in self._share():
+            x = _to_tensor([example[self.image_column]], self.size, self.channels)[0].float().div_(127.5).sub_(1.0)
+            if self.label_column is None:
+                yield x
+            else:
+                yield x, int(example[self.label_column])
+
+
 def hf_dataset(*, root: str | None = None, download: bool = False, path: str | None = None,
                name: str | None = None, split: str = "train", image_column: str | None = None,
                label_column: str | None = "auto", size: int | None = None, channels: int | None = None,
-               limit: int | None = None) -> TensorDataset:
+               limit: int | None = None, streaming: bool = False, buffer: int = 1000,
+               seed: int = 0) -> TensorDataset | StreamingImages:
     """Images (and class labels) through Hugging Face ``datasets``: an image folder or parquet
     files under ``data.root``, or a Hub dataset ``path`` (with ``data.download: true``)."""
     try:
@@ -84,10 +125,13 @@ def hf_dataset(*, root: str | None = None, download: bool = False, path: str | N
     if not download:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # never reach for the network
     try:
-        ds = datasets.load_dataset(path, name, split=split, data_dir=root if local and root else None)
+        ds = datasets.load_dataset(path, name, split=split, data_dir=root if local and root else None,
+                                   streaming=streaming)
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
         raise DatasetError(f"hf_dataset could not load '{path}' (split {split}"
                            f"{f', data_dir {root}' if root else ''}): {str(err).splitlines()[0]}") from None
+    if streaming:
+        return _stream(ds, image_column, label_column, size, channels, limit, seed, buffer)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit is a number of samples, >= 1, got {limit}")
@@ -108,6 +152,33 @@ def hf_dataset(*, root: str | None = None, download: bool = False, path: str | N
     feature = ds.features[label_column]
     classes = len(feature.names) if hasattr(feature, "names") else int(labels.max()) + 1
     return TensorDataset(data, labels, num_classes=classes)
+
+
+def _stream(ds, image_column, label_column, size, channels, limit, seed, buffer) -> StreamingImages:
+    if buffer < 1:
+        raise ValueError(f"buffer is the shuffle buffer's size in examples, >= 1, got {buffer}")
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit is a number of samples, >= 1, got {limit}")
+        ds = ds.take(limit)
+    features = ds.features
+    if features is None:  # (some builders know their columns only after the first example)
+        raise DatasetError("hf_dataset: this stream does not declare its features; name image_column and "
+                           "label_column, or load it without streaming")
+    image_column, label_column = _columns(features, image_column, label_column)
+    first = next(iter(ds.take(1)), None)
+    if first is None:
+        raise DatasetError("hf_dataset: the stream is empty")
+    img = first[image_column]
+    channels = channels or (1 if img.mode in ("L", "1", "I", "I;16") else 3)
+    if channels not in (1, 3):
+        raise ValueError(f"channels is 1 (grey) or 3 (RGB), got {channels}")
+    feature = features[label_column] if label_column else None
+    classes = len(feature.names) if feature is not None and hasattr(feature, "names") else None
+    if label_column is not None and classes is None:
+        raise DatasetError(f"label_column '{label_column}' is not a ClassLabel, so a stream cannot tell how many "
+                           f"classes there are; cast it to ClassLabel or set label_column: null")
+    return StreamingImages(ds, image_column, label_column, size or min(img.size), channels, classes, seed, buffer)
 
 
 @hookimpl
