@@ -97,12 +97,9 @@ def train(recipe: Recipe, plugins: PluginManager | None = None, *, _pause_in_che
     fused = graph or cfg.optim.fused is True or (cfg.optim.fused == "auto" and accelerator.device.type == "cuda")
     optimizers = make_optimizers(cfg, system, nets, fused=fused, capturable=graph)
     state.base_lrs = {n: [g["lr"] for g in o.param_groups] for n, o in optimizers.items()}
-    if streams(dataset):  # a stream splits itself across ranks (split_dataset_by_node): not re-sharded
-        prepared = accelerator.prepare(*optimizers.values())
-        prepared = prepared if isinstance(prepared, tuple) else (prepared,)
-    else:
-        *prepared, loader = accelerator.prepare(*optimizers.values(), loader)
-    state.optimizers, state.loader = dict(zip(optimizers, prepared, strict=True)), loader
+    # (a stream splits itself across ranks, split_dataset_by_node: Accelerate must not re-shard it)
+    *prepared, ready = accelerator.prepare(*optimizers.values(), None if streams(dataset) else loader)
+    state.optimizers, state.loader = dict(zip(optimizers, prepared, strict=True)), loader if ready is None else ready
     if t.ema > 0:
         state.emas = {n: AveragedModel(accelerator.unwrap_model(nets[n]), use_buffers=True)  # (ganforge.ema updates it)
                       for n, spec in system.networks.items() if spec.ema}
