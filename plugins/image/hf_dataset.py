@@ -23,7 +23,6 @@ re-reading them. Streams are decoded in the training process (no DataLoader work
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -122,8 +121,6 @@ def hf_dataset(*, root: str | None = None, download: bool = False, path: str | N
     if not local and not download:
         raise DatasetError(f"hf_dataset: '{path}' is not a local folder or builder; reading it from the Hub needs "
                            f"a network and data.download: true")
-    if not download:
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # never reach for the network
     try:
         ds = datasets.load_dataset(path, name, split=split, data_dir=root if local and root else None,
                                    streaming=streaming)
