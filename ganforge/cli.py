@@ -7,6 +7,7 @@
     ganforge eval CHECKPOINT [--metric NAME]      the recipe's metrics on generated samples
     ganforge translate RUN --out FOLDER           image-to-image runs: translate --input FOLDER
                    [--input FOLDER] [--direction BtoA]  (default: the held-out split)
+    ganforge vocode RUN --out FOLDER              vocoder runs: speech -> mel -> speech, --input WAV|FOLDER
     ganforge animate RUN                          training film (2-D runs) and sample grids: GIF + HTML
     ganforge report RUN                           one offline HTML page: recipe, machine, curves, samples
     ganforge export RUN --out DIR [--push REPO]   sampling networks + config.json + model card (Hub convention)
@@ -108,7 +109,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if picture:
         from ganforge import plots
 
-        if samples.dim() == 2:  # (no data points: the run's data is not loaded for sampling)
+        if system.write_samples(samples, noise, out) is not None:  # (the system's own form: a vocoder's wavs)
+            pass
+        elif samples.dim() == 2:  # (no data points: the run's data is not loaded for sampling)
             plots.save_scatter(samples, None, out, f"{recipe.name}: step {meta['step']}")
         else:
             plots.save_grid(samples, out, nrow)
@@ -232,6 +235,27 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vocode(args: argparse.Namespace) -> int:
+    """Speech through a vocoder run: analysis -> mel -> G -> wav (the system's vocode_files)."""
+    import torch
+
+    nets, system, recipe, _ = _load_for_sampling(args.run, not args.no_ema)
+    if not callable(getattr(system, "vocode_files", None)):
+        raise GanforgeError(f"ganforge vocode needs a vocoder run (objective hifigan); this run's objective is "
+                            f"'{recipe.objective.name}'")
+    source = Path(args.input) if args.input else None
+    if source is not None and not source.exists():
+        raise GanforgeError(f"--input {source} does not exist; give a wav file or a folder of them")
+    torch.set_num_threads(args.threads)
+    try:
+        count, seconds, compute = system.vocode_files(nets, source, Path(args.out))
+    except ValueError as err:
+        raise GanforgeError(f"--input: {err}") from None
+    print(f"vocoded {count} files ({seconds:.1f} s of audio) from {args.input or 'the held-out utterances'} to "
+          f"{args.out}: synthesis {compute:.2f} s on {args.threads} thread(s), real-time factor {compute / seconds:.3f}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ganforge.export import export_run, push
 
@@ -304,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", default="AtoB", help="AtoB (default) or BtoA (cyclegan)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
     p.set_defaults(func=cmd_translate)
+    p = sub.add_parser("vocode", help="speech through a vocoder run (hifigan): wav -> mel -> wav")
+    p.add_argument("run", help="a checkpoint folder (or a run folder: its newest)")
+    p.add_argument("--input", help="a wav/flac file or a folder of them (default: the run's held-out utterances)")
+    p.add_argument("--out", required=True, help="a folder for the vocoded wavs (same relative names)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for synthesis (default 1: the real-time factor of one)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
+    p.set_defaults(func=cmd_vocode)
     p = sub.add_parser("export", help="a run's sampling networks as a folder in the Hugging Face Hub's convention")
     p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
     p.add_argument("--out", required=True, help="a new folder: model.safetensors, config.json, README.md")

@@ -66,7 +66,9 @@ def write_samples(state: Any, noise: Any, stem: str) -> Path | None:
         return None
     samples = generate(state, noise)
     path = state.output_dir / f"{stem}.png"
-    if samples.dim() == 2:  # vector data: scatter plot against the data
+    if state.system.write_samples(samples, noise, path) is not None:  # (the system's own form: a vocoder's wavs)
+        pass
+    elif samples.dim() == 2:  # vector data: scatter plot against the data
         n = min(len(state.dataset), 2500)
         g = torch.Generator().manual_seed(0)
         idx = torch.randperm(len(state.dataset), generator=g)[:n].tolist()

@@ -220,6 +220,13 @@ class GANSystem:
         copy where one is kept), in eval mode, unwrapped; called under ``torch.no_grad()``."""
         raise NotImplementedError
 
+    def write_samples(self, samples: torch.Tensor, noise: Any, path: Any) -> Any:
+        """Write ``samples`` (made from ``noise``) in the system's own form: a picture at ``path``
+        (a ``.png`` path) and whatever belongs beside it (a vocoder: the wavs); return the
+        picture's path. Called for the training's examples and ``ganforge sample --out X.png``.
+        Default: ``None``, and ganforge draws a grid of images (a scatter plot of vectors)."""
+        return None
+
     def labels_of(self, noise: Any) -> torch.Tensor | None:
         """The class labels that ``noise`` asks for (class-conditional systems), so that
         metrics can check them; ``None`` for unconditional systems."""

@@ -1,0 +1,192 @@
+"""The ``hifigan`` vocoder system on the engine: its losses, the discriminator warm-up, bitwise
+resume, 2-process DDP, the examples it writes, ``ganforge sample`` and ``ganforge vocode``.
+The clips are generated (tests/audio_helpers.py); nothing needs espeak-ng."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ganforge.config import load_recipe
+from ganforge.engine import train
+from ganforge.manager import PluginManager
+
+from audio_helpers import RATE, TINY, make_clips, voiced
+from test_reliability import _InterruptAt
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    return make_clips(tmp_path_factory.mktemp("speech"), n=8, seconds=0.5, lists=True)
+
+
+def _recipe(out, speech, steps, *extra):
+    return load_recipe("speech_hifigan", [f"out_dir={out}", f"data.root={speech}", f"train.steps={steps}",
+                                          "log.checkpoint_every=3", "phases={}", *TINY, *extra])
+
+
+def test_the_generators_loss_is_hifigans_on_a_batch(speech, tmp_path):
+    """45 x mel-L1 (loss mels to Nyquist) + sum over sub-discriminators of (1 - D(G(s)))^2 and
+    2 x the L1 between their features, HiFi-GAN's train.py by hand, on the system's networks."""
+    state = train(_recipe(tmp_path, speech, 1))
+    system = state.system
+    y = state.dataset.__getitems__([0, 5, 9, 11])
+    with torch.no_grad():
+        terms = system.g_loss(y)
+        fake = system.nets["G"](system.mel(y))
+        mel_loss = 45 * torch.nn.functional.l1_loss(system.loss_mel(fake), system.loss_mel(y))
+        adv = fm = 0.0
+        for name in ("MPD", "MSD"):
+            real, out = system.nets[name](y), system.nets[name](fake)
+            adv += sum(torch.mean((1 - g) ** 2) for g in out.logits)
+            fm += 2 * sum(torch.mean(torch.abs(r - g)) for rs, gs in zip(real.features, out.features)
+                          for r, g in zip(rs, gs))
+    assert terms.loss.item() == pytest.approx((mel_loss + adv + fm).item(), rel=1e-5)
+    assert system.mel.config.fmax == 8000 and system.loss_mel.config.fmax is None
+
+
+def test_before_the_discriminator_starts_g_learns_from_the_mel_loss_alone(speech, tmp_path):
+    state = train(_recipe(tmp_path, speech, 4, "phases={D: {start: 2}}", "log.every=1"))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    by_step = {r["step"]: r for r in rows if "loss_g" in r}
+    assert "g_mel_l1" in by_step[1] and "g_gan_mpd" not in by_step[1] and "loss_d" not in by_step[1]
+    assert "g_gan_mpd" in by_step[4] and "g_feat_msd" in by_step[4] and "loss_d" in by_step[4]
+    assert state.step == 4
+
+
+def test_a_vocoder_run_resumes_bitwise_across_the_discriminators_start(speech, tmp_path):
+    whole = train(_recipe(tmp_path / "whole", speech, 6, "phases={D: {start: 2}}",
+                          "optim.schedule={type: exponential, gamma: 0.9}"))
+    assert whole.step == 6
+    pm = PluginManager()
+    pm.register(_InterruptAt(3), name="interrupt")
+    assert train(_recipe(tmp_path / "split", speech, 6, "phases={D: {start: 2}}",
+                         "optim.schedule={type: exponential, gamma: 0.9}"), plugins=pm).step == 3
+    train(_recipe(tmp_path / "split", speech, 6, "phases={D: {start: 2}}",
+                  "optim.schedule={type: exponential, gamma: 0.9}", "resume=auto"))
+    for name in ("model.G", "model.MPD", "model.MSD", "optim.G", "optim.D"):
+        a = load_file(str(next((tmp_path / "whole" / "checkpoints" / "step-00000006").glob(f"{name}*.safetensors"))))
+        b = load_file(str(next((tmp_path / "split" / "checkpoints" / "step-00000006").glob(f"{name}*.safetensors"))))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_training_writes_spectrograms_and_wavs_and_sample_writes_the_held_out_utterances(speech, tmp_path, run_cli):
+    import soundfile
+
+    train(_recipe(tmp_path / "run", speech, 2, "log.sample_every=1", "metrics=[vocoder]", "log.eval_every=2",
+                  "log.eval_samples=4"))
+    run = tmp_path / "run"
+    assert (run / "samples-00000001.png").is_file() and (run / "samples-final.png").is_file()
+    wavs = sorted(p.name for p in (run / "samples-final").iterdir())
+    assert wavs == ["clip_04-real.wav", "clip_04.wav", "clip_05-real.wav", "clip_05.wav",
+                    "clip_06-real.wav", "clip_06.wav", "clip_07-real.wav", "clip_07.wav"]
+    info = soundfile.info(str(run / "samples-final" / "clip_06.wav"))
+    assert (info.samplerate, info.channels, info.frames) == (RATE, 1, int(0.5 * RATE) // 256 * 256)
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    for group in ("held_out", "unseen"):
+        for key in ("mel_l1", "mrstft", "pesq", "stoi", "gl_mel_l1", "gl_stoi"):
+            assert np.isfinite(row[f"eval/vocoder/{group}/{key}"]), (group, key)
+    code, out, _ = run_cli("sample", run, "--n", "2", "--out", tmp_path / "s" / "held.png")
+    assert code == 0 and (tmp_path / "s" / "held.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "s" / "held").iterdir()) == [
+        "clip_04-real.wav", "clip_04.wav", "clip_05-real.wav", "clip_05.wav"]
+    # the written wav is G's output for the utterance (16-bit)
+    from ganforge.api import load_run
+
+    loaded = load_run(run)
+    held = loaded.system.noise(2)
+    with torch.no_grad():
+        expected = loaded.system.generate(loaded.nets, held)[1, 0, :int(held.lengths[1]) // 256 * 256]
+    written, _ = soundfile.read(str(tmp_path / "s" / "held" / "clip_05.wav"), dtype="float32")
+    assert np.abs(written - expected.clamp(-1, 1).numpy()).max() <= 1 / 32767
+
+
+def test_vocode_keeps_names_rates_and_lengths_and_reports_the_real_time_factor(speech, tmp_path, run_cli):
+    import soundfile
+
+    train(_recipe(tmp_path / "run", speech, 1))
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    soundfile.write(str(inputs / "a.wav"), voiced(0.3, 140, 1), RATE)
+    soundfile.write(str(inputs / "sub" / "b.flac"), voiced(0.4, 160, 2, rate=16000), 16000)
+    (inputs / "notes.txt").write_text("not audio, not read")
+    code, out, _ = run_cli("vocode", tmp_path / "run", "--input", inputs, "--out", tmp_path / "out")
+    assert code == 0 and "vocoded 2 files" in out and "real-time factor" in out
+    a, b = soundfile.info(str(tmp_path / "out" / "a.wav")), soundfile.info(str(tmp_path / "out" / "sub" / "b.wav"))
+    assert (a.samplerate, a.frames) == (RATE, int(0.3 * RATE))
+    assert (b.samplerate, b.frames) == (RATE, int(0.4 * RATE))  # resampled to the run's rate
+    code, out, _ = run_cli("vocode", tmp_path / "run", "--input", inputs / "a.wav", "--out", tmp_path / "one")
+    assert code == 0 and np.array_equal(soundfile.read(str(tmp_path / "one" / "a.wav"))[0],
+                                        soundfile.read(str(tmp_path / "out" / "a.wav"))[0])
+    code, out, _ = run_cli("vocode", tmp_path / "run", "--out", tmp_path / "held")
+    assert code == 0 and sorted(p.name for p in (tmp_path / "held").iterdir()) == [
+        "clip_04.wav", "clip_05.wav", "clip_06.wav", "clip_07.wav"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("junk", "junk.wav is not an audio file soundfile can read"),
+    ("empty", "no audio files"),
+    ("missing", "does not exist; give a wav file or a folder of them"),
+    ("image_run", "ganforge vocode needs a vocoder run (objective hifigan); this run's objective is 'unconditional'"),
+])
+def test_vocode_bad_inputs_are_one_line(speech, tmp_path, run_cli, case, message):
+    if case == "image_run":
+        train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'run'}", "train.steps=1", "log.progress=false",
+                                       "metrics=[]", "log.sample_every=0", "log.film_every=0", "log.animate=false"]))
+    else:
+        train(_recipe(tmp_path / "run", speech, 1))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    if case == "junk":
+        (folder / "junk.wav").write_bytes(b"RIFF but not really")
+    code, out, err = run_cli("vocode", tmp_path / "run", "--input", folder / "x" if case == "missing" else folder,
+                             "--out", tmp_path / "out")
+    assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, torch
+    from safetensors.torch import save_file
+    from ganforge.config import load_recipe
+    from ganforge.engine import train
+    sys.path.insert(0, sys.argv[1])
+    from audio_helpers import TINY
+    seen = []
+    from ganforge.plugins.audio import data
+    fetch = data.AudioSegments.__getitems__
+    def recording(self, indices):
+        seen.append(torch.as_tensor(indices))
+        return fetch(self, indices)
+    data.AudioSegments.__getitems__ = recording
+    state = train(load_recipe("speech_hifigan", [*sys.argv[2:], *TINY]))
+    out = {f"{n}.{k}": v for n, m in state.nets.items() for k, v in state.accelerator.unwrap_model(m).state_dict().items()}
+    out["seen"] = seen[0]
+    save_file({k: v.contiguous() for k, v in out.items()}, f"{state.output_dir}/rank{state.accelerator.process_index}.safetensors")
+""")
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_vocoder_on_different_segments(speech, tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), os.path.dirname(__file__), f"out_dir={out}", f"data.root={speech}",
+                           "train.steps=3", "phases={D: {start: 1}}", "log.checkpoint_every=3"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
+    assert not set(r0.pop("seen").tolist()) & set(r1.pop("seen").tolist())  # each rank its own share
+    assert r0.keys() == r1.keys() and any(k.startswith("MSD.") for k in r0)
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), key
+    # and one process resumes the 2-process checkpoint
+    state = train(load_recipe("speech_hifigan", [f"out_dir={out}", f"data.root={speech}", "train.steps=4",
+                                                 "phases={D: {start: 1}}", "resume=auto", *TINY]))
+    assert state.step == 4
