@@ -128,6 +128,32 @@ def _checkpoints(run: Path) -> str:
     return "<table><tr><th>folder</th><th>size</th><th>written</th><th>state</th></tr>" + "".join(rows) + "</table>"
 
 
+def _listen(run: Path) -> str:
+    """The newest examples a system wrote as sound (wavs in the folder beside a sample picture:
+    a vocoder's ``NAME.wav`` and ``NAME-real.wav``) as ``<audio>`` players, embedded."""
+    import base64
+
+    folders = [p.with_suffix("") for p in run.glob("samples-*.png") if p.with_suffix("").is_dir()]
+    folders = [f for f in folders if any(f.glob("*.wav"))]
+    if not folders:
+        return ""
+    folder = max(folders, key=lambda f: (f.name == "samples-final", f.name))
+
+    def player(path: Path) -> str:
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f'<audio controls preload="metadata" title="{html.escape(path.name)}" src="data:audio/wav;base64,{data}"></audio>'
+
+    rows = []
+    for wav in sorted(folder.glob("*.wav")):
+        if wav.stem.endswith("-real"):
+            continue
+        real = wav.with_name(f"{wav.stem}-real.wav")
+        rows.append(f"<tr><td>{html.escape(wav.stem)}</td><td>{player(real) if real.is_file() else ''}</td>"
+                    f"<td>{player(wav)}</td></tr>")
+    return (f"<h2>Listen</h2><p>{html.escape(folder.name)}: the recording and the run's output.</p>"
+            "<table><tr><th>example</th><th>real</th><th>generated</th></tr>" + "".join(rows) + "</table>")
+
+
 def write_report(run: Path, out: Path | None = None) -> Path:
     run = Path(run)
     if not run.is_dir():
@@ -150,7 +176,7 @@ def write_report(run: Path, out: Path | None = None) -> Path:
         sections += ["<h2>Training film</h2>", "<p>D's output over the plane (green: real, purple: fake), real "
                      "and generated points, G's gradient as arrows, G's image of a noise grid.</p>", viewer(film, "film")]
     sections += ["<h2>Samples over training</h2>",
-                 viewer(grids, "samples") if grids else "<p>No sample grid yet.</p>",
+                 viewer(grids, "samples") if grids else "<p>No sample grid yet.</p>", _listen(run),
                  "<h2>Checkpoints</h2>", _checkpoints(run)]
     name = record.get("run") or (recipe or {}).get("name") or run.name
     return write_page(out or run / "report.html", f"ganforge run {name}", "\n".join(sections))

@@ -190,3 +190,72 @@ def test_two_processes_train_one_vocoder_on_different_segments(speech, tmp_path)
     state = train(load_recipe("speech_hifigan", [f"out_dir={out}", f"data.root={speech}", "train.steps=4",
                                                  "phases={D: {start: 1}}", "resume=auto", *TINY]))
     assert state.step == 4
+
+
+def test_the_report_shows_spectrograms_and_plays_the_examples_in_a_browser(speech, tmp_path):
+    """The vocoder's pictures go through the samples viewer; its wavs become <audio> players
+    (embedded: the page stays offline) that Chromium decodes to the clips' length."""
+    from ganforge.report import write_report
+
+    from test_film import CHROMIUM, open_offline
+
+    train(_recipe(tmp_path / "run", speech, 2, "log.sample_every=1"))
+    page_path = write_report(tmp_path / "run")
+    text = page_path.read_text()
+    assert text.count("<audio") == 8 and "samples-final: the recording and the run's output" in text
+    if not CHROMIUM and not os.environ.get("GANFORGE_REQUIRE_BROWSER"):
+        pytest.skip("the browser half needs Chromium; .ci/run installs it and sets GANFORGE_REQUIRE_BROWSER")
+
+    def check(page):
+        assert page.locator("#samples-img").count() == 1
+        page.wait_for_function("Array.from(document.querySelectorAll('audio')).every(a => a.readyState >= 1)",
+                               timeout=10000)
+        return page.evaluate("Array.from(document.querySelectorAll('audio')).map(a => a.duration)")
+
+    durations = open_offline(page_path, check)
+    assert len(durations) == 8 and all(abs(d - 0.5) < 0.02 for d in durations), durations
+
+
+def _speech_block_commands():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text[text.index("## Speech: a HiFi-GAN vocoder"):]
+    block = block[:block.index("\n## ")]
+    code = block[block.index("```bash") + 7:]
+    code = code[:code.index("```")]
+    return [line.split("#")[0].strip() for line in code.strip().splitlines()]
+
+
+@pytest.mark.slow
+def test_the_readmes_speech_commands_run_as_written(speech, tmp_path):
+    """Each line of README's speech block, in a fresh folder: the CPU recipe builds the espeak-ng
+    corpus and trains (shortened by overrides appended to the line), vocode reads the held-out
+    utterances and a folder of the user's, and the LJSpeech recipe trains a step on clips laid
+    out as LJSpeech (its data.root replaced)."""
+    import re
+    import shutil
+    import soundfile
+
+    from test_audio import _espeak_or_fail
+
+    _espeak_or_fail()
+    commands = _speech_block_commands()
+    assert [c.split()[1] for c in commands] == ["train", "vocode", "vocode", "train"]
+    (tmp_path / "my_speech").mkdir()
+    soundfile.write(str(tmp_path / "my_speech" / "hello.wav"), voiced(0.5, 120, 0), RATE)
+    shutil.copytree(speech, tmp_path / "LJSpeech-1.1")
+    short = ("train.steps=2 phases={} metrics=[] log.progress=false log.sample_every=0 data.batch_size=2 "
+             "log.checkpoint_every=2")
+    env = dict(os.environ, WANDB_MODE="disabled")
+    for command in commands:
+        command = re.sub(r"^\.venv/bin/", f"{os.path.dirname(sys.executable)}/", command)
+        command = command.replace("PATH/LJSpeech-1.1", str(tmp_path / "LJSpeech-1.1"))
+        if " train " in f" {command} ":
+            command += f" {short}"
+        proc = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, (command, proc.stderr[-3000:])
+    assert json.loads((tmp_path / "data" / "espeak_speech" / "corpus.json").read_text())["utterances"] == 392
+    assert len(list((tmp_path / "vocoded").glob("*.wav"))) == 92  # 6 voices x 6 held-out sentences + the unseen voice's 56
+    assert soundfile.info(str(tmp_path / "vocoded_mine" / "hello.wav")).frames == int(0.5 * RATE)
+    assert (tmp_path / "runs" / "ljspeech_hifigan_v1" / "checkpoints" / "step-00000002").is_dir()

@@ -1,0 +1,91 @@
+"""A vocoder run against Griffin-Lim on every held-out utterance, its real-time factor, and examples.
+
+    python benchmarks/vocoder.py RUN [--threads 1] [--examples 3] [--out benchmarks/vocoder_examples]
+
+Loads the run's newest checkpoint and its data (``espeak_speech``: the corpus in
+data/espeak_speech), vocodes every held-out utterance (unseen sentences of the training voices,
+and the voice held out entirely) from its mel with the run's generator, and scores it with the
+``vocoder`` metric beside Griffin-Lim from the same mels (32 iterations). Synthesis is timed on
+``--threads`` CPU threads, one utterance at a time: the real-time factor is synthesis time over
+audio time (below 1: faster than real time). Writes a table, a JSON file under
+benchmarks/results/, and for ``--examples`` utterances a picture of the log-mel spectrograms
+(input | Griffin-Lim | ganforge) with the three wavs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from ganforge.loading import load_for_sampling
+from ganforge.plugins.audio.mel import Mel, griffin_lim
+from ganforge.plugins.audio.metrics import speech_scores, _mean
+from ganforge.plugins.audio.plots import save_spectrograms
+from ganforge.plugins.audio.vocoder import write_wav
+from ganforge.sampling import sampling_mode
+
+KEYS = ("mel_l1", "mrstft", "pesq", "stoi")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--examples", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/vocoder_examples")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    nets, system, recipe, meta = load_for_sampling(args.run, ema=True)
+    held = system.held_out()
+    mel, loss_mel, config = Mel(system.analysis), Mel(system.loss_analysis), system.analysis
+    rows: dict[str, dict[str, list]] = {}
+    synthesis = audio_seconds = 0.0
+    examples = []
+    picks = {0, 1, len(held) - 1} if args.examples == 3 else set(range(args.examples))
+    with torch.no_grad(), sampling_mode(system, nets):
+        for i in range(len(held)):
+            group = held.group_names[int(held.groups[i])]
+            n = int(held.lengths[i]) // config.hop * config.hop
+            real = held.audio[i, 0, :n]
+            start = time.perf_counter()
+            fake = system.vocode(nets, real)
+            synthesis += time.perf_counter() - start
+            audio_seconds += n / config.sample_rate
+            gl = griffin_lim(mel(real.reshape(1, 1, -1))[0], config, n)
+            row = rows.setdefault(group, {"ganforge": [], "griffin_lim": []})
+            row["ganforge"].append(speech_scores(fake, real, config.sample_rate, loss_mel))
+            row["griffin_lim"].append(speech_scores(gl, real, config.sample_rate, loss_mel))
+            if i in picks:
+                examples.append((held.names[i], group, real, gl, fake))
+    results = {group: {who: _mean(r) | {"utterances": len(r)} for who, r in row.items()} for group, row in rows.items()}
+    rtf = synthesis / audio_seconds
+    print(f"{recipe.name} at step {meta['step']}: {len(held)} held-out utterances, {audio_seconds / 60:.1f} min")
+    print(f"{'group':10} {'vocoder':12} " + " ".join(f"{k:>8}" for k in KEYS))
+    for group, by in results.items():
+        for who, scores in by.items():
+            print(f"{group:10} {who:12} " + " ".join(f"{scores.get(k, float('nan')):8.3f}" for k in KEYS))
+    print(f"synthesis on {args.threads} CPU thread(s): {synthesis:.1f} s for {audio_seconds:.1f} s of audio, "
+          f"real-time factor {rtf:.3f} ({1 / rtf:.1f}x faster than real time); {platform.processor() or platform.machine()}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pictures = []
+    for name, group, real, gl, fake in examples:
+        for suffix, audio in (("input", real), ("griffin_lim", gl), ("ganforge", fake)):
+            write_wav(out / f"{name}-{suffix}.wav", audio, config.sample_rate)
+        pictures.append((f"{name} ({group})", [("input", real), ("Griffin-Lim", gl), ("ganforge", fake)]))
+    save_spectrograms(pictures, mel, out / f"{recipe.name}-spectrograms.png")
+    record = {"run": args.run, "recipe": recipe.name, "step": meta["step"], "date": time.strftime("%Y-%m-%d"),
+              "machine": platform.processor() or platform.machine(), "threads": args.threads,
+              "real_time_factor": rtf, "audio_seconds": audio_seconds, "results": results}
+    target = Path("benchmarks/results") / f"vocoder-{recipe.name}-{record['date']}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"examples: {out}; results: {target}")
+
+
+if __name__ == "__main__":
+    main()
