@@ -93,6 +93,16 @@ class Run:
         with torch.no_grad():
             return self.system.translate(self.nets, images.to(self.device).float(), direction).float()
 
+    def vocode(self, audio: torch.Tensor) -> torch.Tensor:
+        """Vocoder runs: a waveform (T,) at the run's sample rate, in [-1, 1] -> its mel -> G -> (T,)."""
+        if not callable(getattr(self.system, "vocode", None)):
+            raise GanforgeError(f"vocode needs a vocoder run (objective hifigan); this run's objective is "
+                                f"'{self.recipe.objective.name}'")
+        from ganforge.sampling import sampling_mode
+
+        with torch.no_grad(), sampling_mode(self.system, self.nets):
+            return self.system.vocode(self.nets, audio.to(self.device).float().reshape(-1)).float()
+
 
 def load_run(path: str | Path, *, device: str | torch.device = "cpu", ema: bool = True) -> Run:
     """A run folder (its newest valid checkpoint) or a checkpoint folder, loaded as a :class:`Run`

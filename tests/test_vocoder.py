@@ -123,6 +123,11 @@ def test_vocode_keeps_names_rates_and_lengths_and_reports_the_real_time_factor(s
     code, out, _ = run_cli("vocode", tmp_path / "run", "--input", inputs / "a.wav", "--out", tmp_path / "one")
     assert code == 0 and np.array_equal(soundfile.read(str(tmp_path / "one" / "a.wav"))[0],
                                         soundfile.read(str(tmp_path / "out" / "a.wav"))[0])
+    from ganforge.api import load_run
+
+    run = load_run(tmp_path / "run")  # the Python API gives the same samples
+    mine = run.vocode(torch.from_numpy(soundfile.read(str(inputs / "a.wav"), dtype="float32")[0]))
+    assert np.abs(mine.clamp(-1, 1).numpy() - soundfile.read(str(tmp_path / "out" / "a.wav"))[0]).max() <= 1 / 32767
     code, out, _ = run_cli("vocode", tmp_path / "run", "--out", tmp_path / "held")
     assert code == 0 and sorted(p.name for p in (tmp_path / "held").iterdir()) == [
         "clip_04.wav", "clip_05.wav", "clip_06.wav", "clip_07.wav"]
