@@ -36,10 +36,29 @@ TRANSLATORS = [
 ]
 D_ARGS = {"multiscale_patchgan": {"scales": 2}}
 
+# vocoder networks (a generator of waveforms from mels, discriminators of waveforms): (G, D, D args)
+VOCODERS = [("hifigan_generator", "hifigan_mpd", {"width": 0.02}),
+            ("hifigan_generator", "hifigan_msd", {"width": 0.02, "scales": 2})]
+
 
 def test_pairs_cover_every_builtin():
-    assert {g for g, _, _ in PAIRS} | {g for g, *_ in TRANSLATORS} == set(REG.names("generator"))
-    assert {d for _, d, _ in PAIRS} | {d for _, d, *_ in TRANSLATORS} == set(REG.names("discriminator"))
+    generators = {g for g, _, _ in PAIRS} | {g for g, *_ in TRANSLATORS} | {g for g, *_ in VOCODERS}
+    discriminators = {d for _, d, _ in PAIRS} | {d for _, d, *_ in TRANSLATORS} | {d for _, d, _ in VOCODERS}
+    assert generators == set(REG.names("generator"))
+    assert discriminators == set(REG.names("discriminator"))
+
+
+@pytest.mark.parametrize("g_name, d_name, d_args", VOCODERS, ids=lambda v: str(v))
+def test_vocoders_shapes_and_backprop(g_name, d_name, d_args):
+    G = REG.build("generator", g_name, {"version": "v3", "channels": 16}, n_mels=80, hop=256)
+    D = REG.build("discriminator", d_name, d_args, in_shape=(1, 1024))
+    x = G(torch.randn(2, 80, 4))
+    assert x.shape == (2, 1, 1024) and x.abs().max() <= 1.0  # tanh
+    out = D(x)
+    assert all(h.shape[0] == 2 and h.dim() == 2 for h in heads(out)) and len(out.features) == len(heads(out))
+    sum(h.mean() for h in heads(out)).backward()
+    for name, module in (("G", G), ("D", D)):
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters()), name
 
 
 @pytest.mark.parametrize("g_name, d_name, in_shape, out_shape", TRANSLATORS, ids=lambda v: str(v))
