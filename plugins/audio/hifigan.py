@@ -136,6 +136,18 @@ def _scaled(channels: int, width: float) -> int:
     return max(16, int(round(channels * width / 16)) * 16)
 
 
+def _judge(d: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A sub-discriminator's convs (leaky ReLU after each) and output conv: its flattened logits
+    and every layer's output (the features that feature matching compares)."""
+    features = []
+    for conv in d.convs:
+        x = F.leaky_relu(conv(x), SLOPE)
+        features.append(x)
+    x = d.conv_post(x)
+    features.append(x)
+    return torch.flatten(x, 1, -1), features
+
+
 class PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, width: float = 1.0, kernel: int = 5, stride: int = 3):
         super().__init__()
@@ -152,14 +164,7 @@ class PeriodDiscriminator(nn.Module):
         if t % self.period:
             x = F.pad(x, (0, self.period - t % self.period), "reflect")
             t = x.shape[-1]
-        x = x.view(b, c, t // self.period, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return torch.flatten(x, 1, -1), features
+        return _judge(self, x.view(b, c, t // self.period, self.period))
 
 
 class ScaleDiscriminator(nn.Module):
@@ -179,13 +184,7 @@ class ScaleDiscriminator(nn.Module):
         self.conv_post = norm(nn.Conv1d(c_in, 1, 3, 1, padding=1))
 
     def forward(self, x):
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return torch.flatten(x, 1, -1), features
+        return _judge(self, x)
 
 
 class _Multi(nn.Module):
