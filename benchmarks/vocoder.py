@@ -81,7 +81,7 @@ def main() -> None:
     record = {"run": args.run, "recipe": recipe.name, "step": meta["step"], "date": time.strftime("%Y-%m-%d"),
               "machine": platform.processor() or platform.machine(), "threads": args.threads,
               "real_time_factor": rtf, "audio_seconds": audio_seconds, "results": results}
-    target = Path("benchmarks/results") / f"vocoder-{recipe.name}-{record['date']}.json"
+    target = Path("benchmarks/results") / f"vocoder-{recipe.name}-step{meta['step']}-{record['date']}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(record, indent=1) + "\n")
     print(f"examples: {out}; results: {target}")
