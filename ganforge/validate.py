@@ -38,6 +38,9 @@ def _check_adam(where: str, lr: float | None, betas: list | None, decay: Any, lr
 
 def validate(recipe: Recipe) -> None:
     """Checks that need more than types."""
+    from ganforge.config import Ramp  # (config imports this module)
+    from ganforge.ramps import validate_ramp
+
     t = recipe.train
     if t.precision not in PRECISIONS:
         raise ConfigError(
@@ -102,9 +105,6 @@ def validate(recipe: Recipe) -> None:
     for i, p in enumerate(recipe.penalties):
         if p.every < 1:
             raise ConfigError(f"penalties.{i}.every must be >= 1, got {p.every}")
-        from ganforge.config import Ramp
-        from ganforge.ramps import validate_ramp
-
         if isinstance(p.weight, Ramp):
             validate_ramp(p.weight, f"penalties.{i}.weight", t.steps, 0.0, math.inf, "a finite number >= 0")
         elif not math.isfinite(p.weight):
