@@ -264,3 +264,24 @@ def test_the_readmes_speech_commands_run_as_written(speech, tmp_path):
     assert len(list((tmp_path / "vocoded").glob("*.wav"))) == 92  # 6 voices x 6 held-out sentences + the unseen voice's 56
     assert soundfile.info(str(tmp_path / "vocoded_mine" / "hello.wav")).frames == int(0.5 * RATE)
     assert (tmp_path / "runs" / "ljspeech_hifigan_v1" / "checkpoints" / "step-00000002").is_dir()
+
+
+@pytest.mark.slow
+def test_the_vocoder_benchmark_scores_a_run_against_griffin_lim(speech, tmp_path):
+    """`python benchmarks/vocoder.py RUN` (README): a table of both vocoders per held-out group,
+    the real-time factor, a JSON record and the examples (3 utterances x input | GL | ganforge)."""
+    from pathlib import Path
+
+    train(_recipe(tmp_path / "run", speech, 1))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "vocoder.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--out", "examples"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert [line.split()[:2] for line in lines if line.startswith(("held_out", "unseen"))] == [
+        ["held_out", "ganforge"], ["held_out", "griffin_lim"], ["unseen", "ganforge"], ["unseen", "griffin_lim"]]
+    assert "real-time factor" in proc.stdout
+    record = json.loads(next((tmp_path / "benchmarks" / "results").glob("vocoder-speech_hifigan-step1-*.json")).read_text())
+    gl, ours = record["results"]["held_out"]["griffin_lim"], record["results"]["held_out"]["ganforge"]
+    assert gl["utterances"] == ours["utterances"] == 2 and gl["stoi"] > ours["stoi"]  # (one step of training)
+    assert len(list((tmp_path / "examples").glob("*.wav"))) == 9 and (tmp_path / "examples" / "speech_hifigan-spectrograms.png").is_file()
