@@ -23,7 +23,7 @@ import torch
 
 from ganforge.loading import load_for_sampling
 from ganforge.plugins.audio.mel import Mel, griffin_lim
-from ganforge.plugins.audio.metrics import speech_scores, _mean
+from ganforge.plugins.audio.metrics import VocoderMetrics
 from ganforge.plugins.audio.plots import save_spectrograms
 from ganforge.plugins.audio.vocoder import write_wav
 from ganforge.sampling import sampling_mode
@@ -40,40 +40,39 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     nets, system, recipe, meta = load_for_sampling(args.run, ema=True)
-    held = system.held_out()
-    mel, loss_mel, config = Mel(system.analysis), Mel(system.loss_analysis), system.analysis
-    rows: dict[str, dict[str, list]] = {}
-    synthesis = audio_seconds = 0.0
-    examples = []
-    picks = {0, 1, len(held) - 1} if args.examples == 3 else set(range(args.examples))
+    held, config = system.noise(10 ** 9), system.analysis  # every held-out utterance
+    samples = torch.zeros_like(held.audio)
+    synthesis = 0.0
     with torch.no_grad(), sampling_mode(system, nets):
-        for i in range(len(held)):
-            group = held.group_names[int(held.groups[i])]
-            n = int(held.lengths[i]) // config.hop * config.hop
-            real = held.audio[i, 0, :n]
+        for i in range(len(held)):  # one utterance at a time, as a user vocodes, timed
+            real = held.audio[i, 0, :int(held.lengths[i])]
             start = time.perf_counter()
-            fake = system.vocode(nets, real)
+            samples[i, 0, :len(real)] = system.vocode(nets, real)
             synthesis += time.perf_counter() - start
-            audio_seconds += n / config.sample_rate
-            gl = griffin_lim(mel(real.reshape(1, 1, -1))[0], config, n)
-            row = rows.setdefault(group, {"ganforge": [], "griffin_lim": []})
-            row["ganforge"].append(speech_scores(fake, real, config.sample_rate, loss_mel))
-            row["griffin_lim"].append(speech_scores(gl, real, config.sample_rate, loss_mel))
-            if i in picks:
-                examples.append((held.names[i], group, real, gl, fake))
-    results = {group: {who: _mean(r) | {"utterances": len(r)} for who, r in row.items()} for group, row in rows.items()}
+    audio_seconds = float(held.lengths.sum()) / config.sample_rate
+    scores = VocoderMetrics()(samples, system.dataset, inputs=held)  # ganforge and Griffin-Lim (gl_)
+    results = {group: {who: {k: scores[f"{group}/{prefix}{k}"] for k in KEYS if f"{group}/{prefix}{k}" in scores}
+                       | {"utterances": int((held.groups == g).sum())}
+                       for who, prefix in (("ganforge", ""), ("griffin_lim", "gl_"))}
+               for g, group in enumerate(held.group_names)}
     rtf = synthesis / audio_seconds
     print(f"{recipe.name} at step {meta['step']}: {len(held)} held-out utterances, {audio_seconds / 60:.1f} min")
     print(f"{'group':10} {'vocoder':12} " + " ".join(f"{k:>8}" for k in KEYS))
     for group, by in results.items():
-        for who, scores in by.items():
-            print(f"{group:10} {who:12} " + " ".join(f"{scores.get(k, float('nan')):8.3f}" for k in KEYS))
+        for who, row in by.items():
+            print(f"{group:10} {who:12} " + " ".join(f"{row.get(k, float('nan')):8.3f}" for k in KEYS))
     print(f"synthesis on {args.threads} CPU thread(s): {synthesis:.1f} s for {audio_seconds:.1f} s of audio, "
           f"real-time factor {rtf:.3f} ({1 / rtf:.1f}x faster than real time); {platform.processor() or platform.machine()}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pictures = []
-    for name, group, real, gl, fake in examples:
+    mel, pictures = Mel(config), []
+    picks = sorted({0, 1, len(held) - 1} if args.examples == 3 else set(range(min(args.examples, len(held)))))
+    for i in picks:
+        n = int(held.lengths[i]) // config.hop * config.hop
+        name, group = held.names[i], held.group_names[int(held.groups[i])]
+        real, fake = held.audio[i, 0, :n], samples[i, 0, :n]
+        with torch.no_grad():
+            gl = griffin_lim(mel(real.reshape(1, 1, -1))[0], config, n)
         for suffix, audio in (("input", real), ("griffin_lim", gl), ("ganforge", fake)):
             write_wav(out / f"{name}-{suffix}.wav", audio, config.sample_rate)
         pictures.append((f"{name} ({group})", [("input", real), ("Griffin-Lim", gl), ("ganforge", fake)]))

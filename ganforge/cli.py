@@ -109,11 +109,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if picture:
         from ganforge import plots
 
-        if system.write_samples(samples, noise, out) is not None:  # (the system's own form: a vocoder's wavs)
-            pass
-        elif samples.dim() == 2:  # (no data points: the run's data is not loaded for sampling)
+        written = system.write_samples(samples, noise, out)  # (the system's own form: a vocoder's wavs)
+        if written is None and samples.dim() == 2:  # (no data points: the run's data is not loaded for sampling)
             plots.save_scatter(samples, None, out, f"{recipe.name}: step {meta['step']}")
-        else:
+        elif written is None:
             plots.save_grid(samples, out, nrow)
     else:  # (a conditional run: with the class each sample was made for)
         from ganforge.sampling import write_sample_file
@@ -244,6 +243,12 @@ def cmd_vocode(args: argparse.Namespace) -> int:
         raise GanforgeError(f"ganforge vocode needs a vocoder run (objective hifigan); this run's objective is "
                             f"'{recipe.objective.name}'")
     source = Path(args.input) if args.input else None
+    if args.threads < 1:
+        raise GanforgeError(f"--threads must be at least 1, got {args.threads}")
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GanforgeError(f"cannot write to --out {args.out}: {err.strerror or err}") from None
     if source is not None and not source.exists():
         raise GanforgeError(f"--input {source} does not exist; give a wav file or a folder of them")
     torch.set_num_threads(args.threads)

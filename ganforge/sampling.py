@@ -61,14 +61,14 @@ def generate(state: Any, noise: Any) -> torch.Tensor:
 
 
 def write_samples(state: Any, noise: Any, stem: str) -> Path | None:
-    """The fixed-noise sample grid (or, for vector data, a scatter plot over the data)."""
+    """The fixed-noise sample grid (for vector data, a scatter plot over the data; or what the
+    system writes itself, :meth:`ganforge.system.GANSystem.write_samples`)."""
     if not state.accelerator.is_main_process:
         return None
     samples = generate(state, noise)
     path = state.output_dir / f"{stem}.png"
-    if state.system.write_samples(samples, noise, path) is not None:  # (the system's own form: a vocoder's wavs)
-        pass
-    elif samples.dim() == 2:  # vector data: scatter plot against the data
+    written = state.system.write_samples(samples, noise, path)  # (the system's own form: a vocoder's wavs)
+    if written is None and samples.dim() == 2:  # vector data: scatter plot against the data
         n = min(len(state.dataset), 2500)
         g = torch.Generator().manual_seed(0)
         idx = torch.randperm(len(state.dataset), generator=g)[:n].tolist()
@@ -76,7 +76,7 @@ def write_samples(state: Any, noise: Any, stem: str) -> Path | None:
         device = state.accelerator.device
         more = generate(state, state.system.noise(2500, device, torch.Generator(device).manual_seed(1)))
         plots.save_scatter(more, data, path, f"{state.config.name}: step {state.step}")
-    else:
+    elif written is None:
         plots.save_grid(samples, path, state.system.grid_nrow)
     if state.accelerator.trackers:  # log.trackers: the grid to those that take images
         from ganforge.trackers import log_image

@@ -137,6 +137,8 @@ def test_vocode_keeps_names_rates_and_lengths_and_reports_the_real_time_factor(s
     ("junk", "junk.wav is not an audio file soundfile can read"),
     ("empty", "no audio files"),
     ("missing", "does not exist; give a wav file or a folder of them"),
+    ("threads", "--threads must be at least 1, got 0"),
+    ("out", "cannot write to --out"),
     ("image_run", "ganforge vocode needs a vocoder run (objective hifigan); this run's objective is 'unconditional'"),
 ])
 def test_vocode_bad_inputs_are_one_line(speech, tmp_path, run_cli, case, message):
@@ -149,8 +151,10 @@ def test_vocode_bad_inputs_are_one_line(speech, tmp_path, run_cli, case, message
     folder.mkdir()
     if case == "junk":
         (folder / "junk.wav").write_bytes(b"RIFF but not really")
+    (tmp_path / "a_file").write_text("")
+    extra = ["--threads", "0"] if case == "threads" else []
     code, out, err = run_cli("vocode", tmp_path / "run", "--input", folder / "x" if case == "missing" else folder,
-                             "--out", tmp_path / "out")
+                             "--out", tmp_path / "a_file" / "out" if case == "out" else tmp_path / "out", *extra)
     assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
 
 

@@ -127,7 +127,7 @@ def _built(folder: Path, **settings: int) -> bool:
     return info.get("version") == VERSION and all(info.get(k) == v for k, v in settings.items())
 
 
-def espeak_speech(*, root: str | None, download: bool = False, segment: int = 8192, sample_rate: int = 22050,
+def espeak_speech(*, root: str | None, segment: int = 8192, sample_rate: int = 22050,
                   hop: int = 256, eval_limit: int = 64, per_voice: int = 56, held_sentences: int = 6):
     """Offline multi-voice speech synthesised with espeak-ng (built in data.root, default
     data/espeak_speech, on first use): 6 voices x 50 training sentences, 6 held-out sentences per

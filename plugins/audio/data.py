@@ -167,8 +167,7 @@ def _split(folder: Path, files: dict[str, Path], held_out: int | float, seed: in
 
 
 def audio_folder(*, root: str | None, segment: int = 8192, sample_rate: int = 22050, hop: int = 256,
-                 held_out: int | float = 0.05, eval_limit: int = 64, seed: int = 0, download: bool = False,
-                 **_: Any) -> AudioSegments:
+                 held_out: int | float = 0.05, eval_limit: int = 64, seed: int = 0) -> AudioSegments:
     """wav/flac/ogg speech clips (LJSpeech's wavs/ + metadata.csv read as is): random segments
     of `segment` samples for training, whole held-out clips for evaluation (HiFi-GAN's
     training.txt / validation.txt lists, plus unseen.txt, when present)."""
@@ -182,6 +181,8 @@ def audio_folder(*, root: str | None, segment: int = 8192, sample_rate: int = 22
         raise DatasetError(f"segment ({segment}) must be a positive multiple of hop ({hop}): a mel frame per hop")
     files = _files(folder)
     split = _split(folder, files, held_out, seed)
+    if not split["train"]:
+        raise DatasetError(f"{folder}: no training clips (its training.txt is empty); list the clips to train on")
     mixed: list[str] = []
 
     def load(name: str) -> torch.Tensor:
@@ -200,7 +201,7 @@ def audio_folder(*, root: str | None, segment: int = 8192, sample_rate: int = 22
         clips.append(audio)
         total += len(audio)
     groups = [g for g in ("held_out", "unseen") if g in split]
-    held = [(g, name, load(name)) for i, g in enumerate(groups) for name in split[g][:eval_limit]]
+    held = [(g, name, load(name)) for g in groups for name in split[g][:eval_limit]]
     if mixed:
         warnings.warn(f"{len(mixed)} clips have several channels (first: {mixed[0]}); they were mixed down to mono",
                       stacklevel=2)

@@ -10,7 +10,7 @@ under autocast (an STFT in bf16 loses the quiet bands), on any device, with tens
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,9 +40,6 @@ class MelConfig:
         nyquist = self.sample_rate / 2
         if self.fmax is not None and not self.fmin < self.fmax <= nyquist:
             raise ValueError(f"mel: fmin ({self.fmin}) < fmax ({self.fmax}) <= sample_rate / 2 ({nyquist}) is needed")
-
-    def replace(self, **changes) -> MelConfig:
-        return MelConfig(**{**asdict(self), **changes})
 
 
 @functools.lru_cache(maxsize=8)

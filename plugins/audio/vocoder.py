@@ -60,7 +60,7 @@ class HiFiGAN(GANSystem):
         self.dataset, self.loss = dataset, loss
         self.mel_weight, self.feature_weight, self.adversarial_weight = mel_weight, feature_weight, adversarial_weight
         self.analysis = MelConfig(rate, n_fft, hop, win, n_mels, fmin, fmax)
-        self.loss_analysis = self.analysis.replace(fmax=fmax_loss)
+        self.loss_analysis = replace(self.analysis, fmax=fmax_loss)
         self.mel, self.loss_mel = Mel(self.analysis), Mel(self.loss_analysis)
         segment = tuple(dataset.sample_shape)
         betas, decay = tuple(optim.betas), optim.weight_decay
