@@ -30,18 +30,32 @@ def _recipe(out, speech, steps, *extra):
                                           "log.checkpoint_every=3", "phases={}", *TINY, *extra])
 
 
-def test_the_generators_loss_is_hifigans_on_a_batch(speech, tmp_path):
+NETS = {"G": "G: {name: hifigan_generator, args: {version: v3, channels: 16}}",
+        "MPD": "MPD: {name: hifigan_mpd, args: {width: 0.01, periods: [2, 3]}}",
+        "MSD": "MSD: {name: hifigan_msd, args: {width: 0.01, scales: 2}}"}
+
+
+def _families(*names):
+    """Overrides for a vocoder with only these discriminator families."""
+    return [f"objective.args={{discriminators: [{', '.join(names)}]}}",
+            "networks={" + ", ".join(NETS[n] for n in ("G", *names)) + "}"]
+
+
+@pytest.mark.parametrize("families", [("MPD", "MSD"), ("MPD",), ("MSD",)])
+def test_the_generators_loss_is_hifigans_on_a_batch(speech, tmp_path, families):
     """45 x mel-L1 (loss mels to Nyquist) + sum over sub-discriminators of (1 - D(G(s)))^2 and
-    2 x the L1 between their features, HiFi-GAN's train.py by hand, on the system's networks."""
-    state = train(_recipe(tmp_path, speech, 1))
+    2 x the L1 between their features, HiFi-GAN's train.py by hand, on the system's networks;
+    with both discriminator families (the paper's) or one."""
+    state = train(_recipe(tmp_path, speech, 1, *_families(*families)))
     system = state.system
+    assert set(state.nets) == {"G", *families}
     y = state.dataset.__getitems__([0, 5, 9, 11])
     with torch.no_grad():
         terms = system.g_loss(y)
         fake = system.nets["G"](system.mel(y))
         mel_loss = 45 * torch.nn.functional.l1_loss(system.loss_mel(fake), system.loss_mel(y))
         adv = fm = 0.0
-        for name in ("MPD", "MSD"):
+        for name in families:
             real, out = system.nets[name](y), system.nets[name](fake)
             adv += sum(torch.mean((1 - g) ** 2) for g in out.logits)
             fm += 2 * sum(torch.mean(torch.abs(r - g)) for rs, gs in zip(real.features, out.features)
@@ -57,6 +71,23 @@ def test_before_the_discriminator_starts_g_learns_from_the_mel_loss_alone(speech
     assert "g_mel_l1" in by_step[1] and "g_gan_mpd" not in by_step[1] and "loss_d" not in by_step[1]
     assert "g_gan_mpd" in by_step[4] and "g_feat_msd" in by_step[4] and "loss_d" in by_step[4]
     assert state.step == 4
+
+
+def test_a_vocoder_with_the_period_discriminator_alone_trains_and_saves_only_it(speech, tmp_path):
+    train(_recipe(tmp_path, speech, 4, "phases={D: {start: 2}}", "log.every=1", *_families("MPD")))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if r.get("step") == 4 and "loss_g" in r][0]
+    assert "g_gan_mpd" in last and "loss_d" in last and not any(k.endswith("_msd") for k in last)
+    saved = {p.stem for p in (tmp_path / "checkpoints" / "step-00000004").iterdir()}
+    assert "model.MPD" in saved and "model.G" in saved and "model.MSD" not in saved, saved
+
+
+@pytest.mark.parametrize("families", ["[MPD, MRD]", "[MPD, MPD]", "[]"])
+def test_unknown_or_repeated_discriminator_families_are_one_line(speech, tmp_path, run_cli, families):
+    code, out, err = run_cli("train", "speech_hifigan", f"out_dir={tmp_path}", f"data.root={speech}", *TINY,
+                             f"objective.args={{discriminators: {families}}}")
+    assert code != 0 and "discriminators is a list of MPD and MSD" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_a_vocoder_run_resumes_bitwise_across_the_discriminators_start(speech, tmp_path):

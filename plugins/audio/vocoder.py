@@ -11,6 +11,10 @@ same batch of real segments ``y``:
   frequency) of ``G(mel)`` and ``y``, plus ``feature_weight`` (2) x feature matching over every
   sub-discriminator's features, plus ``adversarial_weight`` x the adversarial terms.
 
+``discriminators`` chooses the families (default both, as the paper; ``[MPD]`` is the CPU
+demo's: the multi-scale one's grouped 41-tap convolutions cost most of an adversarial step
+there, and the paper's ablation finds MPD the more important of the two).
+
 The recipe's ``loss`` is the adversarial loss (HiFi-GAN: ``lsgan``). ganforge's ``lsgan`` halves
 each term (Mao et al.'s 1/2), so the default ``adversarial_weight`` 2 gives HiFi-GAN's sum of
 ``(1 - D(G(s)))^2`` exactly. D's loss is halved likewise, which Adam does not see. A
@@ -37,6 +41,7 @@ from ganforge.system import GANSystem, Network, Optimizer, Phase, Terms, d_adver
 __all__ = ["HiFiGAN", "write_wav"]
 
 EXAMPLES = 4  # utterances in a training picture
+DISCRIMINATORS = {"MPD": "hifigan_mpd", "MSD": "hifigan_msd"}  # network name -> its default part
 
 
 def write_wav(path: Path, audio: torch.Tensor, sample_rate: int) -> None:
@@ -51,12 +56,18 @@ def write_wav(path: Path, audio: torch.Tensor, sample_rate: int) -> None:
 class HiFiGAN(GANSystem):
     def __init__(self, loss: Any, dataset: Any, optim: Any, mel_weight: float = 45.0, feature_weight: float = 2.0,
                  adversarial_weight: float = 2.0, n_mels: int = 80, n_fft: int = 1024, win: int = 1024,
-                 fmin: float = 0.0, fmax: float | None = 8000.0, fmax_loss: float | None = None):
+                 fmin: float = 0.0, fmax: float | None = 8000.0, fmax_loss: float | None = None,
+                 discriminators: tuple[str, ...] = tuple(DISCRIMINATORS)):
         rate, hop = getattr(dataset, "sample_rate", None), getattr(dataset, "hop", None)
         if rate is None or hop is None or not callable(getattr(dataset, "evaluation", None)):
             raise ValueError(f"hifigan needs speech data (audio_folder, espeak_speech), got {type(dataset).__name__}")
         if min(mel_weight, feature_weight, adversarial_weight) < 0:
             raise ValueError("mel_weight, feature_weight and adversarial_weight are weights >= 0")
+        discriminators = tuple(discriminators)
+        if not discriminators or len(set(discriminators)) < len(discriminators) or set(discriminators) - set(DISCRIMINATORS):
+            raise ValueError(f"hifigan: discriminators is a list of {' and '.join(DISCRIMINATORS)} (each at most "
+                             f"once), got {list(discriminators)}")
+        self.discriminators = discriminators
         self.dataset, self.loss = dataset, loss
         self.mel_weight, self.feature_weight, self.adversarial_weight = mel_weight, feature_weight, adversarial_weight
         self.analysis = MelConfig(rate, n_fft, hop, win, n_mels, fmin, fmax)
@@ -65,11 +76,11 @@ class HiFiGAN(GANSystem):
         segment = tuple(dataset.sample_shape)
         betas, decay = tuple(optim.betas), optim.weight_decay
         self.networks = {"G": Network("generator", {"n_mels": n_mels, "hop": hop}, default="hifigan_generator"),
-                         "MPD": Network("discriminator", {"in_shape": segment}, default="hifigan_mpd"),
-                         "MSD": Network("discriminator", {"in_shape": segment}, default="hifigan_msd")}
+                         **{name: Network("discriminator", {"in_shape": segment}, default=DISCRIMINATORS[name])
+                            for name in discriminators}}
         self.optimizers = {"G": Optimizer(["G"], optim.lr_g, betas, decay),
-                           "D": Optimizer(["MPD", "MSD"], optim.lr_d, betas, decay)}
-        self.phases = [Phase("D", "D", self.d_loss, penalize=["MPD", "MSD"]),
+                           "D": Optimizer(list(discriminators), optim.lr_d, betas, decay)}
+        self.phases = [Phase("D", "D", self.d_loss, penalize=list(discriminators)),
                        Phase("G", "G", self.g_loss, new_batch=False)]
         self._held_out = None
         self.grid_nrow = 1
@@ -94,12 +105,12 @@ class HiFiGAN(GANSystem):
         with torch.no_grad():  # D's phase needs no graph through G
             fake = self.nets["G"](mel(y))
         total, logs = 0.0, {}
-        for name in ("MPD", "MSD"):
+        for name in self.discriminators:
             D = self.nets[name]
             part, part_logs = d_adversarial(self.loss, D(y), D(fake))
             total = total + part
             logs.update({f"{k}_{name.lower()}": v for k, v in part_logs.items()})
-        return Terms(total, logs, judged={"MPD": (y, fake), "MSD": (y, fake)})
+        return Terms(total, logs, judged={name: (y, fake) for name in self.discriminators})
 
     def g_loss(self, y) -> Terms:
         mel, loss_mel = self._mels(y.device)
@@ -107,7 +118,7 @@ class HiFiGAN(GANSystem):
         mel_l1 = (loss_mel(fake) - loss_mel(y)).abs().mean()
         loss, logs = self.mel_weight * mel_l1, {"g_mel_l1": mel_l1.detach()}
         if self.runs("D") and (self.adversarial_weight or self.feature_weight):
-            for name in ("MPD", "MSD"):
+            for name in self.discriminators:
                 D = self.nets[name]
                 with torch.no_grad():  # real features are targets (D is frozen in G's phase)
                     real = D(y)
@@ -195,11 +206,12 @@ class HiFiGAN(GANSystem):
 
 def hifigan(*, loss, optim, dataset, mel_weight: float = 45.0, feature_weight: float = 2.0,
             adversarial_weight: float = 2.0, n_mels: int = 80, n_fft: int = 1024, win: int = 1024, fmin: float = 0.0,
-            fmax: float | None = 8000.0, fmax_loss: float | None = None):
-    """HiFi-GAN vocoder (Kong et al. 2020): mel -> waveform; G vs multi-period + multi-scale D,
-    losses 45 x mel-L1 + 2 x feature matching + LSGAN; mel parameters as HiFi-GAN's (hop from the data)."""
+            fmax: float | None = 8000.0, fmax_loss: float | None = None, discriminators=tuple(DISCRIMINATORS)):
+    """HiFi-GAN vocoder (Kong et al. 2020): mel -> waveform; G vs multi-period + multi-scale D
+    (``discriminators``: both, or one), losses 45 x mel-L1 + 2 x feature matching + LSGAN; mel
+    parameters as HiFi-GAN's (hop from the data)."""
     return HiFiGAN(loss, dataset, optim, mel_weight, feature_weight, adversarial_weight, n_mels, n_fft, win, fmin,
-                   fmax, fmax_loss)
+                   fmax, fmax_loss, tuple(discriminators))
 
 
 @hookimpl
