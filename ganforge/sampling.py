@@ -14,6 +14,7 @@ import torch
 from ganforge import plots
 from ganforge.data import samples_at
 from ganforge.files import atomic_path
+from ganforge.system import GANSystem
 
 __all__ = ["evaluate", "evaluate_samples", "generate", "read_sample_file", "rows", "sampling_mode", "sharded_generate",
            "write_sample_file", "write_samples"]
@@ -83,6 +84,13 @@ def write_samples(state: Any, noise: Any, stem: str) -> Path | None:
 
         log_image(state.accelerator, path, state.step)
     return path
+
+
+def samples_label(system: Any, sample_shape: Any) -> str:
+    """What the end of training calls the picture that :func:`write_samples` wrote."""
+    if type(system).write_samples is not GANSystem.write_samples:
+        return "samples"  # the system's own form (a vocoder: spectrograms, the wavs beside them)
+    return "scatter plot" if len(sample_shape) == 1 else "sample grid"
 
 
 def evaluate(state: Any, metrics: dict[str, Any]) -> dict[str, float]:

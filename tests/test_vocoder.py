@@ -106,12 +106,14 @@ def test_a_vocoder_run_resumes_bitwise_across_the_discriminators_start(speech, t
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
-def test_training_writes_spectrograms_and_wavs_and_sample_writes_the_held_out_utterances(speech, tmp_path, run_cli):
+def test_training_writes_spectrograms_and_wavs_and_sample_writes_the_held_out_utterances(speech, tmp_path, run_cli,
+                                                                                          capsys):
     import soundfile
 
     train(_recipe(tmp_path / "run", speech, 2, "log.sample_every=1", "metrics=[vocoder]", "log.eval_every=2",
                   "log.eval_samples=4"))
     run = tmp_path / "run"
+    assert f"samples: {run / 'samples-final.png'}" in capsys.readouterr().out  # not "sample grid"
     assert (run / "samples-00000001.png").is_file() and (run / "samples-final.png").is_file()
     wavs = sorted(p.name for p in (run / "samples-final").iterdir())
     assert wavs == ["clip_04-real.wav", "clip_04.wav", "clip_05-real.wav", "clip_05.wav",
