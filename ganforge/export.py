@@ -4,8 +4,9 @@ convention, to hand to someone without the run folder.
 The folder holds ``model.safetensors`` (every network that is not a discriminator, EMA copies
 where the run kept them; keys ``<network>.<parameter>``), ``config.json`` (the recipe, the
 parts' names and arguments per network, the data shape, classes, the step, the ganforge
-version) and a ``README.md`` model card (what it was trained on, the recipe, the run's last
-measured metrics, a sample grid, three lines to load it). :func:`load_pretrained` gives a
+version; for a system that reads its dataset, a vocoder or a translation, the dataset's facts:
+rate, hop, shapes, never the data) and a ``README.md`` model card (what it was trained on, the
+recipe, the run's last measured metrics, a sample grid, the lines that load and use it). :func:`load_pretrained` gives a
 :class:`ganforge.api.Run` that samples exactly as the run does for the same seed; ``--push
 REPO`` uploads the folder with ``huggingface_hub`` (which needs a network and a token).
 """
@@ -35,6 +36,8 @@ def export_run(run_path: str | Path, out: str | Path, *, ema: bool = True) -> Pa
     from ganforge import checkpoint as ckpt
     from ganforge.api import load_run
     from ganforge.build import network_parts
+    from ganforge.loading import data_facts, needs_dataset
+    from ganforge.manager import get_plugin_manager
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -53,6 +56,8 @@ def export_run(run_path: str | Path, out: str | Path, *, ema: bool = True) -> Pa
                      for n in sampling},
         "recipe": run.recipe.to_dict(),
     }
+    if needs_dataset(run.recipe, get_plugin_manager().registry):  # (its data stays behind)
+        config["data_facts"] = data_facts(run.system.dataset)
     run_folder = run.checkpoint.parent.parent
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -63,7 +68,8 @@ def export_run(run_path: str | Path, out: str | Path, *, ema: bool = True) -> Pa
         grid = run_folder / "samples-final.png"
         if grid.is_file():
             shutil.copyfile(grid, tmp / "samples.png")
-        (tmp / "README.md").write_text(_model_card(config, _last_metrics(run_folder), grid.is_file(), out.name))
+        (tmp / "README.md").write_text(_model_card(config, _last_metrics(run_folder), grid.is_file(), out.name,
+                                                   _usage(run.system, config)))
         if out.exists():
             out.rmdir()
         tmp.rename(out)
@@ -87,7 +93,20 @@ def _last_metrics(run_folder: Path) -> dict[str, float]:
     return last
 
 
-def _model_card(config: dict, metrics: dict, grid: bool, name: str) -> str:
+def _usage(system: Any, config: dict) -> str:
+    """The card's line that uses the model: what the system does with its networks alone."""
+    if callable(getattr(system, "vocode", None)):
+        rate = config.get("data_facts", {}).get("sample_rate", "the run's")
+        return (f"waveform = torch.zeros({rate})  # your speech: (T,) at {rate} Hz, in [-1, 1]\n"
+                f"audio = run.vocode(waveform)  # its mel spectrogram -> the vocoder -> (T,)")
+    if callable(getattr(system, "translate", None)) and getattr(system, "directions", None):
+        shape = ", ".join(str(s) for s in config["data_facts"]["input_shape"])
+        return (f"images = torch.zeros(4, {shape})  # your images: (N, {shape}) in [-1, 1]\n"
+                f"translated = run.translate(images, \"{next(iter(system.directions))}\")")
+    return "samples = run.generate(16, seed=0)  # what `ganforge sample --seed 0` draws from the run"
+
+
+def _model_card(config: dict, metrics: dict, grid: bool, name: str, usage: str) -> str:
     nets = ", ".join(f"`{n}` ({c['kind']}: `{c['name']}`{', EMA' if c['ema'] else ''})"
                      for n, c in config["networks"].items())
     measured = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
@@ -106,8 +125,9 @@ Trained with [ganforge](https://pypi.org/project/ganforge/) {config['ganforge_ve
 
 ```python
 import ganforge
+import torch
 run = ganforge.load_pretrained("{name}")  # this folder
-samples = run.generate(16, seed=0)  # what `ganforge sample --seed 0` draws from the run
+{usage}
 ```
 {f'''
 ![samples](samples.png)
@@ -134,7 +154,7 @@ def load_pretrained(folder: str | Path, *, device: str | torch.device = "cpu") -
     from ganforge.api import Run
     from ganforge.build import build_networks, build_system
     from ganforge.config import recipe_from_dict
-    from ganforge.loading import dataset_of, needs_dataset
+    from ganforge.loading import ExportedData, dataset_of, needs_dataset
     from ganforge.manager import get_plugin_manager
 
     folder = Path(folder)
@@ -147,7 +167,10 @@ def load_pretrained(folder: str | Path, *, device: str | torch.device = "cpu") -
                             f"ganforge reads format {FORMAT}")
     recipe = recipe_from_dict(config["recipe"])
     registry = get_plugin_manager().registry
-    dataset = dataset_of(recipe, registry) if needs_dataset(recipe, registry) else None
+    dataset = None
+    if needs_dataset(recipe, registry):  # the facts the system reads, not the data (which stays with the run)
+        dataset = (ExportedData(config["data_facts"], recipe.objective.name) if "data_facts" in config
+                   else dataset_of(recipe, registry))
     system = build_system(recipe, registry, tuple(config["sample_shape"]), dataset, num_classes=config["num_classes"])
     nets = build_networks(recipe, registry, system)
     tensors = load_file(str(folder / "model.safetensors"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ganforge.errors import GanforgeError
 
-__all__ = ["dataset_of", "input_images", "load_for_sampling", "meta_fields", "needs_dataset"]
+__all__ = ["ExportedData", "data_facts", "dataset_of", "input_images", "load_for_sampling", "meta_fields", "needs_dataset"]
 
 
 def load_for_sampling(checkpoint: str, ema: bool):
@@ -84,6 +84,40 @@ def needs_dataset(recipe, registry) -> bool:
     factory = registry.get("objective", recipe.objective.name).factory
     param = inspect.signature(factory).parameters.get("dataset")
     return param is not None and param.default is inspect.Parameter.empty
+
+
+def data_facts(dataset) -> dict:
+    """What a system may read from its dataset beside the data itself: the dataset's public
+    plain values (numbers, flags, names, shapes: a vocoder's ``sample_rate`` and ``hop``, a
+    translation's ``input_shape`` and ``paired``), for an export to carry instead of the data."""
+    facts = {}
+    for name in dir(dataset):
+        if name.startswith("_") or name == "root":
+            continue
+        value = getattr(dataset, name, None)
+        if isinstance(value, (bool, int, float, str)) or (
+                isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value)):
+            facts[name] = list(value) if isinstance(value, (tuple, list)) else value
+    return facts
+
+
+class ExportedData:
+    """An export's stand-in for the dataset of a system that needs one (:func:`needs_dataset`):
+    the facts :func:`data_facts` recorded, and no data. The networks' own uses (a vocoder's
+    ``vocode``, a translation's ``translate``) work; held-out inputs (``generate``) need the run."""
+
+    def __init__(self, facts: dict, objective: str):
+        self.__dict__.update({k: tuple(v) if isinstance(v, list) else v for k, v in facts.items()})
+        self._objective = objective
+
+    def _none(self, *args, **kwargs):
+        raise GanforgeError(f"an export holds the networks, not the data: the {self._objective} run's held-out "
+                            f"inputs need its data; load the run itself (ganforge.load_run) with its data.root")
+
+    evaluation = __getitem__ = __getitems__ = _none
+
+    def __len__(self) -> int:
+        return 0
 
 
 def dataset_of(recipe, registry):

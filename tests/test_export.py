@@ -72,3 +72,58 @@ def test_push_uploads_the_export_folder(toy_run, tmp_path, run_cli, monkeypatch)
     assert calls == [("create", "me/toy", "model"),
                      ("upload", ["README.md", "config.json", "model.safetensors", "samples.png"], "me/toy")]
     assert "uploaded: https://huggingface.co/me/toy/commit/1" in out
+
+
+def _card_code(folder):
+    return re.search(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S).group(1)
+
+
+def test_a_vocoder_export_vocodes_without_its_training_speech(tmp_path, run_cli, monkeypatch):
+    """The export carries the facts the system reads from its data (rate, hop), not the data:
+    with the clips deleted, load_pretrained vocodes as the run does, and the card's lines run."""
+    import shutil
+
+    from audio_helpers import TINY, make_clips, voiced
+
+    clips = make_clips(tmp_path / "clips", n=8, seconds=0.5, lists=True)
+    ganforge.train("speech_hifigan", [f"out_dir={tmp_path / 'run'}", f"data.root={clips}", "train.steps=2",
+                                      "phases={}", *TINY])
+    waveform = torch.from_numpy(voiced(0.4, 130, 3))
+    expected = ganforge.load_run(tmp_path / "run").vocode(waveform)
+    code, _, err = run_cli("export", tmp_path / "run", "--out", tmp_path / "vocoder")
+    assert code == 0, err
+    shutil.rmtree(clips)
+    config = json.loads((tmp_path / "vocoder" / "config.json").read_text())
+    assert config["data_facts"]["sample_rate"] == 22050 and config["data_facts"]["hop"] == 256
+    assert "root" not in config["data_facts"]
+    pretrained = ganforge.load_pretrained(tmp_path / "vocoder")
+    assert torch.equal(pretrained.vocode(waveform), expected)
+    with pytest.raises(ganforge.GanforgeError, match="an export holds the networks, not the data"):
+        pretrained.generate(2)  # (held-out utterances are data)
+    snippet = _card_code(tmp_path / "vocoder")
+    assert "run.vocode(waveform)" in snippet and "generate" not in snippet
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102
+    assert torch.equal(scope["audio"], pretrained.vocode(torch.zeros(22050)))
+
+
+def test_a_translation_export_translates_without_its_images(tmp_path, run_cli, monkeypatch):
+    import shutil
+
+    from test_translation import QUICK as T_QUICK, TINY_P2P
+    from conftest import make_mnist_like
+
+    digits = make_mnist_like(make_mnist_like(tmp_path / "mnist", n=64), n=40, split="test")
+    ganforge.train("mnist_edges_pix2pix", [f"out_dir={tmp_path / 'run'}", f"data.root={digits}", "train.steps=2",
+                                           "metrics=[]", *TINY_P2P, *T_QUICK])
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    expected = ganforge.load_run(tmp_path / "run").translate(images)
+    assert run_cli("export", tmp_path / "run", "--out", tmp_path / "edges")[0] == 0
+    shutil.rmtree(digits)
+    assert torch.equal(ganforge.load_pretrained(tmp_path / "edges").translate(images), expected)
+    snippet = _card_code(tmp_path / "edges")
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102
+    assert scope["translated"].shape == (4, 1, 32, 32)
