@@ -37,9 +37,10 @@ def make_clips(folder: Path, n: int = 8, seconds: float = 0.5, rate: int = RATE,
     return folder
 
 
-#: a vocoder small enough for a CPU test: 2,048-sample segments, a 16-channel V3-shaped G, thin Ds
+#: a vocoder small enough for a CPU test: 2,048-sample segments, a 16-channel V3-shaped G, both
+#: discriminator families (the paper's), thin
 TINY = ["data.name=audio_folder", "data.batch_size=4", "data.args={segment: 2048, eval_limit: 2}",
-        "objective.name=hifigan", "loss=lsgan", "metrics=[]",
+        "objective.name=hifigan", "objective.args={discriminators: [MPD, MSD]}", "loss=lsgan", "metrics=[]",
         "networks={G: {name: hifigan_generator, args: {version: v3, channels: 16}}, "
         "MPD: {name: hifigan_mpd, args: {width: 0.01, periods: [2, 3]}}, "
         "MSD: {name: hifigan_msd, args: {width: 0.01, scales: 2}}}",
