@@ -6,9 +6,10 @@ where the run kept them; keys ``<network>.<parameter>``), ``config.json`` (the r
 parts' names and arguments per network, the data shape, classes, the step, the ganforge
 version; for a system that reads its dataset, a vocoder or a translation, the dataset's facts:
 rate, hop, shapes, never the data) and a ``README.md`` model card (what it was trained on, the
-recipe, the run's last measured metrics, a sample grid, the lines that load and use it). :func:`load_pretrained` gives a
-:class:`ganforge.api.Run` that samples exactly as the run does for the same seed; ``--push
-REPO`` uploads the folder with ``huggingface_hub`` (which needs a network and a token).
+recipe, the run's last measured metrics, a sample grid, the lines that load and use it).
+:func:`load_pretrained` gives a :class:`ganforge.api.Run` that samples exactly as the run does
+for the same seed; ``--push REPO`` uploads the folder with ``huggingface_hub`` (which needs a
+network and a token).
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ganforge.errors import GanforgeError
 
-__all__ = ["ExportedData", "data_facts", "dataset_of", "input_images", "load_for_sampling", "meta_fields", "needs_dataset"]
+__all__ = ["ExportedData", "data_facts", "dataset_of", "input_images", "load_for_sampling", "meta_fields",
+           "needs_dataset"]
 
 
 def load_for_sampling(checkpoint: str, ema: bool):

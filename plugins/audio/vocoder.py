@@ -64,7 +64,8 @@ class HiFiGAN(GANSystem):
         if min(mel_weight, feature_weight, adversarial_weight) < 0:
             raise ValueError("mel_weight, feature_weight and adversarial_weight are weights >= 0")
         discriminators = tuple(discriminators)
-        if not discriminators or len(set(discriminators)) < len(discriminators) or set(discriminators) - set(DISCRIMINATORS):
+        if (not discriminators or len(set(discriminators)) < len(discriminators)
+                or set(discriminators) - set(DISCRIMINATORS)):
             raise ValueError(f"hifigan: discriminators is a list of {' and '.join(DISCRIMINATORS)} (each at most "
                              f"once), got {list(discriminators)}")
         self.discriminators = discriminators
