@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     nets, system, recipe, meta = load_for_sampling(args.run, ema=True)
-    held, config = system.noise(10 ** 9), system.analysis  # every held-out utterance
+    held, config = system.held_out(), system.analysis  # every held-out utterance
     samples = torch.zeros_like(held.audio)
     synthesis = 0.0
     with torch.no_grad(), sampling_mode(system, nets):

@@ -34,7 +34,7 @@ from ganforge.errors import ConfigError, DatasetError, GanforgeError
 from ganforge.manager import PluginManager, get_plugin_manager
 from ganforge.resume import resume_or_refuse, save_checkpoint
 from ganforge.optim import make_optimizers
-from ganforge.sampling import evaluate, samples_label, write_samples
+from ganforge.sampling import evaluate, write_samples
 from ganforge.trackers import init_trackers, tracker_names
 from ganforge.state import TrainState
 from ganforge.capture import reasons_against
@@ -203,13 +203,13 @@ def _run(state: TrainState, plugins: PluginManager, metrics: dict[str, Any], pau
     # --- the end: checkpoint, samples, metrics, plots
     path = save_checkpoint(state, plugins, pause_hook)
     # an interrupted run leaves nothing that looks finished: its last grid is named by its step
-    sample_path = write_samples(state, fixed_noise, f"samples-{state.step:08d}" if interrupted else "samples-final")
+    sample_path, what = write_samples(state, fixed_noise, f"samples-{state.step:08d}" if interrupted else "samples-final")
     if metrics:
         evaluate(state, metrics)
     if main and state.history:
         plots.save_loss_curve(state.history, state.output_dir / "losses.png")
     if main:
-        acc.print(f"{samples_label(state.system, state.dataset.sample_shape)}: {sample_path}")
+        acc.print(f"{what}: {sample_path}")
         acc.print(f"loss curve: {state.output_dir / 'losses.png'}; metrics: {metrics_file}")
         if path is not None:
             acc.print(f"checkpoint: {path}")

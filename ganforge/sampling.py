@@ -14,7 +14,6 @@ import torch
 from ganforge import plots
 from ganforge.data import samples_at
 from ganforge.files import atomic_path
-from ganforge.system import GANSystem
 
 __all__ = ["evaluate", "evaluate_samples", "generate", "read_sample_file", "rows", "sampling_mode", "sharded_generate",
            "write_sample_file", "write_samples"]
@@ -61,11 +60,12 @@ def generate(state: Any, noise: Any) -> torch.Tensor:
         return state.system.generate(nets, noise).float()
 
 
-def write_samples(state: Any, noise: Any, stem: str) -> Path | None:
+def write_samples(state: Any, noise: Any, stem: str) -> tuple[Path | None, str]:
     """The fixed-noise sample grid (for vector data, a scatter plot over the data; or what the
-    system writes itself, :meth:`ganforge.system.GANSystem.write_samples`)."""
+    system writes itself, :meth:`ganforge.system.GANSystem.write_samples`): its path (None on
+    the other processes) and what it is ("sample grid", "scatter plot" or "samples")."""
     if not state.accelerator.is_main_process:
-        return None
+        return None, ""
     samples = generate(state, noise)
     path = state.output_dir / f"{stem}.png"
     written = state.system.write_samples(samples, noise, path)  # (the system's own form: a vocoder's wavs)
@@ -83,14 +83,7 @@ def write_samples(state: Any, noise: Any, stem: str) -> Path | None:
         from ganforge.trackers import log_image
 
         log_image(state.accelerator, path, state.step)
-    return path
-
-
-def samples_label(system: Any, sample_shape: Any) -> str:
-    """What the end of training calls the picture that :func:`write_samples` wrote."""
-    if type(system).write_samples is not GANSystem.write_samples:
-        return "samples"  # the system's own form (a vocoder: spectrograms, the wavs beside them)
-    return "scatter plot" if len(sample_shape) == 1 else "sample grid"
+    return path, ("samples" if written is not None else "scatter plot" if samples.dim() == 2 else "sample grid")
 
 
 def evaluate(state: Any, metrics: dict[str, Any]) -> dict[str, float]:
