@@ -76,8 +76,8 @@ class RtProbe:
 def train_one(recipe: str, overrides: list[str]) -> None:
     import ganforge
     from ganforge.config import load_recipe
-    from ganforge.engine import train
-    from ganforge.manager import PluginManager
+    from ganforge.training.engine import train
+    from ganforge.contract.manager import PluginManager
 
     class Probe:
         @ganforge.hookimpl

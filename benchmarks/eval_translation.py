@@ -14,9 +14,9 @@ import json
 
 import torch
 
-from ganforge.loading import load_for_sampling as _load_for_sampling
-from ganforge.manager import get_plugin_manager
-from ganforge.sampling import evaluate_samples
+from ganforge.run.loading import load_for_sampling as _load_for_sampling
+from ganforge.contract.manager import get_plugin_manager
+from ganforge.observe.sampling import evaluate_samples
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.training.engine import train
 from ganforge.plugins import film
 
 

@@ -58,8 +58,8 @@ ganforge train mnist_edges_pix2pix data.root=.data/mnist train.steps=300 train.c
 python3 - <<'PY'
 import ganforge, torch
 from ganforge.config import load_recipe
-from ganforge.engine import train
-from ganforge.manager import PluginManager
+from ganforge.training.engine import train
+from ganforge.contract.manager import PluginManager
 from ganforge.plugins.mlp import MLPGenerator
 class Peeking(MLPGenerator):
     def forward(self, z, y=None):

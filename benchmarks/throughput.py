@@ -5,7 +5,7 @@
 """
 import sys
 
-from ganforge.bench import main
+from ganforge.bench.compare import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from ganforge.loading import load_for_sampling
+from ganforge.run.loading import load_for_sampling
 from ganforge.plugins.audio.mel import Mel, griffin_lim
 from ganforge.plugins.audio.metrics import VocoderMetrics
 from ganforge.plugins.audio.plots import save_spectrograms
 from ganforge.plugins.audio.vocoder import write_wav
-from ganforge.sampling import sampling_mode
+from ganforge.observe.sampling import sampling_mode
 
 KEYS = ("mel_l1", "mrstft", "pesq", "stoi")
 

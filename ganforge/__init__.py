@@ -16,18 +16,19 @@ Quick start for plugin authors::
     def ganforge_register_losses(register):
         register("my_loss", MyLoss)
 
-The hooks are documented in :mod:`ganforge.hookspecs`.
+The hooks are documented in :mod:`ganforge.contract.hookspecs`.
 """
 from ganforge.errors import GanforgeError
-from ganforge.hookspecs import hookimpl, hookspec
-from ganforge.manager import PLUGIN_API_VERSION
+from ganforge.contract.hookspecs import hookimpl, hookspec
+from ganforge.contract.manager import PLUGIN_API_VERSION
 
 __version__ = "0.2.0"
 __all__ = ["GanforgeError", "PLUGIN_API_VERSION", "PluginManager", "Recipe", "Run", "__version__", "hookimpl",
            "hookspec", "load_pretrained", "load_recipe", "load_run", "train"]
 
-_LAZY = {"load_pretrained": "ganforge.export", "train": "ganforge.api", "load_run": "ganforge.api", "Run": "ganforge.api",
-         "load_recipe": "ganforge.config", "Recipe": "ganforge.config", "PluginManager": "ganforge.manager"}
+_LAZY = {"load_pretrained": "ganforge.run.export", "train": "ganforge.api", "load_run": "ganforge.api",
+         "Run": "ganforge.api", "load_recipe": "ganforge.api", "Recipe": "ganforge.api",
+         "PluginManager": "ganforge.contract.manager"}
 
 
 def __getattr__(name: str):  # the API's heavier modules load on first use (plugin modules import ganforge)

@@ -26,9 +26,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from ganforge.catalog import cmd_plugins, cmd_recipe
+from ganforge.tools.catalog import cmd_plugins, cmd_recipe
 from ganforge.errors import GanforgeError
-from ganforge.loading import dataset_of as _dataset, input_images, load_for_sampling as _load_for_sampling
+from ganforge.run.loading import dataset_of as _dataset, input_images, load_for_sampling as _load_for_sampling
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):
@@ -36,8 +36,8 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ganforge.config import load_recipe
-    from ganforge.engine import train
+    from ganforge.contract.recipes import load_recipe
+    from ganforge.training.engine import train
 
     import signal
 
@@ -89,7 +89,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     # one row per class); saved samples are independent draws, fit for metrics elsewhere
     picture = out.suffix == ".png"
     if args.interpolate is not None:  # latent walks: a row per walk (and class)
-        from ganforge.walks import latent_walks
+        from ganforge.observe.walks import latent_walks
         if not picture:
             raise GanforgeError("--interpolate writes a picture: give --out FILE.png")
         noise, nrow = latent_walks(system, args.n if args.n_given else 8, args.interpolate, gen)
@@ -99,7 +99,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         noise = system.noise(args.n, "cpu", gen, **({"labels": labels} if labels is not None else {}))
     total = len(noise[0]) if isinstance(noise, (tuple, list)) else len(noise)
-    from ganforge.sampling import rows, sampling_mode
+    from ganforge.observe.sampling import rows, sampling_mode
 
     with torch.no_grad(), sampling_mode(system, nets):
         samples = torch.cat([system.generate(nets, rows(noise, i, i + 1024)).float()
@@ -107,7 +107,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     asked = system.labels_of(noise)
     out.parent.mkdir(parents=True, exist_ok=True)
     if picture:
-        from ganforge import plots
+        from ganforge.observe import plots
 
         written = system.write_samples(samples, noise, out)  # (the system's own form: a vocoder's wavs)
         if written is None and samples.dim() == 2:  # (no data points: the run's data is not loaded for sampling)
@@ -115,7 +115,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         elif written is None:
             plots.save_grid(samples, out, nrow)
     else:  # (a conditional run: with the class each sample was made for)
-        from ganforge.sampling import write_sample_file
+        from ganforge.observe.sampling import write_sample_file
 
         write_sample_file(out, samples, asked)
     print(f"wrote {len(samples)} samples of shape {tuple(samples.shape[1:])} to {out}"
@@ -124,7 +124,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
-    from ganforge.animate import animate
+    from ganforge.observe.animate import animate
 
     for path in animate(Path(args.run)):
         print(f"wrote {path}")
@@ -132,15 +132,15 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ganforge.report import write_report
+    from ganforge.observe.report import write_report
 
     print(f"wrote {write_report(Path(args.run))}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ganforge.manager import get_plugin_manager
-    from ganforge.sampling import evaluate_samples, sharded_generate
+    from ganforge.contract.manager import get_plugin_manager
+    from ganforge.observe.sampling import evaluate_samples, sharded_generate
 
     import torch
 
@@ -181,7 +181,7 @@ def _eval_processes():
 
     import torch
 
-    from ganforge.accel import check_launch
+    from ganforge.training.launch import check_launch
 
     if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
         check_launch(1)  # accelerate launch asked for more and started one: refused
@@ -198,7 +198,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     """Translate a folder of images (or the run's held-out split) with an image-to-image run."""
     import torch
     from torchvision.utils import save_image
-    from ganforge.files import atomic_path
+    from ganforge.observe.files import atomic_path
 
     nets, system, recipe, meta = _load_for_sampling(args.run, not args.no_ema)
     directions = getattr(system, "directions", None)
@@ -262,7 +262,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ganforge.export import export_run, push
+    from ganforge.run.export import export_run, push
 
     out = export_run(args.run, args.out, ema=not args.no_ema)
     print(f"exported to {out}: model.safetensors, config.json, README.md (load: ganforge.load_pretrained({str(out)!r}))")
@@ -272,7 +272,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_new_plugin(args: argparse.Namespace) -> int:
-    from ganforge.scaffold import new_plugin
+    from ganforge.tools.scaffold import new_plugin
 
     folder = new_plugin(args.name, args.kind, Path(args.dir))
     article = "an" if args.kind[0] in "aeiou" else "a"
@@ -282,7 +282,7 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ganforge.bench import run_from_args
+    from ganforge.bench.compare import run_from_args
 
     return run_from_args(args)
 
@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".", help="where to write ganforge-NAME/ (default: here)")
     p.set_defaults(func=cmd_new_plugin)
     p = sub.add_parser("bench", help="throughput against plain PyTorch loops (benchmarks/)")
-    from ganforge.bench import add_arguments
+    from ganforge.bench.compare import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=cmd_bench)

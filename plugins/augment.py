@@ -1,7 +1,7 @@
 """Augmentations of what discriminators see: DiffAugment and ADA (the ``augment`` part kind).
 
 The engine applies the recipe's augmentation to every image a discriminator judges while
-training, real and fake, in every phase (:mod:`ganforge.augment`); both are differentiable, so
+training, real and fake, in every phase (:mod:`ganforge.training.augment_hooks`); both are differentiable, so
 G learns through them and penalties differentiate through them.
 
 - ``diffaugment`` (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN
@@ -35,29 +35,34 @@ def _rand(x: torch.Tensor, *shape: int) -> torch.Tensor:
     return torch.rand(x.shape[0], *shape, device=x.device, dtype=torch.float32)
 
 
-def _grouped(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """(N, C, H, W) as (N, groups, C / groups, H, W): the images side by side in the channels."""
-    n, c, h, w = x.shape
-    return x.reshape(n, groups, c // groups, h, w)
+def _images(x: torch.Tensor, split: tuple[int, ...] | None) -> list[torch.Tensor]:
+    """The images side by side in x's channels (``split``: their channel counts; None: one)."""
+    return [x] if split is None else list(torch.split(x, list(split), dim=1))
 
 
-def _brightness(x, groups):
+def _brightness(x, split):
     return x + (_rand(x, 1, 1, 1) - 0.5).to(x.dtype)
 
 
-def _saturation(x, groups):
-    g = _grouped(x, groups)
-    mean = g.mean(dim=2, keepdim=True)
-    return ((g - mean) * (_rand(x, 1, 1, 1, 1) * 2).to(x.dtype) + mean).reshape(x.shape)
+def _saturation(x, split):
+    factor = (_rand(x, 1, 1, 1) * 2).to(x.dtype)  # one draw per sample: its images alike
+    out = []
+    for g in _images(x, split):
+        mean = g.mean(dim=1, keepdim=True)
+        out.append((g - mean) * factor + mean)
+    return torch.cat(out, 1) if len(out) > 1 else out[0]
 
 
-def _contrast(x, groups):
-    g = _grouped(x, groups)
-    mean = g.mean(dim=(2, 3, 4), keepdim=True)
-    return ((g - mean) * (_rand(x, 1, 1, 1, 1) + 0.5).to(x.dtype) + mean).reshape(x.shape)
+def _contrast(x, split):
+    factor = (_rand(x, 1, 1, 1) + 0.5).to(x.dtype)
+    out = []
+    for g in _images(x, split):
+        mean = g.mean(dim=(1, 2, 3), keepdim=True)
+        out.append((g - mean) * factor + mean)
+    return torch.cat(out, 1) if len(out) > 1 else out[0]
 
 
-def _translation(x, groups, ratio: float = 0.125):
+def _translation(x, split, ratio: float = 0.125):
     """Shift each image by up to ``ratio`` of its size (whole pixels), zeros coming in."""
     n, c, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -71,7 +76,7 @@ def _translation(x, groups, ratio: float = 0.125):
     return moved * inside[:, None].to(x.dtype)
 
 
-def _cutout(x, groups, ratio: float = 0.5):
+def _cutout(x, split, ratio: float = 0.5):
     """Zero one square of ``ratio`` of the size at a random place in each image."""
     n, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -99,9 +104,9 @@ class DiffAugment:
                              f"choose from {', '.join(POLICIES)} (comma-separated)")
         self.ops = [op for p in names for op in POLICIES[p]]
 
-    def __call__(self, x: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, split: tuple[int, ...] | None = None) -> torch.Tensor:
         for op in self.ops:
-            x = op(x, groups)
+            x = op(x, split)
         return x
 
 
@@ -137,8 +142,16 @@ class ADA:
         return _rand(x) < self.p
 
     def _geometry(self, x: torch.Tensor) -> torch.Tensor:
-        """Every geometric transform composed into one 2x3 map (output -> input coordinates)."""
+        """Every geometric transform composed into one 2x3 map (output -> input coordinates).
+        The maps, the grid and the resample are computed in fp32 with autocast off (under bf16
+        autocast ``affine_grid`` would multiply in bf16 and blur every image, as StyleGAN2-ADA
+        also avoids), and an image no transform fired for is returned as it was, bit for bit."""
+        with torch.autocast(x.device.type, enabled=False):
+            return self._geometry_fp32(x)
+
+    def _geometry_fp32(self, x: torch.Tensor) -> torch.Tensor:
         n, dev = x.shape[0], x.device
+        fired = torch.zeros(n, dtype=torch.bool, device=dev)
         eye = torch.eye(3, device=dev).expand(n, 3, 3)
 
         def mat(a, b, c, d, tx, ty):
@@ -150,7 +163,10 @@ class ADA:
         one, zero = torch.ones(n, device=dev), torch.zeros(n, device=dev)
 
         def maybe(m):
-            return torch.where(self._chance(x)[:, None, None], m, eye)
+            nonlocal fired
+            chosen = self._chance(x)
+            fired = fired | chosen
+            return torch.where(chosen[:, None, None], m, eye)
 
         flip = 1 - 2 * torch.floor(_rand(x) * 2)
         k = torch.floor(_rand(x) * 4) * (math.pi / 2)
@@ -173,26 +189,37 @@ class ADA:
         for step in steps:
             m = m @ maybe(step)
         grid = F.affine_grid(m[:, :2, :], list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
+        moved = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return torch.where(fired[:, None, None, None], moved.to(x.dtype), x)
 
-    def _color(self, x: torch.Tensor, groups: int) -> torch.Tensor:
+    def _color(self, x: torch.Tensor, split: tuple[int, ...] | None) -> torch.Tensor:
+        """Brightness, contrast and saturation, one draw per sample for all its images; the
+        statistics of each image (its means) are its own, and saturation touches only the
+        images with colour channels."""
         n = x.shape[0]
-        g = _grouped(x, groups)
 
         def maybe(v, identity):
-            return torch.where(self._chance(x), v, torch.full_like(v, identity)).view(n, 1, 1, 1, 1).to(x.dtype)
+            return torch.where(self._chance(x), v, torch.full_like(v, identity)).view(n, 1, 1, 1).to(x.dtype)
 
-        g = g + maybe(torch.randn(n, device=x.device) * self.brightness_std, 0.0)
-        mean = g.mean(dim=(2, 3, 4), keepdim=True)
-        g = (g - mean) * maybe(torch.exp2(torch.randn(n, device=x.device) * self.contrast_std), 1.0) + mean
-        if g.shape[2] > 1:  # saturation: only with colour channels
-            mean = g.mean(dim=2, keepdim=True)
-            g = (g - mean) * maybe(torch.exp2(torch.randn(n, device=x.device) * self.saturation_std), 1.0) + mean
-        return g.reshape(x.shape)
+        brightness = maybe(torch.randn(n, device=x.device) * self.brightness_std, 0.0)
+        contrast = maybe(torch.exp2(torch.randn(n, device=x.device) * self.contrast_std), 1.0)
+        images = _images(x, split)
+        colour = any(g.shape[1] > 1 for g in images)  # (grey images alone draw no saturation)
+        saturation = maybe(torch.exp2(torch.randn(n, device=x.device) * self.saturation_std), 1.0) if colour else None
+        out = []
+        for g in images:
+            g = g + brightness
+            mean = g.mean(dim=(1, 2, 3), keepdim=True)
+            g = (g - mean) * contrast + mean
+            if g.shape[1] > 1:  # saturation: only with colour channels
+                mean = g.mean(dim=1, keepdim=True)
+                g = (g - mean) * saturation + mean
+            out.append(g)
+        return torch.cat(out, 1) if len(out) > 1 else out[0]
 
-    def __call__(self, x: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, split: tuple[int, ...] | None = None) -> torch.Tensor:
         self._to(x.device)
-        return self._color(self._geometry(x), groups)
+        return self._color(self._geometry(x), split)
 
     # ------------------------------------------------------------------ adapting p
     def observe(self, real_logits: torch.Tensor) -> None:

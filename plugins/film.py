@@ -18,7 +18,7 @@ and the last step, it records one frame into ``<run>/film/frame-<step>.safetenso
 are the live (not EMA) G and D, in eval mode, without gradients for their weights; no random
 number is drawn from the run's generators, so a run with a film trains bitwise like one
 without. ``ganforge animate RUN`` (or ``log.animate: true``, at the end) turns the frames
-into a GIF and an offline HTML page with a step slider (:mod:`ganforge.animate`).
+into a GIF and an offline HTML page with a step slider (:mod:`ganforge.observe.animate`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import torch
 
 from ganforge import hookimpl
 from ganforge.data import samples_at
-from ganforge.files import atomic_path, write_text
+from ganforge.observe.files import atomic_path, write_text
 
 __all__ = ["FILM", "d_field", "g_arrows", "record_frame"]
 
@@ -81,7 +81,7 @@ class Film:
         self.plane = None if axes is None else (a.reshape(-1, 1) * axes[0] + b.reshape(-1, 1) * axes[1]).to(dev)
         self.folder.mkdir(parents=True, exist_ok=True)
         # a resumed run goes on from its last frame; frames after the step it resumed from
-        # belong to a lineage that was abandoned (ganforge.checkpoint.set_aside_after)
+        # belong to a lineage that was abandoned (ganforge.training.checkpoint.set_aside_after)
         steps = [int(f.stem.split("-")[1]) for f in self.folder.glob("frame-*.safetensors")]
         for step in [s for s in steps if s > state.step]:
             (self.folder / f"frame-{step:08d}.safetensors").unlink()
@@ -175,7 +175,7 @@ def ganforge_train_end(state):
     if film is not None and not (film.folder / f"frame-{state.step:08d}.safetensors").exists():
         film.record(state)
     if state.config.log.animate:
-        from ganforge.animate import animate
+        from ganforge.observe.animate import animate
 
         for path in animate(state.output_dir):
             state.accelerator.print(f"animation: {path}")

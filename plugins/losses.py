@@ -21,7 +21,7 @@ class Loss:
     ``probabilistic`` says whether ``sigmoid(logit)`` is a probability that the sample is
     real (so ganforge logs mean D(x), D(G(z)) as probabilities) or a critic score (logged raw).
     ``capturable`` says that both losses are tensor code only, so the fast path may capture
-    them in a CUDA graph (see ``ganforge.step``).
+    them in a CUDA graph (see ``ganforge.training.step``).
     """
 
     probabilistic = False

@@ -35,7 +35,7 @@ def _input_grad(D: nn.Module, x: torch.Tensor | tuple) -> torch.Tensor:
 class R1:
     """R1 penalty (Mescheder et al. 2018): 0.5 * E ||grad_x D(x)||^2 on real data."""
 
-    capturable = True  # tensor code only (see ganforge.step)
+    capturable = True  # tensor code only (see ganforge.training.step)
 
     def __call__(self, D: nn.Module, real, fake) -> torch.Tensor:
         return 0.5 * _input_grad(D, real).pow(2).sum(1).mean()
@@ -45,7 +45,7 @@ class R2:
     """R2 penalty (Mescheder et al. 2018; with R1 the regulariser of R3GAN, Huang et al. 2024):
     0.5 * E ||grad_x D(x)||^2 on generated samples (detached: it trains D only)."""
 
-    capturable = True  # tensor code only (see ganforge.step)
+    capturable = True  # tensor code only (see ganforge.training.step)
 
     def __call__(self, D: nn.Module, real, fake) -> torch.Tensor:
         return 0.5 * _input_grad(D, fake).pow(2).sum(1).mean()
@@ -55,7 +55,7 @@ class GradientPenalty:
     """WGAN-GP gradient penalty (Gulrajani et al. 2017): E (||grad D(x_hat)|| - 1)^2 on
     random interpolates of real and fake samples."""
 
-    capturable = True  # tensor code only (see ganforge.step)
+    capturable = True  # tensor code only (see ganforge.training.step)
 
     def __init__(self, target: float = 1.0):
         self.target = target

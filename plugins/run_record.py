@@ -14,7 +14,7 @@ import time
 import torch
 
 from ganforge import hookimpl
-from ganforge.files import write_text
+from ganforge.observe.files import write_text
 
 __all__ = ["machine"]
 

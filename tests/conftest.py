@@ -66,4 +66,4 @@ def _as_on_a_native_bf16_cpu(monkeypatch, request):
     the tests of the step paths, e.g.
     GANFORGE_TEST_AS_AMX=1 pytest -q tests/test_fastpath.py tests/test_conditional.py"""
     if os.environ.get("GANFORGE_TEST_AS_AMX") == "1" and not request.node.get_closest_marker("cpu_detection"):
-        monkeypatch.setattr("ganforge.accel.native_cpu_bf16", lambda: True)
+        monkeypatch.setattr("ganforge.training.precision.native_cpu_bf16", lambda: True)

@@ -5,7 +5,7 @@ import torch
 
 import ganforge
 from ganforge.errors import GanforgeError
-from ganforge.sampling import read_sample_file
+from ganforge.observe.sampling import read_sample_file
 
 QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0", "log.film_every=0", "log.animate=false"]
 

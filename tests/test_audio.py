@@ -13,7 +13,7 @@ from ganforge.errors import ConfigError, DatasetError
 from ganforge.plugins.audio.data import audio_folder
 from ganforge.plugins.audio.hifigan import hifigan_generator, hifigan_mpd, hifigan_msd
 from ganforge.plugins.audio.mel import Mel, MelConfig, griffin_lim, mel_filters
-from ganforge.system import Judgement, d_adversarial, feature_matching, g_adversarial
+from ganforge.contract.system import Judgement, d_adversarial, feature_matching, g_adversarial
 
 from audio_helpers import RATE, make_clips, voiced
 
@@ -229,7 +229,7 @@ def test_bad_audio_is_one_line(tmp_path, damage, message):
 ])
 def test_bad_audio_settings_are_one_line(tmp_path, kwargs, message):
     from ganforge.errors import GanforgeError
-    from ganforge.manager import PluginManager
+    from ganforge.contract.manager import PluginManager
 
     root = make_clips(tmp_path / "speech", n=4, seconds=0.3)
     where = kwargs.pop("root", str(root))

@@ -8,11 +8,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 import ganforge
-from ganforge.augment import Augmented
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.training.augment_hooks import AugmentHooks
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 from ganforge.errors import GanforgeError
-from ganforge.manager import PluginManager
+from ganforge.contract.manager import PluginManager
 from ganforge.plugins.augment import ADA, DiffAugment, _cutout, _translation
 
 QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0", "log.film_every=0", "log.animate=false"]
@@ -22,7 +22,7 @@ SMALL = ["data.batch_size=16", "generator.args.ngf=4", "discriminator.args.ndf=4
 def test_translation_shifts_whole_pixels_with_zeros_coming_in():
     torch.manual_seed(0)
     x = torch.rand(64, 2, 8, 8) + 1  # no zeros of its own
-    out = _translation(x, 1)
+    out = _translation(x, None)
     for a, b in zip(x, out):
         shifts = [(dy, dx) for dy in range(-1, 2) for dx in range(-1, 2)
                   if torch.equal(b, _shift(a, dy, dx))]
@@ -41,7 +41,7 @@ def _shift(a, dy, dx):
 def test_cutout_zeroes_one_square_of_half_the_size_at_most():
     torch.manual_seed(0)
     x = torch.rand(200, 1, 10, 10) + 1
-    out = _cutout(x, 1)
+    out = _cutout(x, None)
     zero = out == 0
     assert torch.equal(out[~zero], x[~zero])  # everything else untouched
     per_image = zero.flatten(1).sum(1)
@@ -54,9 +54,31 @@ def test_cutout_zeroes_one_square_of_half_the_size_at_most():
 def test_pairs_side_by_side_get_the_same_transform(make):
     torch.manual_seed(1)
     x = torch.rand(16, 3, 12, 12) * 2 - 1
-    out = make()(torch.cat([x, x], 1), groups=2)
+    out = make()(torch.cat([x, x], 1), split=(3, 3))
     assert torch.equal(out[:, :3], out[:, 3:])
     assert not torch.allclose(out[:, :3], x)
+
+
+@pytest.mark.parametrize("make", [lambda: DiffAugment(policy="color"), lambda: ADA(p=1.0)])
+def test_unequal_pairs_get_the_same_transform_with_their_own_statistics(make):
+    """A grey input beside a colour output (1 + 3 channels): the old count of equal groups
+    raised with 1 + 2 and mixed A's channel into B's colour transforms with 1 + 3. Each image
+    now transforms as it would alone, with the same random draws."""
+    torch.manual_seed(3)
+    grey, colour = torch.rand(8, 1, 12, 12) * 2 - 1, torch.rand(8, 3, 12, 12) * 2 - 1
+    for split in ((1, 2), (1, 3)):
+        b = colour[:, :split[1]]
+        aug = make()
+        torch.manual_seed(4)
+        out = aug(torch.cat([grey, b], 1), split=split)
+        assert out.shape == (8, sum(split), 12, 12)
+        torch.manual_seed(4)
+        alone_b = aug(torch.cat([b, b], 1), split=(split[1], split[1]))[:, :split[1]]
+        if isinstance(aug, DiffAugment):  # (ADA's draws depend on whether any image has colour)
+            assert torch.allclose(out[:, 1:], alone_b, atol=1e-6)
+        # the grey image's colour statistics are its own: its mean is not pulled towards B's
+        grey_out = out[:, :1]
+        assert not torch.allclose(grey_out.mean((1, 2, 3)), out[:, 1:].mean((1, 2, 3)), atol=1e-3)
 
 
 def test_ada_with_p_zero_changes_nothing_and_with_p_one_changes_every_image():
@@ -96,8 +118,8 @@ class Spy:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, x, groups=1):
-        self.calls.append((tuple(x.shape), groups, torch.is_grad_enabled()))
+    def __call__(self, x, split=None):
+        self.calls.append((tuple(x.shape), split, torch.is_grad_enabled()))
         return x
 
 
@@ -117,7 +139,7 @@ def test_every_discriminator_call_in_training_is_augmented_and_no_other(tmp_path
                                               "augment=spy", "loss=relativistic", "penalties=[{name: r1}]",
                                               *SMALL, *QUICK]), plugins=pm)
     assert len(spy.calls) == 3 * 5
-    assert {c[0] for c in spy.calls} == {(16, 1, 28, 28)} and {c[1] for c in spy.calls} == {1}
+    assert {c[0] for c in spy.calls} == {(16, 1, 28, 28)} and {c[1] for c in spy.calls} == {None}
     assert [c[2] for c in spy.calls[3:5]] == [True, False]  # G's fakes, then the constant reals
     D = state.nets["D"].eval()
     D(torch.zeros(2, 1, 28, 28))
@@ -131,14 +153,33 @@ def test_a_pair_discriminator_is_augmented_as_pairs():
 
     spy = Spy()
     nets = {"D": D()}
-    aug = Augmented(spy, nets, ["D"], groups=2)
+    aug = AugmentHooks(spy, nets, ["D"], split=(2, 4))
     nets["D"](torch.zeros(4, 6, 8, 8), torch.zeros(4))
-    assert spy.calls[0][:2] == ((4, 6, 8, 8), 2)
+    assert spy.calls[0][:2] == ((4, 6, 8, 8), (2, 4))
     aug.remove()
     nets["D"](torch.zeros(4, 6, 8, 8))
     assert len(spy.calls) == 1
-    from ganforge.plugins.translation.pix2pix import Pix2Pix
-    assert Pix2Pix.images_per_input == 2
+
+
+def test_a_system_s_channel_split_is_checked_against_the_augmentation():
+    from ganforge.errors import ConfigError
+    from ganforge.training.augment_hooks import channel_split
+
+    class Pairs:
+        channel_split = (1, 3)
+
+    class Old:
+        images_per_input = 2
+
+    def old_style(x, groups=1):
+        return x
+
+    assert channel_split(Pairs(), Spy(), "spy") == (1, 3)
+    assert channel_split(object(), old_style, "old") is None  # one image: any augmentation
+    with pytest.raises(ConfigError, match=r"augment 'old' takes no split argument.*channels \(1, 3\)"):
+        channel_split(Pairs(), old_style, "old")
+    with pytest.raises(ConfigError, match=r"images_per_input, which is now channel_split"):
+        channel_split(Old(), Spy(), "spy")
 
 
 def _rows(out):
@@ -182,8 +223,8 @@ def test_bad_augment_settings_get_one_line(tmp_path, overrides, message):
 ADA_SCRIPT = """
 import sys, torch
 from safetensors.torch import save_file
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge import load_recipe
+from ganforge.training.engine import train
 state = train(load_recipe("mnist_dcgan", sys.argv[1:]))
 acc = state.accelerator
 out = {"p": state.augment.augment.p.cpu().reshape(1), "rt": state.augment.augment.rt.cpu().reshape(1)}

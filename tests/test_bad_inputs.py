@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 
 QUICK = ["log.progress=false", "log.sample_every=0", "metrics=[]", "log.film_every=0", "log.animate=false",
          "generator.args.hidden=[16]", "discriminator.args.hidden=[16]"]
@@ -134,7 +134,7 @@ def test_ganforge_eval_with_a_metric_that_cannot_read_the_run_is_one_line(tmp_pa
 
 def test_a_read_only_run_folder_is_one_line(tmp_path, run_cli, monkeypatch):
     """(as root, chmod does not stop writes: the file system's refusal is simulated)"""
-    from ganforge import accel
+    from ganforge.training import launch
 
     out = tmp_path / "out"
     out.mkdir()
@@ -145,29 +145,29 @@ def test_a_read_only_run_folder_is_one_line(tmp_path, run_cli, monkeypatch):
             raise OSError(errno.EROFS, "Read-only file system", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(accel.os, "open", read_only)
+    monkeypatch.setattr(launch.os, "open", read_only)
     code, _, err = run_cli("train", "toy_grid", f"out_dir={out}", "train.steps=2", *QUICK)
     assert code == 2 and f"cannot write to out_dir {out}: Read-only file system" in _one_line(err)
 
 
 def test_thread_counts_are_bounded_by_the_cores(tmp_path, run_cli, monkeypatch):
-    from ganforge import accel
+    from ganforge.training import device
 
-    monkeypatch.setattr(accel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     code, _, err = run_cli("train", "toy_grid", "train.threads=100000", f"out_dir={tmp_path / 'a'}", *QUICK)
     assert code == 2 and "train.threads=100000 is far more than this machine's 2 cores" in _one_line(err)
-    threads, note = accel.choose_threads(3, "cpu")
+    threads, note = device.choose_threads(3, "cpu")
     assert threads == 3 and "more than this machine's 2 cores" in note
-    assert accel.choose_threads(2, "cpu") == (2, None)
+    assert device.choose_threads(2, "cpu") == (2, None)
 
 
 def test_ctrl_c_during_start_up_is_one_line(run_cli, monkeypatch):
-    import ganforge.config
+    import ganforge.contract.recipes
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ganforge.config, "load_recipe", interrupted)
+    monkeypatch.setattr(ganforge.contract.recipes, "load_recipe", interrupted)
     code, _, err = run_cli("train", "toy_grid")
     assert code == 130 and "interrupted: ganforge train stopped before it finished" in err and "Traceback" not in err
 
@@ -175,10 +175,10 @@ def test_ctrl_c_during_start_up_is_one_line(run_cli, monkeypatch):
 def test_the_resume_hint_names_the_recipe_and_overrides(tmp_path, run_cli, monkeypatch):
     from types import SimpleNamespace
 
-    import ganforge.engine
+    import ganforge.training.engine
 
     out = tmp_path / "out"
-    monkeypatch.setattr(ganforge.engine, "train", lambda recipe: SimpleNamespace(
+    monkeypatch.setattr(ganforge.training.engine, "train", lambda recipe: SimpleNamespace(
         interrupted="SIGINT", output_dir=out, accelerator=SimpleNamespace(is_main_process=True)))
     code, text, _ = run_cli("train", "toy_grid", "train.steps=50", f"out_dir={out}", "resume=auto")
     assert code == 130
@@ -189,7 +189,7 @@ def test_one_plugin_registering_a_name_twice_is_named_once():
     """It was reported as two plugins registering the same name."""
     import ganforge
     from ganforge.errors import PluginError
-    from ganforge.manager import PluginManager
+    from ganforge.contract.manager import PluginManager
     from ganforge.plugins.losses import BCE
 
     class Twice:

@@ -2,7 +2,7 @@
 import json
 
 from conftest import make_mnist_like
-from ganforge.bench import run, table
+from ganforge.bench.compare import run, table
 
 
 def test_bench_reports_every_case_consistently(tmp_path, run_cli):
@@ -12,29 +12,42 @@ def test_bench_reports_every_case_consistently(tmp_path, run_cli):
     import time
 
     start = time.perf_counter()
-    report = run("mnist_seed", [f"data.root={data}", "data.batch_size=32", "train.precision=no"], warmup=2, steps=3, repeats=2)
+    report = run("mnist_seed", [f"data.root={data}", "data.batch_size=32", "train.precision=no"], warmup=2, steps=9,
+                 rounds=3)
     wall = time.perf_counter() - start
     assert set(report["results"]) == {"ganforge", "eager", "reference"}
-    assert len(report["results"]["eager"]["all_seconds"]) == 2
+    assert report["block"] == 3 and report["steps"] == 9
+    assert len(report["results"]["eager"]["all_seconds"]) == len(report["results"]["ganforge"]["all_seconds"]) == 3
     assert report["flops_per_step"] > 1e8  # G forward alone is ~2*32*(100*256+...+1024*784) FLOPs
     for case, r in report["results"].items():
-        # the figures come from the timed rounds (the median of 2, 3 steps of one 32-image
-        # batch each), and the timed rounds fit inside the call's own wall time
-        rounds = r.get("all_seconds", [r["seconds"]])  # (the reference loop runs once)
+        # the figures come from the timed blocks (the median of 3 blocks of 3 steps of one
+        # 32-image batch each; the reference loop runs once), inside the call's own wall time
+        rounds = r.get("all_seconds", [r["seconds"]])
         median = statistics.median(rounds)
-        assert r["seconds"] == median and 0 < median and r["step_ms"] == 1000 * median / 3
-        assert abs(r["images_per_s"] - 32 * 3 / median) < 1e-6 * r["images_per_s"]
+        assert r["seconds"] == median and 0 < median and r["step_ms"] == 1000 * median / r["steps"]
+        assert abs(r["images_per_s"] - 32 * r["steps"] / median) < 1e-6 * r["images_per_s"]
         assert (r["tflops"] is None) == (case == "reference")
     assert sum(sum(r.get("all_seconds", [r["seconds"]])) for r in report["results"].values()) < wall
+    # the overhead is the median of the pairs' ratios, inside its own interval
+    o = report["overhead"]
+    pairs = [g / e for g, e in zip(report["results"]["ganforge"]["all_seconds"],
+                                  report["results"]["eager"]["all_seconds"], strict=True)]
+    assert o["ratio"] == statistics.median(pairs) and o["low"] <= o["ratio"] <= o["high"]
+    assert "only 3 rounds" in o["unstable"]
+    m = report["machine"]
+    assert m["cpu_capability"] and isinstance(m["native_bf16"], bool) and len(m["loadavg"]) == 3
     text = table(report)
     assert "vs eager" in text and "per-step overhead" in text and "reference" in text
-    code, out, err = run_cli("bench", "toy_grid", "--steps", "3", "--warmup", "1", "--repeats", "1",
+    assert "95% interval" in text and "UNSTABLE: only 3 rounds" in text and "--rounds 6" in text
+    code, out, err = run_cli("bench", "toy_grid", "--steps", "6", "--rounds", "2", "--warmup", "1",
                              "--results", tmp_path / "results")
     assert code == 0, err
+    assert "95% interval" in out and "UNSTABLE" in out
     saved = json.loads(next((tmp_path / "results").glob("toy_grid-*.json")).read_text())
     assert saved["results"]["ganforge"]["step_ms"] > 0 and "reference" not in saved["results"]
     assert saved["torch"] and saved["device"] and saved["date"]
-
+    assert saved["overhead"]["low"] <= saved["overhead"]["ratio"] <= saved["overhead"]["high"]
+    assert saved["rounds"] == 2 and saved["block"] == 3
 
 
 def test_bench_times_the_loader_of_a_file_dataset_and_names_the_step_path(tmp_path):
@@ -47,40 +60,46 @@ def test_bench_times_the_loader_of_a_file_dataset_and_names_the_step_path(tmp_pa
     overrides = ["data.name=image_folder", f"data.root={folder}", "data.args.size=16",
                  "data.batch_size=8", "data.num_workers=1", "generator=dcgan", "discriminator=dcgan",
                  "generator.args.ngf=8", "discriminator.args.ndf=8", "train.precision=no"]
-    report = run("toy_grid", overrides, warmup=1, steps=3, repeats=1)
+    report = run("toy_grid", overrides, warmup=1, steps=3, rounds=1)
     assert report["ganforge_path"] == "eager step"  # a CPU: nothing to capture
     assert report["num_workers"] == 1 and report["loader_images_per_s"] > 0
     assert "data loader alone (1 workers)" in table(report)
     # an in-memory dataset has no loader to time; bf16 also times the fp32 eager baseline
-    report = run("toy_grid", ["train.precision=bf16"], warmup=1, steps=2, repeats=1)
+    report = run("toy_grid", ["train.precision=bf16"], warmup=1, steps=2, rounds=1)
     assert report["loader_images_per_s"] is None
     assert set(report["results"]) == {"ganforge", "eager", "eager_fp32"}
     assert report["results"]["eager_fp32"]["tflops"] is None
+    # train.autocast_cache=auto: the eager step caches weight casts, and the bare loop follows
+    assert report["autocast_cache"] == {"ganforge": True, "eager": True}
+    report = run("toy_grid", ["train.precision=bf16", "train.autocast_cache=false"], warmup=1, steps=2, rounds=1,
+                 eager_cache=True)
+    assert report["autocast_cache"] == {"ganforge": False, "eager": True}
+    assert "autocast weight cache ganforge False, eager True" in table(report)
 
 
 def test_thread_policy(monkeypatch):
     """train.threads: a number is used; auto leaves OMP_NUM_THREADS (a user's or launcher's
     choice) and GPUs alone, and otherwise takes the cores other work leaves idle, at least one."""
-    from ganforge import accel
+    from ganforge.training import device
 
-    monkeypatch.setattr(accel.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert accel.choose_threads(3, "cpu") == (3, None)
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert device.choose_threads(3, "cpu") == (3, None)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert accel.choose_threads("auto", "cpu") == (None, None)
+    assert device.choose_threads("auto", "cpu") == (None, None)
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert accel.choose_threads("auto", "cuda") == (None, None)
-    monkeypatch.setattr(accel.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert device.choose_threads("auto", "cuda") == (None, None)
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     for busy, threads in ((0.2, 4), (1.3, 3), (2.6, 1), (9.0, 1)):
-        monkeypatch.setattr(accel, "busy_cores", lambda seconds=0.3, b=busy: b)
-        chosen, note = accel.choose_threads("auto", "cpu")
+        monkeypatch.setattr(device, "busy_cores", lambda seconds=0.3, b=busy: b)
+        chosen, note = device.choose_threads("auto", "cpu")
         assert chosen == threads and (note is None) == (threads == 4)
     assert "busy with other work; using 1 thread(s)" in note
     monkeypatch.undo()
-    assert 0 <= accel.busy_cores(0.05) <= (accel.os.cpu_count() or 1) + 1e-6  # the real /proc/stat
+    assert 0 <= device.busy_cores(0.05) <= (device.os.cpu_count() or 1) + 1e-6  # the real /proc/stat
 
 
 def test_bench_threads_check_times_each_setting_alone_and_next_to_a_busy_process(monkeypatch):
-    from ganforge.bench import threads_check, threads_table
+    from ganforge.bench.threads import threads_check, threads_table
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     report = threads_check("toy_grid", ["data.args.n=512"], warmup=1, steps=3)
@@ -99,8 +118,8 @@ def test_flops_are_counted_for_a_step_whose_penalty_differentiates_d():
     (a penalty due in every D step: `ganforge bench` failed with a traceback)."""
     import torch
 
-    from ganforge.bench import count_flops
-    from ganforge.config import load_recipe
+    from ganforge.bench.timing import count_flops
+    from ganforge.contract.recipes import load_recipe
 
     with_r1 = count_flops(load_recipe("toy_grid", ["penalties=[{name: r1, weight: 0.1}]", "train.n_critic=2"]),
                           torch.device("cpu"))

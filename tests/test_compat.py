@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v0.1.0-toy"
 #: the overrides the fixture's run used (its README)
@@ -67,7 +67,7 @@ def test_builtin_plugins_have_one_source_and_load_without_autoload(monkeypatch, 
     """The built-ins registered by hand (autoload off) are exactly ganforge's entry points and
     every plugin module under plugins/ (its family folders included); mnist_fc_r1 (InfoGAN's networks) builds that way."""
     import ganforge.plugins
-    from ganforge.manager import PluginManager, builtin_plugins
+    from ganforge.contract.manager import PluginManager, builtin_plugins
 
     folder = Path(ganforge.plugins.__file__).parent
     modules = {"ganforge.plugins." + ".".join(p.relative_to(folder).with_suffix("").parts)
@@ -86,7 +86,7 @@ def test_component_hooks_go_through_pluggy(monkeypatch):
     """A hookwrapper sees the registration call, and each part is still attributed to the plugin
     that registered it."""
     import ganforge
-    from ganforge.manager import PluginManager
+    from ganforge.contract.manager import PluginManager
 
     seen = []
 

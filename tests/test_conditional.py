@@ -15,10 +15,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import SHARED_MNIST, make_mnist_like
-from ganforge.config import load_recipe
-from ganforge.engine import train
-from ganforge.layers import ConditionalBatchNorm
-from ganforge.manager import PluginManager
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
+from ganforge.contract.layers import ConditionalBatchNorm
+from ganforge.contract.manager import PluginManager
 
 REG = PluginManager().registry
 QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0"]
@@ -94,11 +94,12 @@ def _checkpoint(folder):
 def test_fast_path_step_equals_the_eager_step(tmp_path, monkeypatch, mnist_dir, objective, disc):
     """The conditional step as the GPU would capture it (labels gathered with the data on the
     device), run uncaptured: bitwise the eager step's weights, Adam moments, EMA and logs."""
-    from ganforge import engine
+    from ganforge.training import engine
 
     over = [f"data.root={mnist_dir}", "data.batch_size=32", f"objective={objective}", "generator.args.ngf=8",
             f"discriminator={{name: dcgan, args: {disc}}}", "penalties=[{name: r1, every: 2}]", "train.ema=0.9",
-            "train.steps=6", "log.every=3", "log.checkpoint_every=3", "optim.fused=true", *QUICK]
+            "train.steps=6", "log.every=3", "log.checkpoint_every=3", "optim.fused=true",
+            "train.autocast_cache=false", *QUICK]  # (the graph path's cast policy on both)
     runs = {}
     for graph in (False, True):
         with monkeypatch.context() as m:
@@ -136,8 +137,8 @@ def test_conditional_run_resumes_exactly(tmp_path):
 DDP = textwrap.dedent("""
     import sys, torch
     from safetensors.torch import save_file
-    from ganforge.config import load_recipe
-    from ganforge.engine import train
+    from ganforge import load_recipe
+    from ganforge.training.engine import train
 
     state = train(load_recipe("toy_grid", sys.argv[1:]))
     acc = state.accelerator
@@ -279,7 +280,7 @@ def test_labels_data_draws_with_the_data_frequencies_from_a_cdf_on_the_device():
 
     from ganforge.plugins.conditional import Conditional
     from ganforge.plugins.losses import BCE
-    from ganforge.config import Optim
+    from ganforge.recipe.types import Optim
 
     freq = torch.tensor([0.5, 0.3, 0.2, 0.0])
     system = Conditional(BCE(), 8, (2,), 1, Optim(), 4, labels="data", frequencies=freq)

@@ -2,7 +2,9 @@ import re
 
 import pytest
 
-from ganforge.config import Recipe, load_recipe, recipe_from_dict
+from ganforge.contract.recipes import load_recipe
+from ganforge.recipe.load import recipe_from_dict
+from ganforge.recipe.types import Recipe
 from ganforge.errors import ConfigError
 
 
@@ -84,7 +86,7 @@ def test_the_readme_key_table_documents_every_recipe_key():
     import re
     from pathlib import Path
 
-    from ganforge.config import Part, Recipe
+    from ganforge.recipe.types import Part, Recipe
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     documented = set()
@@ -141,7 +143,7 @@ def test_recipe_inheritance(tmp_path, run_cli):
 
 def test_every_shipped_recipe_says_what_was_measured_with_it():
     """`ganforge recipe list` shows each recipe's measured result (or that there is none yet)."""
-    from ganforge.config import _shipped_recipes
+    from ganforge.recipe.sources import shipped_recipes as _shipped_recipes
 
     missing = [p.stem for p in _shipped_recipes().glob("*.yaml") if "\n# Measured: " not in "\n" + p.read_text()]
     assert not missing, f"recipes without a '# Measured:' line: {missing}"
@@ -153,10 +155,10 @@ def test_the_readme_mechanics_recipe_block_is_a_valid_recipe(tmp_path):
     import re
     from pathlib import Path
 
-    from ganforge.build import build_system
-    from ganforge.config import load_recipe
-    from ganforge.manager import PluginManager
-    from ganforge.optim import choices
+    from ganforge.training.build import build_system
+    from ganforge.contract.recipes import load_recipe
+    from ganforge.contract.manager import PluginManager
+    from ganforge.training.optim import choices
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = re.search(r"```yaml\n(augment: .*?)```", readme, re.S).group(1)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import SHARED_MNIST, make_mnist_like
 from ganforge.errors import DatasetError
-from ganforge.manager import PluginManager
+from ganforge.contract.manager import PluginManager
 
 REG = PluginManager().registry
 
@@ -139,8 +139,8 @@ def test_on_device_needs_an_in_memory_dataset(tmp_path, run_cli):
 def test_loader_settings_for_file_and_memory_datasets(tmp_path):
     import torch
 
-    from ganforge.config import load_recipe
-    from ganforge.data import _workers, make_loader
+    from ganforge.contract.recipes import load_recipe
+    from ganforge.training.batches import _workers, make_loader
 
     assert 1 <= _workers("auto") <= 8 and _workers(0) == 0 and _workers(3) == 3
     recipe = load_recipe("toy_grid", ["data.num_workers=2", "data.batch_size=4"])

@@ -9,18 +9,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ganforge.config import load_recipe
+from ganforge.contract.recipes import load_recipe
 
 # Shared by the scripts below: train toy_grid (command-line overrides) with a test objective.
 PRELUDE = textwrap.dedent("""
     import sys, torch
     from safetensors.torch import save_file
     import ganforge
-    from ganforge.config import load_recipe
-    from ganforge.engine import train
-    from ganforge.manager import get_plugin_manager
+    from ganforge import load_recipe
+    from ganforge.training.engine import train
+    from ganforge.contract.manager import get_plugin_manager
     from ganforge.plugins.objectives import Unconditional
-    from ganforge.system import Terms
+    from ganforge.contract.system import Terms
 
     def train_with(objective_cls, *hooks):
         class Objectives:
@@ -124,8 +124,8 @@ def test_only_rank0_writes_and_logs_are_averaged(two_rank_run):
 @pytest.mark.slow
 def test_two_rank_checkpoint_resumes_on_one_and_back(two_rank_run, tmp_path):
     out, _ = two_rank_run
-    from ganforge.config import load_recipe
-    from ganforge.engine import train
+    from ganforge.contract.recipes import load_recipe
+    from ganforge.training.engine import train
 
     state = train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=14", "resume=auto", *BASE]))
     assert state.step == 14
@@ -135,7 +135,7 @@ def test_two_rank_checkpoint_resumes_on_one_and_back(two_rank_run, tmp_path):
 
 
 def test_second_run_on_the_same_folder_is_refused(tmp_path):
-    from ganforge.accel import RunLock
+    from ganforge.training.launch import RunLock
     from ganforge.errors import GanforgeError
 
     with RunLock(tmp_path):
@@ -192,9 +192,9 @@ def test_two_ranks_batch_b_match_one_process_batch_2b(tmp_path, accumulate):
     # the initial weights, built as the engine builds them: training moved the weights far
     # more than the tolerance, so the comparison is not vacuous
     from accelerate.utils import set_seed
-    from ganforge.config import load_recipe
-    from ganforge.build import build_networks, build_system
-    from ganforge.manager import PluginManager
+    from ganforge.contract.recipes import load_recipe
+    from ganforge.training.build import build_networks, build_system
+    from ganforge.contract.manager import PluginManager
 
     set_seed(0)
     registry, recipe = PluginManager().registry, load_recipe("toy_grid")
@@ -210,7 +210,7 @@ def test_two_ranks_batch_b_match_one_process_batch_2b(tmp_path, accumulate):
 PENALTY_SCRIPT = textwrap.dedent("""
     import sys, torch
     from accelerate import Accelerator
-    from ganforge.manager import get_plugin_manager
+    from ganforge.contract.manager import get_plugin_manager
 
     acc = Accelerator(cpu=True)
     rank, world = acc.process_index, acc.num_processes
@@ -281,9 +281,9 @@ def test_sync_batchnorm_needs_a_gpu(tmp_path, run_cli):
 NAN_SCRIPT = textwrap.dedent("""
     import os, sys
     import ganforge
-    from ganforge.config import load_recipe
-    from ganforge.engine import train
-    from ganforge.manager import get_plugin_manager
+    from ganforge import load_recipe
+    from ganforge.training.engine import train
+    from ganforge.contract.manager import get_plugin_manager
     from ganforge.plugins.losses import BCE
 
     rank, calls = int(os.environ["RANK"]), [0]
@@ -330,9 +330,9 @@ def test_a_nonfinite_loss_on_one_rank_is_skipped_on_every_rank(tmp_path, fused):
 SIGNAL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import ganforge
-    from ganforge.config import load_recipe
-    from ganforge.engine import train
-    from ganforge.manager import get_plugin_manager
+    from ganforge import load_recipe
+    from ganforge.training.engine import train
+    from ganforge.contract.manager import get_plugin_manager
     from ganforge.plugins.losses import BCE
 
     rank, calls = int(os.environ["RANK"]), [0]
@@ -398,7 +398,7 @@ def test_the_launchers_mixed_precision_is_followed_under_auto_and_reported_other
     """accelerate launch --mixed_precision bf16 sets ACCELERATE_MIXED_PRECISION: auto follows it,
     an explicit recipe setting wins with a warning, 'no' (every config's default) leaves the
     recipe to decide, and a value accelerate does not know is one clear error."""
-    from ganforge.accel import launcher_precision
+    from ganforge.training.precision import launcher_precision
     from ganforge.errors import ConfigError
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
@@ -416,8 +416,8 @@ def test_sync_bn_converts_every_batchnorm_network_but_the_penalised_ones():
     """SyncBatchNorm has no double backward, and R1/GP differentiate D twice (issue #27): a
     penalised network keeps per-process BatchNorm, with the reason; the others are synced
     (BigGAN syncs its generator's)."""
-    from ganforge.build import build_networks, build_system, sync_bn_split
-    from ganforge.manager import get_plugin_manager
+    from ganforge.training.build import build_networks, build_system, sync_bn_split
+    from ganforge.contract.manager import get_plugin_manager
 
     registry = get_plugin_manager().registry
     # mnist_dcgan: BatchNorm in G and in D (norm: batch)
@@ -433,3 +433,48 @@ def test_sync_bn_converts_every_batchnorm_network_but_the_penalised_ones():
     recipe = load_recipe("toy_grid", ["generator.args.batchnorm=false"])  # no BatchNorm anywhere
     system = build_system(recipe, registry, (2,), None)
     assert sync_bn_split(recipe, system, build_networks(recipe, registry, system)) == ([], {})
+
+
+COUNT_SCRIPT = PRELUDE + textwrap.dedent("""
+    import json
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    counts = {}
+
+    class CountAllReduces:
+        @ganforge.hookimpl
+        def ganforge_train_start(self, state):  # every rank: each network's gradient buckets, counted
+            for name, net in state.nets.items():
+                def hook(process_group, bucket, name=name):
+                    counts[name] = counts.get(name, 0) + 1
+                    return default_hooks.allreduce_hook(process_group, bucket)
+                net.register_comm_hook(None, hook)
+
+    state, _ = train_with(Unconditional, CountAllReduces())
+    sys.stdout.write(f"COUNTS {state.accelerator.process_index} {json.dumps(counts, sort_keys=True)}\\n")
+    sys.stdout.flush()
+""")
+
+
+@pytest.mark.slow
+def test_accumulation_all_reduces_once_per_update(tmp_path):
+    """train.accumulate=4: DDP decides in the forward whether a backward all-reduces, so every
+    micro-batch but the last runs its forward and backward inside no_sync. Counted with a DDP
+    communication hook: as many all-reduces as with one micro-batch (before: 4x)."""
+    script = tmp_path / "count.py"
+    script.write_text(COUNT_SCRIPT)
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    found = {}
+    for accumulate in (1, 4):
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               str(script), f"out_dir={tmp_path / str(accumulate)}", "train.steps=3",
+                               "log.progress=false", "metrics=[]", "log.sample_every=0", "data.args={n: 1024}",
+                               "data.batch_size=32", f"train.accumulate={accumulate}"],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines = [line.split(" ", 2) for line in proc.stdout.splitlines() if line.startswith("COUNTS 0 ")]
+        assert len(lines) == 1, proc.stdout[-2000:]  # (lifecycle hooks run on the main process)
+        found[accumulate] = json.loads(lines[0][2])
+    one, four = found[1], found[4]
+    assert one["D"] >= 3 and one["G"] >= 3  # 3 steps: at least one all-reduce per update
+    assert four == one, (four, one)

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from ganforge.config import load_recipe
-from ganforge.ema import decay
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.ema import decay
+from ganforge.training.engine import train
 
 QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0", "log.film_every=0", "log.animate=false"]
 

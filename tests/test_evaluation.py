@@ -1,9 +1,9 @@
 """Evaluation in batches (issue #27: 20,000 samples were generated in one forward pass)."""
 import torch
 
-from ganforge.config import load_recipe
-from ganforge.engine import train
-from ganforge.sampling import sharded_generate
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
+from ganforge.observe.sampling import sharded_generate
 
 QUICK = ["log.progress=false", "log.sample_every=0", "log.film_every=0", "log.animate=false"]
 
@@ -28,8 +28,8 @@ def test_evaluation_generates_in_batches_of_eval_batch_size_with_the_same_result
     torch.testing.assert_close(batched, whole, rtol=1e-5, atol=1e-6)
     assert all(m.training for m in nets.values())  # train mode restored
     # an evaluation during training goes through the same batches
-    from ganforge.manager import get_plugin_manager
-    from ganforge.sampling import evaluate
+    from ganforge.contract.manager import get_plugin_manager
+    from ganforge.observe.sampling import evaluate
 
     sizes.clear()
     mixture = get_plugin_manager().registry.build("metric", "mixture", {}, dataset=state.dataset)

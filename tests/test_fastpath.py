@@ -1,4 +1,4 @@
-"""The fast path (ganforge.step, graph mode): the step a GPU captures in a CUDA graph, run
+"""The fast path (ganforge.training.step, graph mode): the step a GPU captures in a CUDA graph, run
 here on the CPU without capture, must train exactly the model the eager step trains.
 
 Both runs use fused Adam (``optim.fused=true``) so that the optimizer kernel is the same one;
@@ -12,11 +12,11 @@ import torch
 import ganforge
 from safetensors.torch import load_file
 
-from ganforge import capture, engine
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.training import capture, engine
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 from ganforge.errors import ConfigError, GanforgeError
-from ganforge.manager import PluginManager
+from ganforge.contract.manager import PluginManager
 
 from test_reliability import NaNLoss, _InterruptAt
 
@@ -33,7 +33,9 @@ def _train(tmp_path, monkeypatch, graph, recipe, overrides, plugins=None):
     with monkeypatch.context() as m:
         if graph:  # the CPU has no CUDA graphs: run the function that would be captured
             m.setattr(engine, "reasons_against", lambda state, penalties: [])
-        state = train(load_recipe(recipe, [f"out_dir={tmp_path}", *overrides]), plugins=plugins)
+        # (parity needs one autocast cast policy: the graph path cannot cache weight casts)
+        state = train(load_recipe(recipe, [f"out_dir={tmp_path}", "train.autocast_cache=false", *overrides]),
+                      plugins=plugins)
     assert state.stepper.graph is graph
     assert not state.stepper.graphs  # nothing captured on a CPU
     return state
@@ -99,7 +101,7 @@ def test_graph_step_matches_eager_for_a_conv_gan_with_batchnorm(tmp_path, monkey
     with native bf16 (AMX) resolves it, so an AVX2 machine runs the AMX machines' code path
     (both steps autocast with the same weight-cache policy: issue #27 found them apart)."""
     if precision == "auto-as-on-amx":
-        monkeypatch.setattr("ganforge.accel.native_cpu_bf16", lambda: True)
+        monkeypatch.setattr("ganforge.training.precision.native_cpu_bf16", lambda: True)
     overrides = [f"data.root={mnist_dir}", "data.batch_size=32", "generator.args.ngf=8",
                  "discriminator.args.ndf=8", "train.steps=12", "train.ema=0.5", "log.every=4",
                  f"train.precision={precision.split('-')[0]}", "log.checkpoint_every=6", *QUICK]
@@ -107,6 +109,26 @@ def test_graph_step_matches_eager_for_a_conv_gan_with_batchnorm(tmp_path, monkey
     graph = _train(tmp_path / "graph", monkeypatch, True, "mnist_dcgan", overrides)
     assert eager.accelerator.mixed_precision == ("no" if precision == "no" else "bf16")
     _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
+
+
+@pytest.mark.parametrize("setting", ["auto", "true", "false"])
+def test_the_autocast_weight_cache_is_on_for_the_eager_step_only_by_default(tmp_path, monkeypatch, setting):
+    """train.autocast_cache: the eager step reuses each weight's bf16 copy within a loss (torch's
+    default; 3.5% faster on mnist_seed here, RESULTS), the graph path cannot (a capture must
+    not hold cached casts); true/false force it. The policy is a keyword of the step's autocast."""
+    overrides = ["data.args.n=512", "data.batch_size=32", "train.steps=2", "train.precision=bf16",
+                 f"train.autocast_cache={setting}", *QUICK]
+    for graph in (False, True) if setting != "true" else (False,):
+        with monkeypatch.context() as m:
+            if graph:
+                m.setattr(engine, "reasons_against", lambda state, penalties: [])
+            state = train(load_recipe("toy_grid", [f"out_dir={tmp_path / str(graph)}", *overrides]))
+        expected = {"auto": not graph, "true": True, "false": False}[setting]
+        assert state.stepper.graph is graph and state.autocast.keywords["cache_enabled"] is expected
+    from ganforge.training.capture import reasons_against
+
+    forced = "train.autocast_cache=true: a captured step cannot hold" in "; ".join(reasons_against(state, []))
+    assert forced is (setting == "true")  # true keeps a GPU run on the eager step
 
 
 @pytest.mark.parametrize("augment", ["diffaugment", "{name: ada, args: {interval: 2, kimg: 0.1}}"])
@@ -187,7 +209,7 @@ def test_cuda_graph_true_where_it_cannot_be_captured_is_a_clear_error(tmp_path):
 def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
     from types import SimpleNamespace
 
-    from ganforge.system import Optimizer
+    from ganforge.contract.system import Optimizer
 
     recipe = load_recipe("toy_grid", ["loss=hinge", "penalties=[{name: gp}]", "optimizers.D.type=sgd"])
     dataset = SimpleNamespace(data=[1, 2])  # not a tensor: read by workers, say
@@ -203,7 +225,7 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
         assert part in text, part
     assert "optimizer G" not in text  # Adam can be captured
     from ganforge.plugins.losses import BCE
-    from ganforge.capture import declares_capturable
+    from ganforge.training.capture import declares_capturable
 
     class MyBCE(BCE):  # may do anything: it does not inherit BCE's promise
         def d_loss(self, real, fake):
@@ -221,7 +243,7 @@ def test_reasons_name_the_parts_that_are_not_capturable(tmp_path):
 
 @pytest.mark.cpu_detection  # (tests the detection itself: GANFORGE_TEST_AS_AMX leaves it alone)
 def test_precision_auto_is_bf16_only_for_images_on_native_bf16_hardware(monkeypatch, tmp_path, mnist_dir):
-    from ganforge.accel import resolve_precision
+    from ganforge.training.precision import resolve_precision
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_precision("auto", "cuda", (3, 64, 64)) == "bf16"
@@ -237,7 +259,7 @@ def test_precision_auto_is_bf16_only_for_images_on_native_bf16_hardware(monkeypa
     assert resolve_precision("auto", "cuda", (1, 28, 28)) == "no"
     monkeypatch.undo()
     for native, expected in ((False, "no"), (True, "bf16")):  # an AVX2 CPU, then an AMX one
-        monkeypatch.setattr("ganforge.accel.native_cpu_bf16", lambda native=native: native)
+        monkeypatch.setattr("ganforge.training.precision.native_cpu_bf16", lambda native=native: native)
         state = train(load_recipe("mnist_dcgan", [f"out_dir={tmp_path / expected}", f"data.root={mnist_dir}",
                                                   "train.steps=1", "generator.args.ngf=8",
                                                   "discriminator.args.ndf=8", *QUICK]))
@@ -269,8 +291,8 @@ def no_host_sync(monkeypatch):
     float(), .tolist(): what a CUDA graph cannot capture) raises, in every step; from a
     pattern's second run on (the runs a GPU captures) so does host data copied to the device
     (torch.tensor of Python data, .to(device)): the engine's own HostTraffic, strict on a CPU."""
-    from ganforge import step
-    from ganforge.capture import HostTraffic
+    from ganforge.training import step
+    from ganforge.training.capture import HostTraffic
 
     original = step.TrainStep._step
 
@@ -319,7 +341,7 @@ def test_every_part_declared_capturable_reads_no_tensor_value_in_the_step(tmp_pa
     import inspect
 
     from conftest import make_mnist_like
-    from ganforge.manager import builtin_plugins
+    from ganforge.contract.manager import builtin_plugins
     from ganforge.plugins.losses import BCE
 
     digits = make_mnist_like(make_mnist_like(tmp_path / "mnist", n=64), n=16, split="test")
@@ -383,7 +405,7 @@ def test_a_host_to_device_copy_in_the_step_is_caught(tmp_path, no_host_sync):
 def _fake_capture(monkeypatch):
     """A CPU stand-in for capture: the engine's capture decisions run as on a GPU; a captured
     pattern is "replayed" by running the step."""
-    from ganforge import step
+    from ganforge.training import step
 
     captured = []
 
@@ -445,8 +467,8 @@ def test_host_reads_per_eager_step_at_n_critic_5(tmp_path, monkeypatch, fused):
     found_inf and is counted on the device. Foreach Adam (the CPU default, no found_inf): one
     check per phase run (6) from the step, besides Adam's own reads of its step counters (kept
     on the host there)."""
-    from ganforge import step
-    from ganforge.capture import HostTraffic
+    from ganforge.training import step
+    from ganforge.training.capture import HostTraffic
 
     counts, checks = [], []
     original = step.TrainStep.__call__
@@ -466,7 +488,7 @@ def test_host_reads_per_eager_step_at_n_critic_5(tmp_path, monkeypatch, fused):
     if fused:
         assert counts[1:] == [0] * 5, counts  # (the first step also starts the epoch)
     else:
-        # 6 checks of the step (one per phase run); the EMA reads nothing (ganforge.ema keeps
+        # 6 checks of the step (one per phase run); the EMA reads nothing (ganforge.training.ema keeps
         # whether it has started in Python; torch's AveragedModel read its counter twice)
         assert checks[1:] == [6] * 5 and min(counts[1:]) >= 6, (checks, counts)
 
@@ -474,7 +496,8 @@ def test_host_reads_per_eager_step_at_n_critic_5(tmp_path, monkeypatch, fused):
 def test_the_cuda_policy_is_stated_and_set(monkeypatch):
     """On CUDA: cudnn.benchmark (fixed shapes every step), TF32 by train.tf32; batches are
     copied without blocking (from pinned memory for datasets read by workers)."""
-    from ganforge.accel import cuda_policy, make_accelerator
+    from ganforge.training.accelerator import make_accelerator
+    from ganforge.training.device import cuda_policy
 
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
@@ -495,7 +518,7 @@ def test_eager_batches_gathered_on_the_device_match_the_loaders(tmp_path, monkey
     """On one GPU the eager step gathers batches of a dataset held there from the epoch's
     permutation (uploaded once per epoch) instead of a DataLoader (indices uploaded per batch):
     the same batches in the same order, so the same run, across epochs."""
-    from ganforge import step
+    from ganforge.training import step
 
     real_init = step.TrainStep.__init__
     overrides = [*TOY, "optim.fused=false"]

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 
 TOY = ["train.steps=40", "log.every=10", "log.film_every=20", "log.sample_every=20", "log.eval_every=0",
        "log.progress=false", "log.checkpoint_minutes=0", "data.args.n=512", "generator.args.hidden=[32,32]",
@@ -90,7 +90,7 @@ def test_film_on_image_data_warns_and_records_nothing(tmp_path, mnist_dir):
 
 
 def test_slerp_and_latent_walks():
-    from ganforge.walks import latent_walks, slerp
+    from ganforge.observe.walks import latent_walks, slerp
 
     a, b = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 3.0]])
     path = slerp(a, b, torch.linspace(0, 1, 5))[0]
@@ -122,7 +122,7 @@ def test_sample_interpolate_from_the_cli(toy_run, tmp_path, run_cli, mnist_dir):
 
 def test_report_of_a_run_still_training(toy_run, tmp_path, run_cli):
     """Only what exists: no checkpoint, no run.json, a half-written last metrics line."""
-    from ganforge.report import read_metrics
+    from ganforge.observe.report import read_metrics
 
     out, _ = toy_run
     run = tmp_path / "live"
@@ -144,7 +144,7 @@ def test_report_of_a_run_still_training(toy_run, tmp_path, run_cli):
 
 
 def test_report_names_the_machine_and_checkpoints(toy_run):
-    from ganforge.report import write_report
+    from ganforge.observe.report import write_report
 
     out, _ = toy_run
     record = json.loads((out / "run.json").read_text())
@@ -209,8 +209,8 @@ def _not_blank(png: bytes, tmp: Path) -> None:
 
 @browser
 def test_film_page_and_report_in_headless_chromium(toy_run, tmp_path):
-    from ganforge.animate import animate
-    from ganforge.report import write_report
+    from ganforge.observe.animate import animate
+    from ganforge.observe.report import write_report
 
     out, _ = toy_run
     run = tmp_path / "run"

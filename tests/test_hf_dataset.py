@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 from ganforge.errors import DatasetError
-from ganforge.manager import PluginManager
+from ganforge.contract.manager import PluginManager
 from test_reliability import _assert_bitwise_resume
 
 QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0", "log.film_every=0", "log.animate=false"]

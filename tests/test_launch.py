@@ -77,20 +77,20 @@ def test_a_launch_that_starts_fewer_processes_than_asked_is_refused(tmp_path, ma
 
 def test_launcher_request_reads_the_parent_command_line(monkeypatch, tmp_path):
     """What the launcher asked for, from its argv: --num_processes wins over the config file."""
-    from ganforge import accel
+    from ganforge.training import launch
 
     config = tmp_path / "c.yaml"
     config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_processes: 3\n"
                       "num_machines: 1\nmixed_precision: 'no'\nuse_cpu: false\n")
     cmdline = tmp_path / "cmdline"
-    monkeypatch.setattr(accel.os, "getppid", lambda: 4242)
-    real_path = accel.Path
-    monkeypatch.setattr(accel, "Path", lambda p: cmdline if p == "/proc/4242/cmdline" else real_path(p))
+    monkeypatch.setattr(launch.os, "getppid", lambda: 4242)
+    real_path = launch.Path
+    monkeypatch.setattr(launch, "Path", lambda p: cmdline if p == "/proc/4242/cmdline" else real_path(p))
     monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")
 
     def parent(*argv):
         cmdline.write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
-        return accel.launcher_request()
+        return launch.launcher_request()
 
     assert parent("/v/bin/python", "/v/bin/accelerate", "launch", "--config_file", str(config), "-m", "x") \
         == (3, f"num_processes: 3 in {config}")
@@ -106,8 +106,8 @@ def test_the_readme_eval_launch_uses_both_processes_and_matches_one_process(tmp_
     """`ganforge eval` under the README's 2-process launch: each process makes a share of the
     samples (batches of --batch-size), the main one computes the metrics, and the values are
     those of one process with the same seed."""
-    from ganforge.config import load_recipe
-    from ganforge.engine import train
+    from ganforge.contract.recipes import load_recipe
+    from ganforge.training.engine import train
 
     run = tmp_path / "runs" / "toy_grid"
     train(load_recipe("toy_grid", [f"out_dir={run}", *[q for q in QUICK if q != "metrics=[]"], "train.steps=30"]))

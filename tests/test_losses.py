@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganforge.manager import PluginManager
+from ganforge.contract.manager import PluginManager
 
 REG = PluginManager().registry
 real = torch.tensor([2.0, -1.0, 0.5])

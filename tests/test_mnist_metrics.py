@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import SHARED_MNIST, make_mnist_like
-from ganforge.manager import PluginManager
+from ganforge.contract.manager import PluginManager
 from ganforge.plugins.image.mnist_metrics import classifier_score, frechet_distance, precision_recall
 
 REG = PluginManager().registry

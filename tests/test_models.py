@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from ganforge.errors import ConfigError
-from ganforge.manager import PluginManager
-from ganforge.system import heads
+from ganforge.contract.manager import PluginManager
+from ganforge.contract.system import heads
 
 REG = PluginManager().registry
 

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 from ganforge.plugins.losses import BCE, Hinge, RelativisticAverage
 from ganforge.plugins.translation.patchgan import MultiscalePatchGAN
 from ganforge.plugins.penalties import R1
-from ganforge.system import Judgement, d_adversarial, feature_matching, g_adversarial, heads, logit_sum
+from ganforge.contract.system import Judgement, d_adversarial, feature_matching, g_adversarial, heads, logit_sum
 
 @pytest.fixture
 def digits(tmp_path):

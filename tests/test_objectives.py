@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ganforge.errors import ConfigError
-from ganforge.manager import PluginManager
+from ganforge.contract.manager import PluginManager
 
 REG = PluginManager().registry
 SHAPE = (1, 28, 28)
@@ -16,8 +16,8 @@ SHAPE = (1, 28, 28)
 
 def _parts(codes=10, d_codes=10, z_dim=16):
     """The InfoGAN system and its networks, built as the engine builds them."""
-    from ganforge.build import build_networks, build_system
-    from ganforge.config import load_recipe
+    from ganforge.training.build import build_networks, build_system
+    from ganforge.contract.recipes import load_recipe
 
     recipe = load_recipe(None, [
         f"train.z_dim={z_dim}", "generator={name: dcgan, args: {ngf: 8}}",
@@ -113,9 +113,9 @@ def test_misconfigured_codes_are_clear_errors(codes, d_codes, message):
 def test_mnist_infogan_recipe_trains_with_its_code(tmp_path, mnist_dir):
     """The shipped recipe, 4 steps on generated MNIST-format files: its parts are built as
     written, the code's cross-entropy is logged and the run's checkpoint samples again."""
-    from ganforge.loading import load_for_sampling as _load_for_sampling
-    from ganforge.config import load_recipe
-    from ganforge.engine import train
+    from ganforge.run.loading import load_for_sampling as _load_for_sampling
+    from ganforge.contract.recipes import load_recipe
+    from ganforge.training.engine import train
     from ganforge.plugins.objectives import InfoGAN
 
     state = train(load_recipe("mnist_infogan", [

@@ -6,10 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ganforge.config import Schedule, load_recipe
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.recipe.types import Schedule
+from ganforge.training.engine import train
 from ganforge.errors import ConfigError
-from ganforge.optim import factor
+from ganforge.recipe.schedule import factor
 
 QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0", "log.film_every=0", "log.animate=false"]
 
@@ -112,7 +113,7 @@ def test_an_argument_the_optimizer_refuses_is_one_line(tmp_path):
 def test_accumulation_trains_like_the_whole_batch(tmp_path):
     """toy_grid's D has no BatchNorm (and G none here), and G's noise for 2 x 128 is the noise for 256
     (torch draws normals in blocks of 16): 2 micro-batches of 128 = one batch of 256, up to rounding."""
-    from ganforge.data import micro_batches
+    from ganforge.training.batches import micro_batches
 
     common = ["train.steps=4", "data.args.n=4096", "generator.args.batchnorm=false", "train.ema=0", *QUICK]
     one = train(load_recipe("toy_grid", [f"out_dir={tmp_path / 'one'}", *common]))

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 from ganforge.plugins.penalties import R1, R2, GradientPenalty
 
 
@@ -40,7 +40,7 @@ def test_r1_and_r2_together_train_and_log_both(tmp_path):
 
 
 def test_a_pair_discriminator_is_penalised_on_both_inputs():
-    from ganforge.system import Judged, as_judged
+    from ganforge.contract.system import Judged, as_judged
 
     class Pair(nn.Module):  # D(x, z) = sum(x^2) + 3 sum(z): grad_x = 2x, grad_z = 3
         def forward(self, x, z):
@@ -73,7 +73,7 @@ def test_path_length_trains_a_generator_resumes_exactly_and_is_refused_where_no_
     from safetensors.torch import load_file
 
     from ganforge.errors import ConfigError
-    from ganforge.manager import PluginManager
+    from ganforge.contract.manager import PluginManager
     from test_reliability import _InterruptAt
 
     common = ["train.steps=6", "log.every=2", "penalties=[{name: r1, weight: 1}, {name: path_length, weight: 2, every: 2}]",

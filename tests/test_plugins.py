@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import ganforge
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 from ganforge.errors import ConfigError, PluginError, UnknownNameError
-from ganforge.manager import PluginManager, PluginWarning, builtin_plugins, iter_hook_names
+from ganforge.contract.manager import PluginManager, PluginWarning, builtin_plugins, iter_hook_names
 
 
 def test_builtins_come_through_entry_points():
@@ -99,7 +99,7 @@ class _PluginPart:
     @ganforge.hookimpl
     def ganforge_register_datasets(self, register):
         def line_data(*, n: int = 512):
-            from ganforge.data import TensorDataset
+            from ganforge.contract.data import TensorDataset
             _PluginPart.calls.append("dataset")
             x = torch.linspace(-1, 1, n).unsqueeze(1).repeat(1, 2)
             return TensorDataset(x)

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from conftest import SHARED_MNIST, make_mnist_like
-from ganforge.data import place_dataset
+from ganforge.training.batches import place_dataset
 from ganforge.errors import GanforgeError
-from ganforge.manager import PluginManager
+from ganforge.contract.manager import PluginManager
 
 REG = PluginManager().registry
 needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs the real MNIST in ../shared/data/mnist; "
@@ -193,7 +193,7 @@ class StandIn(nn.Module):
 
 
 def test_inception_metrics_with_a_stand_in_network_and_cached_reference(tmp_path):
-    from ganforge.data import TensorDataset
+    from ganforge.contract.data import TensorDataset
     from ganforge.plugins.image.inception_metrics import InceptionMetrics, real_batches
 
     g = torch.Generator().manual_seed(0)

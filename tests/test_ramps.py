@@ -6,12 +6,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ganforge.capture import reasons_against
-from ganforge.config import Ramp, load_recipe
-from ganforge.engine import train
+from ganforge.training.capture import reasons_against
+from ganforge.contract.recipes import load_recipe
+from ganforge.recipe.types import Ramp
+from ganforge.training.engine import train
 from ganforge.errors import ConfigError
-from ganforge.manager import PluginManager
-from ganforge.ramps import Ramps, ramp_value
+from ganforge.contract.manager import PluginManager
+from ganforge.recipe.ramps import ramp_value
+from ganforge.training.schedules import Ramps
 from test_reliability import _InterruptAt
 
 QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0", "log.film_every=0", "log.animate=false",
@@ -86,7 +88,7 @@ def test_a_constant_ramp_trains_exactly_like_the_number(tmp_path):
 
 
 def test_ramped_betas_keep_a_run_on_the_eager_step_and_say_why(tmp_path):
-    from ganforge.system import Optimizer
+    from ganforge.contract.system import Optimizer
 
     recipe = load_recipe("toy_grid", [f"out_dir={tmp_path}", *QUICK, *R3GAN_LIKE])
     betas = recipe.optim.betas  # (as the built-in systems pass optim's betas on)

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 import ganforge
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 from ganforge.errors import CheckpointError, GanforgeError
-from ganforge.manager import PluginManager
+from ganforge.contract.manager import PluginManager
 
 QUICK = ["log.progress=false", "metrics=[]", "log.sample_every=0"]
 
@@ -197,8 +197,8 @@ def test_nonfinite_policy_stop(tmp_path):
 SCRIPT = """
 import os, sys, time
 from pathlib import Path
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge import load_recipe
+from ganforge.training.engine import train
 
 def pause(tmp):
     if os.environ.get("PAUSE_AT") and tmp.name.endswith(os.environ["PAUSE_AT"]):
@@ -325,7 +325,7 @@ def test_an_interrupted_cli_run_exits_non_zero_and_does_not_look_finished(tmp_pa
 def test_re_saving_a_step_is_atomic(tmp_path, monkeypatch):
     """Writing a step that exists again: killed between moving the old copy aside and moving
     the new one in, the old copy comes back and resume=auto continues from it."""
-    from ganforge import checkpoint as ckpt
+    from ganforge.training import checkpoint as ckpt
 
     out = _run_once(tmp_path)
     folder = out / "checkpoints" / "step-00000004"
@@ -371,7 +371,7 @@ def test_metrics_tell_one_story_across_a_resume(tmp_path):
 
 
 def test_unwritable_output_is_one_clear_line(tmp_path, monkeypatch):
-    from ganforge import checkpoint as ckpt
+    from ganforge.training import checkpoint as ckpt
     from ganforge.cli import main
 
     a_file = tmp_path / "file"

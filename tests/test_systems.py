@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 
 import ganforge
 import twoway_plugin
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 from ganforge.errors import ConfigError, PluginError
-from ganforge.manager import PluginManager
+from ganforge.contract.manager import PluginManager
 
 TESTS = Path(__file__).resolve().parent
 
@@ -78,9 +78,9 @@ DDP_SCRIPT = textwrap.dedent("""
     import torch
     from safetensors.torch import save_file
     import twoway_plugin
-    from ganforge.config import load_recipe
-    from ganforge.engine import train
-    from ganforge.manager import get_plugin_manager
+    from ganforge import load_recipe
+    from ganforge.training.engine import train
+    from ganforge.contract.manager import get_plugin_manager
 
     get_plugin_manager().register(twoway_plugin, name="twoway")
     state = train(load_recipe("toy_grid", twoway_plugin.OVERRIDES + sys.argv[1:]))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import numpy as np
-from ganforge.manager import iter_hook_names
+from ganforge.contract.manager import iter_hook_names
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "docs" / "writing-plugins.md"
@@ -174,7 +174,7 @@ KINDS = ("generator", "discriminator", "loss", "penalty", "objective", "dataset"
 def test_the_guides_example_of_each_kind_is_the_scaffolds():
     """docs/writing-plugins.md shows, for each kind, exactly the module the scaffold starts from
     (which the next test installs and trains with)."""
-    from ganforge.scaffold import template
+    from ganforge.tools.scaffold import template
 
     blocks = dict(re.findall(r"```python kind=(\w+)\n(.*?)```", GUIDE.read_text(), re.S))
     assert set(blocks) == set(KINDS)

@@ -3,8 +3,8 @@ and the recipe as hyper-parameters; TensorBoard's event files and MLflow's local
 are read back."""
 import pytest
 
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 from ganforge.errors import ConfigError
 
 QUICK = ["log.progress=false", "metrics=[]", "log.film_every=0", "log.animate=false", "data.args.n=640",

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import SHARED_MNIST
-from ganforge.config import load_recipe
-from ganforge.engine import train
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
 
 QUICK = ["log.progress=false", "metrics=[]"]
 
@@ -102,7 +102,7 @@ def test_d_is_frozen_during_the_g_step(tmp_path):
     """In the G step, D's parameters get no gradient: requires_grad is off, and the gradients
     left by D's own step are untouched by G's backward."""
     import ganforge
-    from ganforge.manager import PluginManager
+    from ganforge.contract.manager import PluginManager
     from ganforge.plugins.objectives import Unconditional
 
     record = []

@@ -17,9 +17,9 @@ from torch import nn
 
 from conftest import make_mnist_like
 from test_systems import _assert_same as _same, _checkpoint as _files
-from ganforge.config import load_recipe
-from ganforge.engine import train
-from ganforge.manager import PluginManager
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
+from ganforge.contract.manager import PluginManager
 from ganforge.plugins.translation.cyclegan import CycleGAN, ImagePool
 from ganforge.plugins.translation.patchgan import patchgan, receptive_field
 from ganforge.plugins.translation.pix2pix import Pix2Pix
@@ -120,6 +120,7 @@ def test_pix2pix_judges_concatenated_pairs_and_weights_l1(digits):
     for system in systems.values():
         system.setup({"G": G, "D": _Spy()})
     assert systems[100.0].networks["D"].context["in_shape"] == (2, 32, 32)  # input + output channels
+    assert systems[100.0].channel_split == (1, 1)  # the augmentation transforms both images alike
     terms = systems[100.0].d_loss(batch)
     real, fake = systems[100.0].nets["D"].inputs
     assert torch.equal(real, torch.cat([a, b], 1))
@@ -220,9 +221,9 @@ DDP_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import torch
     import translation_watch
-    from ganforge.config import load_recipe
-    from ganforge.engine import train
-    from ganforge.manager import get_plugin_manager
+    from ganforge import load_recipe
+    from ganforge.training.engine import train
+    from ganforge.contract.manager import get_plugin_manager
 
     get_plugin_manager().register(translation_watch, name="watch")
     state = train(load_recipe("mnist_thick_cyclegan", sys.argv[1:]))
@@ -450,7 +451,7 @@ def test_pix2pix_tests_as_the_paper_and_sampling_changes_nothing_in_training():
     from torch import nn
 
     from ganforge.plugins.translation.pix2pix import Pix2Pix
-    from ganforge.sampling import sampling_mode
+    from ganforge.observe.sampling import sampling_mode
 
     import inspect
 

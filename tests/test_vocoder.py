@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ganforge.config import load_recipe
-from ganforge.engine import train
-from ganforge.manager import PluginManager
+from ganforge.contract.recipes import load_recipe
+from ganforge.training.engine import train
+from ganforge.contract.manager import PluginManager
 
 from audio_helpers import RATE, TINY, make_clips, voiced
 from test_reliability import _InterruptAt
@@ -129,7 +129,7 @@ def test_training_writes_spectrograms_and_wavs_and_sample_writes_the_held_out_ut
     assert sorted(p.name for p in (tmp_path / "s" / "held").iterdir()) == [
         "clip_04-real.wav", "clip_04.wav", "clip_05-real.wav", "clip_05.wav"]
     # the written wav is G's output for the utterance (16-bit)
-    from ganforge.api import load_run
+    from ganforge.run.trained import load_run
 
     loaded = load_run(run)
     held = loaded.system.noise(2)
@@ -156,7 +156,7 @@ def test_vocode_keeps_names_rates_and_lengths_and_reports_the_real_time_factor(s
     code, out, _ = run_cli("vocode", tmp_path / "run", "--input", inputs / "a.wav", "--out", tmp_path / "one")
     assert code == 0 and np.array_equal(soundfile.read(str(tmp_path / "one" / "a.wav"))[0],
                                         soundfile.read(str(tmp_path / "out" / "a.wav"))[0])
-    from ganforge.api import load_run
+    from ganforge.run.trained import load_run
 
     run = load_run(tmp_path / "run")  # the Python API gives the same samples
     mine = run.vocode(torch.from_numpy(soundfile.read(str(inputs / "a.wav"), dtype="float32")[0]))
@@ -194,8 +194,8 @@ def test_vocode_bad_inputs_are_one_line(speech, tmp_path, run_cli, case, message
 SCRIPT = textwrap.dedent("""
     import sys, torch
     from safetensors.torch import save_file
-    from ganforge.config import load_recipe
-    from ganforge.engine import train
+    from ganforge import load_recipe
+    from ganforge.training.engine import train
     sys.path.insert(0, sys.argv[1])
     from audio_helpers import TINY
     seen = []
@@ -237,7 +237,7 @@ def test_two_processes_train_one_vocoder_on_different_segments(speech, tmp_path)
 def test_the_report_shows_spectrograms_and_plays_the_examples_in_a_browser(speech, tmp_path):
     """The vocoder's pictures go through the samples viewer; its wavs become <audio> players
     (embedded: the page stays offline) that Chromium decodes to the clips' length."""
-    from ganforge.report import write_report
+    from ganforge.observe.report import write_report
 
     from test_film import CHROMIUM, open_offline
 

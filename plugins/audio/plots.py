@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ganforge.files import atomic_path
+from ganforge.observe.files import atomic_path
 
 __all__ = ["save_spectrograms"]
 

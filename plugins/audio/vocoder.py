@@ -162,7 +162,7 @@ class HiFiGAN(GANSystem):
         import time
 
         from ganforge.plugins.audio.data import EXTENSIONS, read_audio
-        from ganforge.sampling import sampling_mode
+        from ganforge.observe.sampling import sampling_mode
 
         rate = self.analysis.sample_rate
         if source is None:

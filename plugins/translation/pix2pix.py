@@ -52,6 +52,7 @@ class Pix2Pix(TranslationSystem):
         self.phases = [Phase("G", "G", self.g_loss)]
         if gan_weight:  # D judges (input, output) pairs: both images as channels
             self.networks["D"] = Network("discriminator", {"in_shape": (a[0] + b[0], *b[1:])})
+            self.channel_split = (a[0], b[0])  # augmentations transform both alike
             self.optimizers["D"] = Optimizer(["D"], optim.lr_d, betas, decay)
             self.phases.insert(0, Phase("D", "D", self.d_loss, penalize=["D"]))
             self.phases[1].new_batch = False  # G on the batch D saw
@@ -65,8 +66,6 @@ class Pix2Pix(TranslationSystem):
             if not isinstance(out, Judgement) or not out.features:
                 raise ValueError("feature_weight needs a discriminator that returns its features "
                                  "(Judgement(logits, features)): discriminator=multiscale_patchgan")
-
-    images_per_input = 2  # D judges (input | output) pairs: augmentations transform both alike
 
     def generate(self, nets, inputs):
         out = nets["G"](inputs.a)

@@ -124,7 +124,7 @@ class TranslationSystem(GANSystem):
     def translate(self, nets: dict[str, nn.Module], images: torch.Tensor, direction: str = "AtoB") -> torch.Tensor:
         """``images`` of the direction's input domain, translated (``ganforge translate``), with
         the networks in the system's test mode."""
-        from ganforge.sampling import sampling_mode
+        from ganforge.observe.sampling import sampling_mode
 
         with sampling_mode(self, nets):
             return nets[self.directions[direction][0]](images)

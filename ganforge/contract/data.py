@@ -1,0 +1,84 @@
+"""The dataset contract: what a dataset plugin may return to buy whole-batch fetches
+(:class:`TensorDataset`), and reading samples from any dataset. The engine's loaders and batch
+placement are :mod:`ganforge.training.batches`."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, IterableDataset
+
+
+__all__ = ["TensorDataset", "batch_collate", "samples_at", "streams"]
+
+
+class TensorDataset(Dataset):
+    """A dataset held in memory as one tensor (plus optional labels).
+
+    ``uint8`` images (N, C, H, W) are kept as bytes (a quarter of the memory) and scaled to
+    [-1, 1] when a batch is fetched; float data (toy vectors) is returned as stored. The engine
+    fetches whole batches with one indexing operation (``__getitems__``) instead of stacking
+    single items.
+    """
+
+    def __init__(self, data: torch.Tensor, labels: torch.Tensor | None = None, *,
+                 num_classes: int | None = None):
+        if labels is not None and len(labels) != len(data):
+            raise ValueError(f"{len(data)} samples but {len(labels)} labels")
+        self.data = data
+        self.labels = labels
+        self.num_classes = num_classes
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            return x.float().div_(127.5).sub_(1.0)
+        return x
+
+    def fetch(self, index: Any) -> Any:
+        """The samples (and labels) at ``index``: an int, or a tensor of indices on the data's
+        device. Only tensor operations, so the fast path captures it in a CUDA graph."""
+        x = self.normalize(self.data[index])
+        if self.labels is None:
+            return x
+        return x, self.labels[index]
+
+    def __getitem__(self, index: int) -> Any:
+        return self.fetch(index)
+
+    def __getitems__(self, indices: list[int]) -> Any:
+        # A whole batch in one indexing operation (on the device holding the data); the
+        # DataLoader's collate_fn is the identity.
+        index = torch.as_tensor(indices)
+        if self.data.device.type == "cuda":  # from pinned memory, without blocking the host
+            return self.fetch(index.pin_memory().to(self.data.device, non_blocking=True))
+        return self.fetch(index)
+
+
+def samples_at(dataset: Any, indices: list[int]) -> torch.Tensor:
+    """The samples (without labels) at ``indices`` as one tensor, for any dataset: one
+    ``__getitems__`` call for in-memory ones, item by item (collated) for the others."""
+    if hasattr(dataset, "__getitems__"):
+        items = dataset.__getitems__(indices)
+    else:
+        from torch.utils.data import default_collate
+
+        items = default_collate([dataset[i] for i in indices])
+    return items[0] if isinstance(items, (tuple, list)) else items
+
+
+def batch_collate(batch: Any) -> Any:
+    """collate_fn for datasets that fetch whole batches themselves (``__getitems__``)."""
+    return batch
+
+
+def streams(dataset: Any) -> bool:
+    """A dataset that is a stream (``torch.utils.data.IterableDataset``): read in order, shuffled
+    by itself per epoch (``set_epoch``), split across processes by itself."""
+    return isinstance(dataset, IterableDataset)

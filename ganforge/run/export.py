@@ -1,0 +1,198 @@
+"""``ganforge export RUN --out DIR``: a trained run's sampling networks in the Hugging Face Hub's
+convention, to hand to someone without the run folder.
+
+The folder holds ``model.safetensors`` (every network that is not a discriminator, EMA copies
+where the run kept them; keys ``<network>.<parameter>``), ``config.json`` (the recipe, the
+parts' names and arguments per network, the data shape, classes, the step, the ganforge
+version; for a system that reads its dataset, a vocoder or a translation, the dataset's facts:
+rate, hop, shapes, never the data) and a ``README.md`` model card (what it was trained on, the
+recipe, the run's last measured metrics, a sample grid, the lines that load and use it).
+:func:`load_pretrained` gives a :class:`ganforge.run.trained.Run` that samples exactly as the run does
+for the same seed; ``--push REPO`` uploads the folder with ``huggingface_hub`` (which needs a
+network and a token).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ganforge.errors import GanforgeError
+
+__all__ = ["export_run", "load_pretrained", "push"]
+
+FORMAT = 1  # config.json's "ganforge_export" version
+
+
+def export_run(run_path: str | Path, out: str | Path, *, ema: bool = True) -> Path:
+    """Write the export folder ``out`` from a run folder (its newest checkpoint) or a checkpoint
+    folder. Written under a temporary name, then renamed: nothing half-written."""
+    from safetensors.torch import save_file
+
+    from ganforge import __version__
+    from ganforge.training import checkpoint as ckpt
+    from ganforge.run.trained import load_run
+    from ganforge.training.build import network_parts
+    from ganforge.run.loading import data_facts, needs_dataset
+    from ganforge.contract.manager import get_plugin_manager
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise GanforgeError(f"--out {out} exists and is not empty; choose a new folder")
+    run = load_run(run_path, ema=ema)
+    sampling = [n for n, spec in run.system.networks.items() if spec.kind != "discriminator"]
+    parts = network_parts(run.recipe, run.system)
+    tensors = {f"{n}.{k}": v.detach().cpu().contiguous() for n in sampling for k, v in run.nets[n].state_dict().items()}
+    meta = json.loads((run.checkpoint / "meta.json").read_text())
+    config = {
+        "ganforge_export": FORMAT, "ganforge_version": __version__, "step": run.step,
+        "objective": run.recipe.objective.name, "data": run.recipe.data.name,
+        "sample_shape": meta["sample_shape"], "num_classes": meta.get("num_classes"), "z_dim": run.recipe.train.z_dim,
+        "networks": {n: {"kind": run.system.networks[n].kind, "name": parts[n].name, "args": parts[n].args,
+                         "ema": ema and f"{ckpt.stem(meta, f'ema.{n}')}.safetensors" in meta["files"]}
+                     for n in sampling},
+        "recipe": run.recipe.to_dict(),
+    }
+    if needs_dataset(run.recipe, get_plugin_manager().registry):  # (its data stays behind)
+        config["data_facts"] = data_facts(run.system.dataset)
+    run_folder = run.checkpoint.parent.parent
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=1, default=str) + "\n")
+        grid = run_folder / "samples-final.png"
+        if grid.is_file():
+            shutil.copyfile(grid, tmp / "samples.png")
+        (tmp / "README.md").write_text(_model_card(config, _last_metrics(run_folder), grid.is_file(), out.name,
+                                                   _usage(run.system, config)))
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise GanforgeError(f"cannot write {out}: {err.strerror or err}") from None
+    return out
+
+
+def _last_metrics(run_folder: Path) -> dict[str, float]:
+    """The last evaluation the run logged (``eval/...`` in metrics.jsonl), if any."""
+    path = run_folder / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    last: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        evals = {k.removeprefix("eval/"): v for k, v in row.items() if k.startswith("eval/")}
+        if evals:
+            last = {"step": row.get("step"), **evals}
+    return last
+
+
+def _usage(system: Any, config: dict) -> str:
+    """The card's line that uses the model: what the system does with its networks alone."""
+    if callable(getattr(system, "vocode", None)):
+        rate = config.get("data_facts", {}).get("sample_rate", "the run's")
+        return (f"waveform = torch.zeros({rate})  # your speech: (T,) at {rate} Hz, in [-1, 1]\n"
+                f"audio = run.vocode(waveform)  # its mel spectrogram -> the vocoder -> (T,)")
+    if callable(getattr(system, "translate", None)) and getattr(system, "directions", None):
+        shape = ", ".join(str(s) for s in config["data_facts"]["input_shape"])
+        return (f"images = torch.zeros(4, {shape})  # your images: (N, {shape}) in [-1, 1]\n"
+                f"translated = run.translate(images, \"{next(iter(system.directions))}\")")
+    return "samples = run.generate(16, seed=0)  # what `ganforge sample --seed 0` draws from the run"
+
+
+def _model_card(config: dict, metrics: dict, grid: bool, name: str, usage: str) -> str:
+    nets = ", ".join(f"`{n}` ({c['kind']}: `{c['name']}`{', EMA' if c['ema'] else ''})"
+                     for n, c in config["networks"].items())
+    measured = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                         for k, v in metrics.items()) if metrics else ""
+    recipe = yaml.safe_dump(config["recipe"], sort_keys=False, default_flow_style=None).rstrip()
+    return f"""---
+library_name: ganforge
+tags: [gan, ganforge, {config['objective']}]
+---
+
+# {config['recipe']['name']}: a ganforge {config['objective']} model
+
+Trained with [ganforge](https://pypi.org/project/ganforge/) {config['ganforge_version']} for
+{config['step']} steps on `{config['data']}` (samples of shape {config['sample_shape']}{
+    f", {config['num_classes']} classes" if config['num_classes'] else ""}). Networks: {nets}.
+
+```python
+import ganforge
+import torch
+run = ganforge.load_pretrained("{name}")  # this folder
+{usage}
+```
+{f'''
+![samples](samples.png)
+''' if grid else ''}
+## Measured (the run's last evaluation)
+
+{f'''| metric | value |
+|---|---|
+{measured}''' if measured else 'The run logged no evaluation.'}
+
+## Recipe
+
+```yaml
+{recipe}
+```
+"""
+
+
+def load_pretrained(folder: str | Path, *, device: str | torch.device = "cpu") -> Any:
+    """An export folder (``ganforge export``) as a :class:`ganforge.run.trained.Run` holding its
+    sampling networks, in eval mode on ``device``."""
+    from safetensors.torch import load_file
+
+    from ganforge.run.trained import Run
+    from ganforge.training.build import build_networks, build_system
+    from ganforge.recipe.load import recipe_from_dict
+    from ganforge.run.loading import ExportedData, dataset_of, needs_dataset
+    from ganforge.contract.manager import get_plugin_manager
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise GanforgeError(f"{folder} is not a ganforge export (config.json and model.safetensors); "
+                            f"write one with: ganforge export RUN --out {folder}")
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("ganforge_export") != FORMAT:
+        raise GanforgeError(f"{folder / 'config.json'} is export format {config.get('ganforge_export')!r}; this "
+                            f"ganforge reads format {FORMAT}")
+    recipe = recipe_from_dict(config["recipe"])
+    registry = get_plugin_manager().registry
+    dataset = None
+    if needs_dataset(recipe, registry):  # the facts the system reads, not the data (which stays with the run)
+        dataset = (ExportedData(config["data_facts"], recipe.objective.name) if "data_facts" in config
+                   else dataset_of(recipe, registry))
+    system = build_system(recipe, registry, tuple(config["sample_shape"]), dataset, num_classes=config["num_classes"])
+    nets = build_networks(recipe, registry, system)
+    tensors = load_file(str(folder / "model.safetensors"))
+    for name in config["networks"]:
+        prefix = f"{name}."
+        nets[name].load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    device = torch.device(device)
+    for module in nets.values():
+        module.eval().to(device)
+    system.setup(nets)
+    sampling = {n: nets[n] for n in config["networks"]}
+    return Run(recipe, system, sampling, int(config["step"]), folder, device)
+
+
+def push(folder: Path, repo: str) -> str:
+    """Upload an export folder to the Hub repository ``repo`` (a model repository, created if
+    missing); returns its URL. Needs a network and a token (``huggingface-cli login``)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo, repo_type="model", exist_ok=True)
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type="model",
+                             commit_message="ganforge export")
+    return str(getattr(info, "commit_url", info))

@@ -1,0 +1,89 @@
+"""A trained run, loaded: :class:`Run` (its recipe, system and networks, with ``generate``,
+``translate``, ``vocode`` and ``network``) and :func:`load_run`. The public API re-exports both
+(:mod:`ganforge.api`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ganforge.errors import GanforgeError
+from ganforge.recipe.types import Recipe
+
+__all__ = ["Run", "load_run"]
+
+
+@dataclass
+class Run:
+    """A trained run, loaded: the system of its recipe with every network's weights (EMA copies
+    where the run kept them, unless ``ema=False``), in eval mode on ``device``."""
+
+    recipe: Recipe
+    system: Any  # ganforge.contract.system.GANSystem
+    nets: dict[str, torch.nn.Module]
+    step: int
+    checkpoint: Path  # the checkpoint folder loaded
+    device: torch.device
+
+    def network(self, name: str) -> torch.nn.Module:
+        """One network by the system's name (``G``, ``D``, ``G_AB``, an encoder ``E``, ...)."""
+        if name not in self.nets:
+            raise GanforgeError(f"this run has no network '{name}'; its networks: {', '.join(self.nets)}")
+        return self.nets[name]
+
+    def generate(self, n: int = 64, *, seed: int = 0, labels: Any = None) -> torch.Tensor:
+        """``n`` samples, as ``ganforge sample --seed`` draws them (the same seed gives the same
+        samples); ``labels`` (class-conditional runs): one class index for all, or one per sample."""
+        from ganforge.observe.sampling import rows, sampling_mode
+
+        if n < 1:
+            raise GanforgeError(f"generate needs n >= 1, got {n}")
+        gen = torch.Generator().manual_seed(seed)
+        extra = {}
+        if labels is not None:
+            if not getattr(self.system, "num_classes", None):
+                raise GanforgeError(f"labels need a class-conditional run; this run's objective is "
+                                    f"'{self.recipe.objective.name}'")
+            labels = torch.as_tensor(labels, dtype=torch.long)
+            extra["labels"] = labels.expand(n).clone() if labels.dim() == 0 else labels
+        noise = self.system.noise(n, "cpu", gen, **extra)
+        noise = tuple(x.to(self.device) for x in noise) if isinstance(noise, (tuple, list)) else noise.to(self.device)
+        total = len(noise[0]) if isinstance(noise, tuple) else len(noise)
+        with torch.no_grad(), sampling_mode(self.system, self.nets):
+            return torch.cat([self.system.generate(self.nets, rows(noise, i, i + 1024)).float()
+                              for i in range(0, total, 1024)])
+
+    def translate(self, images: torch.Tensor, direction: str = "AtoB") -> torch.Tensor:
+        """Image-to-image runs: ``images`` (N, C, H, W) in [-1, 1] translated in ``direction``."""
+        directions = getattr(self.system, "directions", None)
+        if not directions or not callable(getattr(self.system, "translate", None)):
+            raise GanforgeError(f"translate needs an image-to-image run (objective pix2pix or cyclegan); this "
+                                f"run's objective is '{self.recipe.objective.name}'")
+        if direction not in directions:
+            raise GanforgeError(f"direction {direction}: this run translates {', '.join(directions)}")
+        with torch.no_grad():
+            return self.system.translate(self.nets, images.to(self.device).float(), direction).float()
+
+    def vocode(self, audio: torch.Tensor) -> torch.Tensor:
+        """Vocoder runs: a waveform (T,) at the run's sample rate, in [-1, 1] -> its mel -> G -> (T,)."""
+        if not callable(getattr(self.system, "vocode", None)):
+            raise GanforgeError(f"vocode needs a vocoder run (objective hifigan); this run's objective is "
+                                f"'{self.recipe.objective.name}'")
+        from ganforge.observe.sampling import sampling_mode
+
+        with torch.no_grad(), sampling_mode(self.system, self.nets):
+            return self.system.vocode(self.nets, audio.to(self.device).float().reshape(-1)).float()
+
+
+def load_run(path: str | Path, *, device: str | torch.device = "cpu", ema: bool = True) -> Run:
+    """A run folder (its newest valid checkpoint) or a checkpoint folder, loaded as a :class:`Run`
+    on ``device``. ``ema=False``: the raw networks instead of their EMA copies."""
+    from ganforge.run.loading import load_for_sampling
+
+    nets, system, recipe, meta = load_for_sampling(str(path), ema)
+    device = torch.device(device)
+    for module in nets.values():
+        module.to(device)
+    return Run(recipe, system, nets, int(meta["step"]), Path(meta["folder"]), device)
