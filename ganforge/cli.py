@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 from ganforge.tools.catalog import cmd_plugins, cmd_recipe
-from ganforge.errors import GanforgeError
+from ganforge.errors import CheckpointError, ConfigError, DatasetError, GanforgeError
 from ganforge.run.loading import dataset_of as _dataset, input_images, load_for_sampling as _load_for_sampling
 
 
@@ -181,9 +181,9 @@ def _eval_processes():
 
     import torch
 
-    from ganforge.training.launch import check_launch
+    from ganforge.training.launch import check_launch, world_size
 
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+    if world_size() <= 1:
         check_launch(1)  # accelerate launch asked for more and started one: refused
         return None
     from accelerate import PartialState
@@ -369,6 +369,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(line: str, same_everywhere: bool) -> None:
+    """An error line on stderr. Under a multi-process launch (torchrun, accelerate launch) an
+    error every rank meets alike (a recipe's, the data's, a checkpoint's) is printed once, by
+    rank 0; any other is printed by each rank that met it, marked with its rank."""
+    import os
+
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    if not (world.isdigit() and int(world) > 1):
+        print(line, file=sys.stderr)
+    elif same_everywhere:
+        if rank == "0":
+            print(line, file=sys.stderr)
+    else:
+        print(f"[rank {rank}] {line}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _warning_line
     args = build_parser().parse_args(argv)
@@ -378,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except GanforgeError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _say(f"error: {err}", same_everywhere=isinstance(err, (ConfigError, DatasetError, CheckpointError)))
         return 2
     except OSError as err:  # a full disk, a read-only folder: what and where, in one line
         where = f" ({err.filename})" if err.filename else ""

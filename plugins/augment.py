@@ -195,25 +195,27 @@ class ADA:
     def _color(self, x: torch.Tensor, split: tuple[int, ...] | None) -> torch.Tensor:
         """Brightness, contrast and saturation, one draw per sample for all its images; the
         statistics of each image (its means) are its own, and saturation touches only the
-        images with colour channels."""
+        images with colour channels. A transform that does not fire leaves its images as they
+        were, bit for bit."""
         n = x.shape[0]
 
-        def maybe(v, identity):
-            return torch.where(self._chance(x), v, torch.full_like(v, identity)).view(n, 1, 1, 1).to(x.dtype)
+        def draw(v):  # (a value per sample, and whether its transform fires)
+            return v.view(n, 1, 1, 1).to(x.dtype), self._chance(x).view(n, 1, 1, 1)
 
-        brightness = maybe(torch.randn(n, device=x.device) * self.brightness_std, 0.0)
-        contrast = maybe(torch.exp2(torch.randn(n, device=x.device) * self.contrast_std), 1.0)
+        brightness, b_on = draw(torch.randn(n, device=x.device) * self.brightness_std)
+        contrast, c_on = draw(torch.exp2(torch.randn(n, device=x.device) * self.contrast_std))
         images = _images(x, split)
         colour = any(g.shape[1] > 1 for g in images)  # (grey images alone draw no saturation)
-        saturation = maybe(torch.exp2(torch.randn(n, device=x.device) * self.saturation_std), 1.0) if colour else None
+        saturation, s_on = draw(torch.exp2(torch.randn(n, device=x.device) * self.saturation_std)) if colour \
+            else (None, None)
         out = []
         for g in images:
-            g = g + brightness
+            g = torch.where(b_on, g + brightness, g)
             mean = g.mean(dim=(1, 2, 3), keepdim=True)
-            g = (g - mean) * contrast + mean
+            g = torch.where(c_on, (g - mean) * contrast + mean, g)
             if g.shape[1] > 1:  # saturation: only with colour channels
                 mean = g.mean(dim=1, keepdim=True)
-                g = (g - mean) * saturation + mean
+                g = torch.where(s_on, (g - mean) * saturation + mean, g)
             out.append(g)
         return torch.cat(out, 1) if len(out) > 1 else out[0]
 

@@ -177,7 +177,9 @@ def _classes(dataset: Any, num_classes: int | None, labels: str) -> tuple[int, t
     n = num_classes or getattr(dataset, "num_classes", None)
     if not n:
         raise ValueError("needs a dataset with classes (num_classes): mnist, fashion_mnist, cifar10, "
-                         "the toy mixtures, or image_folder with args: {classes: true}")
+                         "the toy mixtures, image_folder with args: {classes: true}, or hf_dataset with a "
+                         "ClassLabel column (a column of class names: cast it with "
+                         "dataset.class_encode_column(name))")
     frequencies = None
     stored = getattr(dataset, "labels", None)
     if labels == "data" and isinstance(stored, torch.Tensor):

@@ -30,6 +30,7 @@ import torch
 
 from ganforge import hookimpl
 from ganforge.data import samples_at
+from ganforge.errors import GanforgeError
 from ganforge.observe.files import atomic_path, write_text
 
 __all__ = ["FILM", "d_field", "g_arrows", "record_frame"]
@@ -177,5 +178,10 @@ def ganforge_train_end(state):
     if state.config.log.animate:
         from ganforge.observe.animate import animate
 
-        for path in animate(state.output_dir):
+        try:
+            paths = animate(state.output_dir)
+        except GanforgeError as err:  # (nothing to animate: the run itself succeeded)
+            state.accelerator.print(f"animation: none written: {err}")
+            paths = []
+        for path in paths:
             state.accelerator.print(f"animation: {path}")

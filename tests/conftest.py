@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -67,3 +68,29 @@ def _as_on_a_native_bf16_cpu(monkeypatch, request):
     GANFORGE_TEST_AS_AMX=1 pytest -q tests/test_fastpath.py tests/test_conditional.py"""
     if os.environ.get("GANFORGE_TEST_AS_AMX") == "1" and not request.node.get_closest_marker("cpu_detection"):
         monkeypatch.setattr("ganforge.training.precision.native_cpu_bf16", lambda: True)
+
+
+class Precision:
+    """A test condition: ``fp32`` (no autocast) or ``bf16`` (CPU bf16 autocast, as
+    ``train.precision=auto`` runs on GPUs and native-bf16 CPUs; emulated elsewhere, slower but
+    right). ``autocast()`` is the context the engine runs a phase's loss in; ``dtype`` what a
+    network's output is under it; ``recipe`` the override that asks a run for it."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.dtype = torch.bfloat16 if name == "bf16" else torch.float32
+        self.recipe = f"train.precision={'bf16' if name == 'bf16' else 'no'}"
+
+    def autocast(self):
+        import contextlib
+
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.name == "bf16" else contextlib.nullcontext()
+
+    def __repr__(self):
+        return self.name
+
+
+@pytest.fixture(params=["fp32", "bf16"])
+def precision(request):
+    """Numerics are tested in fp32 and under bf16 autocast: the test ids say which."""
+    return Precision(request.param)

@@ -1,5 +1,7 @@
 """The public Python API (issue #28, item 1): ganforge.train, ganforge.load_run and a Run's
 networks, samples and translations, as a user outside the CLI meets them."""
+import re
+
 import pytest
 import torch
 
@@ -50,6 +52,12 @@ def test_a_recipe_object_with_overrides_and_labels_of_a_conditional_run(tmp_path
     mixed = run.generate(6, seed=0, labels=[3, 3, 3, 4, 4, 4])
     assert threes.shape == (6, 1, 28, 28) and threes.abs().max() <= 1
     assert torch.equal(threes[:3], mixed[:3]) and not torch.equal(threes[3:], mixed[3:])  # labels change samples
+    # issue #35: a class the run does not have was an IndexError deep in torch
+    for bad, message in ((12, "labels must be classes 0 to 9 of this run, got 12"), (-1, "got -1"),
+                         ([1, 2], "labels must be one class index, or 6 of them"), (2.5, "one class index"),
+                         ("three", "labels must be a class index or one per sample")):
+        with pytest.raises(ganforge.GanforgeError, match=re.escape(message)):
+            run.generate(6, labels=bad)
 
 
 def test_the_readme_python_block_runs_as_written(tmp_path, monkeypatch, capsys):

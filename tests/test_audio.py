@@ -152,7 +152,7 @@ def test_lsgan_and_feature_matching_over_sub_discriminators_equal_hifigans_formu
 # ------------------------------------------------------------------ data
 def test_audio_folder_holds_segments_at_every_hop_of_the_training_clips(tmp_path):
     root = make_clips(tmp_path / "speech", n=6, seconds=0.5, lists=True)
-    ds = audio_folder(root=str(root), segment=2048, eval_limit=8)
+    ds = audio_folder(root=str(root), segment=2048, eval_limit=8, jitter=False)
     assert ds.sample_shape == (1, 2048) and ds.sample_rate == RATE
     clip = int(0.5 * RATE)
     per_clip = (clip - 2048) // 256 + 1
@@ -171,6 +171,20 @@ def test_audio_folder_holds_segments_at_every_hop_of_the_training_clips(tmp_path
     assert list(held.names) == ["clip_02", "clip_03", "clip_04", "clip_05"]
     assert held.groups.tolist() == [0, 0, 1, 1] and held.lengths.tolist() == [clip] * 4
     assert len(held[1:3]) == 2 and held[1:3].names == ("clip_03", "clip_04")
+    # by default each fetch moves a segment by 0 to hop - 1 samples, inside its clip (HiFi-GAN's
+    # crops start anywhere; the hop grid alone reached 1/256 of the positions)
+    jittered = audio_folder(root=str(root), segment=2048, eval_limit=8)
+    torch.manual_seed(0)
+    for index, start in ((0, 0), (per_clip - 1, last)):
+        rows = jittered.__getitems__([index] * 64)[:, 0].numpy()
+        found = set()
+        for row in rows:
+            shifts = [o for o in range(256) if start + o + 2048 <= clip
+                      and np.abs(row - first[start + o:start + o + 2048]).max() < 1.5 / 32768]
+            assert len(shifts) == 1, shifts
+            found |= set(shifts)
+        room = min(255, clip - 2048 - start)
+        assert found <= set(range(room + 1)) and len(found) > min(room, 20)
 
 
 def test_audio_folder_without_lists_holds_out_a_seeded_choice_and_resamples(tmp_path):
@@ -193,6 +207,7 @@ def test_a_stereo_clip_is_mixed_down_with_one_warning(tmp_path):
 
 @pytest.mark.parametrize("damage, message", [
     ("junk", r"clip_01.wav is not an audio file soundfile can read .* remove it or convert it"),
+    ("zero_frames", r"clip_01.wav holds no samples \(a valid header, 0 frames\); remove it or record it again"),
     ("short", r"clip_01.wav is 300 samples long, shorter than one segment \(1024\); remove it or lower data.args.segment"),
     ("empty", r"no audio files \(.wav, .flac, .ogg\) in .*; set data.root to a folder of speech clips"),
     ("lists", r"1 clips of its held_out list have no audio file \(first: nowhere\)"),
@@ -205,6 +220,8 @@ def test_bad_audio_is_one_line(tmp_path, damage, message):
     clip = root / "wavs" / "clip_01.wav"
     if damage == "junk":
         clip.write_bytes(b"this is not audio")
+    elif damage == "zero_frames":
+        soundfile.write(str(clip), np.zeros(0, np.float32), RATE)
     elif damage == "short":
         soundfile.write(str(clip), voiced(0.3, 150, 0)[:300], RATE)
     elif damage == "empty":
@@ -335,3 +352,22 @@ def test_without_espeak_the_corpus_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="espeak-ng, which is not installed: apt-get install espeak-ng"):
         espeak_speech(root=str(tmp_path / "corpus"))
     assert not (tmp_path / "corpus").exists() and not list(tmp_path.glob(".corpus-*"))
+
+
+def test_an_epoch_of_audio_folder_is_one_crop_per_training_clip(tmp_path):
+    """Issue #35: per: epoch counted every hop-aligned segment as an item (~430k steps an epoch on
+    LJSpeech), so HiFi-GAN's 0.999 per epoch decayed almost nothing. The dataset defines its
+    epoch: one crop per training clip, as HiFi-GAN counts."""
+    from types import SimpleNamespace
+
+    from ganforge.training.step import TrainStep
+
+    root = make_clips(tmp_path / "speech", n=6, seconds=0.5, lists=True)
+    ds = audio_folder(root=str(root), segment=2048, eval_limit=8)
+    assert ds.epoch_items == 2 and len(ds) > 20  # training.txt's 2 clips, many segments
+    runner = SimpleNamespace(fresh=1, device_batches=False, state=SimpleNamespace(
+        dataset=ds, accelerator=SimpleNamespace(num_processes=1), config=SimpleNamespace(
+            data=SimpleNamespace(batch_size=1, name="audio_folder")), loader=list(range(len(ds)))))
+    assert TrainStep._steps_per_epoch(runner) == 2.0  # not len(ds) = every segment
+    runner.state.dataset = SimpleNamespace()  # a dataset without its own epoch: one pass over the items
+    assert TrainStep._steps_per_epoch(runner) == len(ds)

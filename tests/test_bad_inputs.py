@@ -61,11 +61,11 @@ def test_animate_on_a_full_disk_keeps_the_previous_gif(toy_run, tmp_path, run_cl
 
 
 @pytest.mark.parametrize("field, value, says", [
-    ("sample_shape", [3, 1000, 1000], "does not match the checkpoint's weights"),
+    ("sample_shape", [3, 1000, 1000], "does not match the weights"),
     ("sample_shape", [-2], "sample_shape must be a list of 1 to 4 positive integers"),
     ("sample_shape", [0], "sample_shape must be a list of 1 to 4 positive integers"),
     ("sample_shape", "abc", "sample_shape must be a list of 1 to 4 positive integers"),
-    ("num_classes", 10 ** 9, "does not match the checkpoint's weights"),  # (on the conditional run)
+    ("num_classes", 10 ** 9, "does not match the weights"),  # (on the conditional run)
     ("num_classes", "ten", "num_classes must be a positive integer or null"),
 ])
 def test_a_crafted_meta_json_is_refused_before_anything_is_allocated(toy_run, cond_run, tmp_path, run_cli, field,

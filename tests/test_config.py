@@ -33,6 +33,13 @@ def test_unknown_key_did_you_mean():
         recipe_from_dict({"optimizers": {"D": {"learning_rate": 1e-3}}})
     with pytest.raises(ConfigError, match=r"Recipe key 'networks.G' must be a mapping"):
         recipe_from_dict({"networks": {"G": 3}})
+    # a key of another section names where it lives (issue #35: train.batch_size said nothing)
+    with pytest.raises(ConfigError, match=r"Unknown recipe key 'train.batch_size'. It is data.batch_size: set that"):
+        load_recipe("toy_grid", ["train.batch_size=8"])
+    with pytest.raises(ConfigError, match=r"Unknown recipe key 'train.seed'. It is seed: set that instead"):
+        load_recipe("toy_grid", ["train.seed=1"])
+    with pytest.raises(ConfigError, match=r"Unknown recipe key 'penalties.0.steps'. Keys of 'penalties.0'"):
+        load_recipe("toy_grid", ["penalties=[{name: r1, steps: 3}]"])
 
 
 @pytest.mark.parametrize("override, expected", [

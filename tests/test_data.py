@@ -81,6 +81,10 @@ def test_cifar10_batches(tmp_path):
     assert len(build("cifar10", tmp_path, split="test")) == 10
     with pytest.raises(DatasetError, match="data_batch_1"):
         build("cifar10", tmp_path / "empty")
+    (folder / "data_batch_3").unlink()  # issue #35: the line did not say which file was missing
+    with pytest.raises(DatasetError, match=r"CIFAR-10 train batches in .*cifar-10-batches-py are incomplete: "
+                                           r"data_batch_3 is missing"):
+        build("cifar10", tmp_path)
 
 
 def test_image_folder(tmp_path):

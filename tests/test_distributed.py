@@ -459,8 +459,10 @@ COUNT_SCRIPT = PRELUDE + textwrap.dedent("""
 @pytest.mark.slow
 def test_accumulation_all_reduces_once_per_update(tmp_path):
     """train.accumulate=4: DDP decides in the forward whether a backward all-reduces, so every
-    micro-batch but the last runs its forward and backward inside no_sync. Counted with a DDP
-    communication hook: as many all-reduces as with one micro-batch (before: 4x)."""
+    micro-batch but the last runs its forward and backward inside no_sync, and a frozen
+    network's forward (D's in G's phase) always does (else the next phase's first micro-batch
+    all-reduced early). Counted with a DDP communication hook: as many all-reduces as with one
+    micro-batch (before: 4 per update; then 5 instead of 3 in 3 steps)."""
     script = tmp_path / "count.py"
     script.write_text(COUNT_SCRIPT)
     env = dict(os.environ, ACCELERATE_USE_CPU="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
@@ -478,3 +480,54 @@ def test_accumulation_all_reduces_once_per_update(tmp_path):
     one, four = found[1], found[4]
     assert one["D"] >= 3 and one["G"] >= 3  # 3 steps: at least one all-reduce per update
     assert four == one, (four, one)
+
+
+ADA_SCRIPT = textwrap.dedent("""
+    import sys, json, torch
+    from ganforge import load_recipe
+    from ganforge.training.engine import train
+
+    state = train(load_recipe("mnist_dcgan", sys.argv[1:]))
+    stats = state.augment.augment.stats.tolist()
+    sys.stdout.write(f"STATS {state.accelerator.process_index} {json.dumps(stats)}\\n")
+    sys.stdout.flush()
+""")
+
+
+@pytest.mark.slow
+def test_each_rank_s_ada_statistics_are_checkpointed_and_restored(tmp_path):
+    """ADA's statistics since its last update are each rank's own; a checkpoint kept rank 0's
+    only, and on resume every rank restored rank 0's partial counts. Now every rank's are kept."""
+    from conftest import make_mnist_like
+
+    data = make_mnist_like(tmp_path / "mnist", n=256)
+    script = tmp_path / "ada.py"
+    script.write_text(ADA_SCRIPT)
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), f"data.root={data}", f"out_dir={out}", "train.steps=3",
+                           "augment={name: ada, args: {interval: 100}}", "data.batch_size=8",
+                           "generator.args.ngf=4", "discriminator.args.ndf=4", "log.progress=false", "metrics=[]",
+                           "log.sample_every=0", "log.film_every=0", "log.animate=false"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    live = {int(r): json.loads(v) for _, r, v in
+            (line.split(" ", 2) for line in proc.stdout.splitlines() if line.startswith("STATS "))}
+    folder = out / "checkpoints" / "step-00000003"
+    saved = {0: load_file(str(folder / "augment.safetensors"))["stats"].tolist(),
+             1: load_file(str(folder / "augment-rank1.safetensors"))["stats"].tolist()}
+    assert saved == live and live[0][1] == live[1][1] == 3 * 8  # 3 D steps of 8 reals on each rank
+
+
+@pytest.mark.slow
+def test_an_error_every_rank_meets_is_printed_once(tmp_path):
+    """Issue #35: under a launcher each rank printed ganforge's line (twice with 2 processes).
+    A recipe's error is printed by rank 0 alone; torchrun's own failure report follows it (the
+    launcher's, which a child process cannot silence)."""
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "ganforge", "train", "toy_grid", f"out_dir={tmp_path / 'run'}", "train.stepz=3"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.count("Unknown recipe key 'train.stepz'") == 1, proc.stderr[-3000:]

@@ -52,6 +52,45 @@ def test_export_refuses_a_used_folder_and_load_pretrained_a_foreign_one(toy_run,
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["keep.txt"]
     with pytest.raises(ganforge.GanforgeError, match="is not a ganforge export"):
         ganforge.load_pretrained(tmp_path / "busy")
+    # issue #35: --out x.safetensors made a folder of that name
+    code, _, err = run_cli("export", toy_run, "--out", tmp_path / "model.safetensors")
+    assert code == 2 and "looks like a file name, but an export is a folder" in err and err.count("\n") == 1
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_load_pretrained_checks_what_it_is_given_before_allocating(toy_run, tmp_path, run_cli, monkeypatch):
+    """Issue #35: a crafted config.json was built before any shape check, an unknown part was a
+    bare KeyError, load_pretrained(123) a TypeError, and a Hub id was not understood."""
+    import shutil
+
+    code, _, err = run_cli("export", toy_run, "--out", tmp_path / "model")
+    assert code == 0, err
+    folder = tmp_path / "model"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["packages"] == {"objective:unconditional": "ganforge", "generator:mlp": "ganforge"}
+    with pytest.raises(ganforge.GanforgeError, match=r"takes an export folder's path or a Hub repository id.*int 123"):
+        ganforge.load_pretrained(123)
+    # a sample_shape a million times larger: refused on the meta device, nothing allocated
+    crafted = tmp_path / "crafted"
+    shutil.copytree(folder, crafted)
+    (crafted / "config.json").write_text(json.dumps({**config, "sample_shape": [1000, 1000]}))
+    with pytest.raises(ganforge.GanforgeError, match=r"config.json does not match the weights.*G\..* in the weights"):
+        ganforge.load_pretrained(crafted)
+    # a part whose plugin is not installed here: the line names the package that provides it
+    (crafted / "config.json").write_text(json.dumps({
+        **config, "recipe": {**config["recipe"], "generator": {"name": "stylish", "args": {}}},
+        "packages": {**config["packages"], "generator:stylish": "ganforge-stylish"}}))
+    with pytest.raises(ganforge.GanforgeError, match=r"Unknown generator 'stylish'.*pip install ganforge-stylish"):
+        ganforge.load_pretrained(crafted)
+    # a Hub repository id: fetched only when downloads are allowed
+    with pytest.raises(ganforge.GanforgeError, match=r"pass download=True"):
+        ganforge.load_pretrained("someone/toy-grid")
+    import huggingface_hub
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, repo_type: (asked.append(repo_id), str(folder))[1])
+    pretrained = ganforge.load_pretrained("someone/toy-grid", download=True)
+    assert asked == ["someone/toy-grid"] and pretrained.generate(4).shape == (4, 2)
 
 
 def test_push_uploads_the_export_folder(toy_run, tmp_path, run_cli, monkeypatch):

@@ -132,11 +132,12 @@ def test_the_autocast_weight_cache_is_on_for_the_eager_step_only_by_default(tmp_
 
 
 @pytest.mark.parametrize("augment", ["diffaugment", "{name: ada, args: {interval: 2, kimg: 0.1}}"])
-def test_graph_step_matches_eager_with_an_augmentation(tmp_path, monkeypatch, mnist_dir, augment):
-    """The augmentation's random draws, ADA's p (updated between steps) and R1 through it."""
+def test_graph_step_matches_eager_with_an_augmentation(tmp_path, monkeypatch, mnist_dir, augment, precision):
+    """The augmentation's random draws, ADA's p (updated between steps) and R1 through it, in
+    fp32 and under bf16 autocast."""
     overrides = [f"data.root={mnist_dir}", "data.batch_size=16", "generator.args.ngf=4", "discriminator.args.ndf=4",
                  "train.steps=8", "log.every=4", "log.checkpoint_every=4", f"augment={augment}",
-                 "penalties=[{name: r1, every: 2}]", *QUICK]
+                 "penalties=[{name: r1, every: 2}]", precision.recipe, *QUICK]
     eager = _train(tmp_path / "eager", monkeypatch, False, "mnist_dcgan", overrides)
     graph = _train(tmp_path / "graph", monkeypatch, True, "mnist_dcgan", overrides)
     _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
@@ -529,3 +530,31 @@ def test_eager_batches_gathered_on_the_device_match_the_loaders(tmp_path, monkey
     device = _train(tmp_path / "device", monkeypatch, False, "toy_grid", overrides)
     assert device.stepper.device_batches and not device.stepper.deferred
     _assert_same_run(loader, device, tmp_path / "loader", tmp_path / "device")
+
+
+def test_the_deferred_skip_checks_that_the_optimizer_reads_found_inf(tmp_path, monkeypatch, capsys):
+    """Issue #35: the non-finite skip of the graph step (and of the eager step with fused Adam)
+    relies on fused Adam reading ``found_inf``, an attribute torch does not promise. A start-up
+    probe checks it: where an optimizer ignores it, the eager step reads non-finite losses on the
+    host instead, and the graph step refuses to start, each in one line."""
+    import torch
+
+    from ganforge.errors import GanforgeError
+    from ganforge.training import step as step_module
+    from ganforge.training.optim import skips_on_found_inf
+
+    p = [torch.nn.Parameter(torch.randn(3))]
+    assert skips_on_found_inf(torch.optim.Adam(p, fused=True))
+
+    class Forgetful(torch.optim.Adam):  # a future Adam that stops reading found_inf
+        def step(self, closure=None):
+            self.__dict__.pop("found_inf", None)
+            return super().step(closure)
+
+    assert not skips_on_found_inf(Forgetful(p, fused=True))
+    monkeypatch.setattr(step_module, "skips_on_found_inf", lambda opt: False)
+    state = _train(tmp_path / "eager", monkeypatch, False, "toy_grid", ["optim.fused=true", "train.steps=2", *QUICK])
+    assert not state.stepper.deferred
+    assert "ignore found_inf in this torch: a non-finite loss is seen by reading it on the host" in capsys.readouterr().out
+    with pytest.raises(GanforgeError, match="could not skip a non-finite update; set train.cuda_graph=false"):
+        _train(tmp_path / "graph", monkeypatch, True, "toy_grid", ["train.steps=2", *QUICK])

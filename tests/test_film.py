@@ -74,6 +74,13 @@ def test_animate_writes_gifs_with_one_frame_per_recording(toy_run, tmp_path, run
     assert film.n_frames == 3 and film.size == (400, 400)
     grids = sorted(run.glob("samples-*.png"))
     assert samples.n_frames == len(grids) == 2 and samples.size == Image.open(grids[0]).size
+    # issue #35: an image run with one grid wrote a 1-frame samples.gif without a word
+    single = tmp_path / "single"
+    single.mkdir()
+    shutil.copy(grids[-1], single / "samples-final.png")
+    code, _, err = run_cli("animate", single)
+    assert code == 2 and "has one sample grid (final), and an animation needs two or more" in err
+    assert err.count("\n") == 1 and not (single / "samples.gif").exists()
     film.seek(2)
     assert len(film.convert("RGB").getcolors(1 << 16) or []) > 20  # a picture, not a blank frame
     assert "film.html" in text and (run / "samples.html").is_file()

@@ -85,6 +85,27 @@ def test_offline_and_bad_sources_are_one_line(tmp_path):
         _build(tmp_path / "missing")
 
 
+def test_a_label_column_of_names_is_one_line_that_says_classlabel(tmp_path, run_cli):
+    """Issue #35: a string label column named as label_column was a numpy TypeError, and a
+    conditional run on a dataset whose classes are names did not say what to do."""
+    import datasets
+
+    images, labels = _digits(n=30)
+    ds = datasets.Dataset.from_dict({"picture": [Image.fromarray(x) for x in images],
+                                     "kind": [f"k{k}" for k in labels]},
+                                    features=datasets.Features({"picture": datasets.Image(), "kind": datasets.Value("string")}))
+    root = tmp_path / "names"
+    root.mkdir()
+    ds.to_parquet(str(root / "train-00000.parquet"))
+    with pytest.raises(DatasetError, match=r"label_column 'kind' holds string values, not class indices: make it a "
+                                           r"ClassLabel \(ds = ds.class_encode_column\('kind'\)"):
+        _build(root, label_column="kind")
+    code, _, err = run_cli("train", "mnist_cgan", "data.name=hf_dataset", f"data.root={root}", "train.steps=1",
+                           "data.batch_size=8", f"out_dir={tmp_path / 'run'}", *QUICK)
+    errors = [line for line in err.splitlines() if "error" in line.lower()]  # (datasets' progress bars aside)
+    assert code == 2 and len(errors) == 1 and "hf_dataset with a ClassLabel column" in errors[0], err
+
+
 def test_a_conditional_run_on_parquet_reads_the_labels_and_resumes_exactly(tmp_path, parquet_dir):
     root, _, _ = parquet_dir
     out = tmp_path / "run"
@@ -146,3 +167,20 @@ def test_two_processes_split_a_stream(tmp_path, parquet_dir):
     assert json.loads((out / "run.json").read_text())["processes"] == 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and rows[-1]["epoch"] == 1  # 30 examples a rank (60 unsplit): 3 batches an epoch
+
+
+@pytest.mark.slow
+def test_a_stream_too_small_for_every_process_is_one_line(tmp_path, parquet_dir):
+    """Issue #35: 15 examples over 2 processes at batch 8: one process had a batch and the other
+    none, and rank 0 died in the first all-reduce with gloo's "Connection closed by peer". The
+    processes agree before the first step, and the error is printed once."""
+    root, _, _ = parquet_dir
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "ganforge", "train", "mnist_cgan", f"out_dir={tmp_path / 'run'}", "data.name=hf_dataset",
+                           f"data.root={root}", "data.args={streaming: true, limit: 15}", "train.steps=4",
+                           "data.batch_size=8", *TINY[:2], *QUICK],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert proc.stderr.count("gave no complete batch of 8 on 1 of 2 processes") == 1, proc.stderr[-3000:]
+    assert "Connection closed by peer" not in proc.stderr

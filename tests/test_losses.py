@@ -12,9 +12,18 @@ real = torch.tensor([2.0, -1.0, 0.5])
 fake = torch.tensor([-3.0, 0.2, 1.0])
 
 
-def test_bce_matches_bce_with_logits_and_the_textbook_formula():
+def test_bce_matches_bce_with_logits_and_the_textbook_formula(precision):
+    """Under bf16 autocast D's logits arrive in bf16; the losses compute in fp32 (the guide's
+    precision rule) and give the fp32 values of those logits."""
     loss = REG.build("loss", "bce")
     ones, zeros = torch.ones(3), torch.zeros(3)
+    low_r, low_f = real.to(precision.dtype), fake.to(precision.dtype)
+    with precision.autocast():
+        d, g = loss.d_loss(low_r, low_f), loss.g_loss(low_f)
+    assert d.dtype == g.dtype == torch.float32
+    assert torch.allclose(d, F.binary_cross_entropy_with_logits(low_r.float(), ones)
+                          + F.binary_cross_entropy_with_logits(low_f.float(), zeros))
+    assert torch.allclose(g, F.binary_cross_entropy_with_logits(low_f.float(), ones))
     expected_d = F.binary_cross_entropy_with_logits(real, ones) + F.binary_cross_entropy_with_logits(fake, zeros)
     assert torch.allclose(loss.d_loss(real, fake), expected_d)
     dx, dgz = torch.sigmoid(real), torch.sigmoid(fake)
@@ -22,7 +31,17 @@ def test_bce_matches_bce_with_logits_and_the_textbook_formula():
     assert torch.allclose(loss.g_loss(fake), (-dgz.log()).mean())
 
 
-def test_other_losses():
+def test_other_losses(precision):
+    with precision.autocast():
+        for name in ("minimax", "hinge", "wgan", "lsgan", "relativistic"):
+            loss = REG.build("loss", name)
+            low, high = real.to(precision.dtype), fake.to(precision.dtype)
+            d = loss.d_loss(low, high)
+            g = loss.g_loss(high, low) if getattr(loss, "uses_real_logits", False) else loss.g_loss(high)
+            assert d.dtype == g.dtype == torch.float32, name
+            r32, f32 = low.float(), high.float()  # what fp32 computes on the same logits
+            expected = loss.g_loss(f32, r32) if getattr(loss, "uses_real_logits", False) else loss.g_loss(f32)
+            assert torch.allclose(d, loss.d_loss(r32, f32)) and torch.allclose(g, expected), name
     mm = REG.build("loss", "minimax")
     assert torch.allclose(mm.g_loss(fake), (1 - torch.sigmoid(fake)).log().mean())
     hinge = REG.build("loss", "hinge")

@@ -56,6 +56,10 @@ def test_feature_matching_is_the_summed_mean_absolute_difference():
     assert fake.features[1][0].grad is not None
     with pytest.raises(ValueError, match="feature matching needs"):
         feature_matching(Judgement([torch.zeros(1)]), fake)
+    # pix2pixHD's weighting (issue #35: it was 3x too strong with 3 scales): 1 / num_D per
+    # discriminator and 4 / its feature layers per layer
+    hd = feature_matching(real, fake, pix2pixhd=True)
+    assert hd.item() == pytest.approx(0.5 * (4 / 2 * (1.0 + 0.0) + 4 / 1 * 3.0))
 
 
 def test_multiscale_patchgan_judges_each_scale_and_returns_features():

@@ -85,6 +85,7 @@ def test_clipping_bounds_the_update_and_logs_the_norm(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["optim.type=adamz"], "optim.type: unknown optimizer 'adamz'; torch.optim has adadelta, adafactor, adagrad, adam"),
     (["optimizers.D.type=lbfgs"], "optimizers.D.type: LBFGS needs a closure"),
+    (["optim.type=sparseadam"], "optim.type: SparseAdam updates sparse gradients only"),
     (["optim.args={momentum: 0.9}"], "optim.args: Adam does not take momentum here; its arguments are lr, betas"),
     (["optimizers.D={type: sgd, betas: [0.5, 0.9]}"], "optimizers.D.betas: SGD takes no betas"),
     (["optim.args={lr: 0.1}"], "optim.args: Adam does not take lr here"),

@@ -17,17 +17,24 @@ class Quadratic(nn.Module):
         return x.pow(2).sum(1, keepdim=True)
 
 
-def test_r1_r2_and_gp_by_hand():
+def test_r1_r2_and_gp_by_hand(precision):
+    """As the engine calls them: inside the phase's autocast, with autocast turned off around the
+    penalty, on what the phase judged (under bf16 a generator's fakes are bf16; these values are
+    exact in it). Penalties compute in fp32 and give the fp32 closed forms."""
     real = torch.tensor([[1.0, 2.0], [0.0, 3.0]])
-    fake = torch.tensor([[0.5, 0.0], [2.0, 2.0]])
+    fake = torch.tensor([[0.5, 0.0], [2.0, 2.0]]).to(precision.dtype)
     D = Quadratic()
-    assert R1()(D, real, fake).item() == pytest.approx(0.5 * (4 * 5 + 4 * 9) / 2)  # on reals only
-    assert R2()(D, real, fake).item() == pytest.approx(0.5 * (4 * 0.25 + 4 * 8) / 2)  # on fakes only
     linear = nn.Linear(2, 1, bias=False)
     with torch.no_grad():
         linear.weight.copy_(torch.tensor([[3.0, 4.0]]))  # ||grad|| = 5 everywhere
-    assert GradientPenalty()(linear, real, fake).item() == pytest.approx(16.0)
-    assert R2()(linear, real, fake).item() == pytest.approx(12.5)
+    with precision.autocast(), torch.autocast("cpu", enabled=False):
+        values = [R1()(D, real, fake), R2()(D, real, fake), GradientPenalty()(linear, real, fake),
+                  R2()(linear, real, fake)]
+    assert all(v.dtype == torch.float32 for v in values)
+    assert values[0].item() == pytest.approx(0.5 * (4 * 5 + 4 * 9) / 2)  # on reals only
+    assert values[1].item() == pytest.approx(0.5 * (4 * 0.25 + 4 * 8) / 2)  # on fakes only
+    assert values[2].item() == pytest.approx(16.0)
+    assert values[3].item() == pytest.approx(12.5)
 
 
 def test_r1_and_r2_together_train_and_log_both(tmp_path):
@@ -52,14 +59,16 @@ def test_a_pair_discriminator_is_penalised_on_both_inputs():
     assert isinstance(short, Judged) and short.real[0] is x and short.fake[0] is z and short.forward is None
 
 
-def test_path_length_by_hand_and_its_running_mean():
+def test_path_length_by_hand_and_its_running_mean(precision):
     from ganforge.plugins.penalties import PathLength
 
     G = nn.Linear(4, 6, bias=False)
     z = torch.randn(8, 4)
     pl = PathLength(decay=0.5, shrink=2)
     torch.manual_seed(3)
-    value = pl(G, None, z)
+    with precision.autocast(), torch.autocast("cpu", enabled=False):  # (as the engine calls it)
+        value = pl(G, None, z)
+    assert value.dtype == torch.float32
     torch.manual_seed(3)
     y = torch.randn(4, 6) / 6 ** 0.5
     lengths = (y @ G.weight).norm(dim=1)  # J^T y of a linear G, for the first half of the batch

@@ -427,6 +427,25 @@ def test_malformed_meta_is_one_clear_line(tmp_path):
         train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", f"resume={meta_path.parent}", *QUICK]))
 
 
+def test_a_checkpoint_of_a_newer_format_and_an_export_folder_are_one_line(tmp_path, run_cli):
+    """Issue #35: a meta.json saying "format": 99 was sampled and resumed without a word, and
+    `ganforge sample` on an export folder said "incomplete checkpoint"."""
+    out = _run_once(tmp_path)
+    folder = out / "checkpoints" / "step-00000004"
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "format": 99}))
+    code, _, err = run_cli("sample", folder, "--n", "4", "--out", tmp_path / "s.npz")
+    assert code == 2 and "says checkpoint format 99; this ganforge reads formats 1 to 2" in err
+    assert err.count("\n") == 1 and not (tmp_path / "s.npz").exists()
+    with pytest.raises(CheckpointError, match="upgrade ganforge"):
+        train(load_recipe("toy_grid", [f"out_dir={out}", "train.steps=6", f"resume={folder}", *QUICK]))
+    (folder / "meta.json").write_text(json.dumps(meta))
+    assert run_cli("export", out, "--out", tmp_path / "exported")[0] == 0
+    code, _, err = run_cli("sample", tmp_path / "exported", "--n", "4", "--out", tmp_path / "s.npz")
+    assert code == 2 and "is a ganforge export (config.json, model.safetensors), not a run or a checkpoint" in err
+    assert "ganforge.load_pretrained(" in err and err.count("\n") == 1
+
+
 def test_checkpoints_by_wall_time(tmp_path):
     """log.checkpoint_minutes: a checkpoint at the first log step after that much time (here a
     few milliseconds: every log step); the default (10 minutes) leaves a short run one checkpoint."""

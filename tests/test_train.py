@@ -265,3 +265,21 @@ def test_more_bad_input_is_one_clear_line(tmp_path, run_cli, monkeypatch):
     code, _, err = run_cli("train", "toy_grid", f"out_dir={tmp_path / 'w'}", *QUICK)
     assert code == 2 and "WORLD_SIZE='abc' is not a number of processes" in err and err.count("\n") == 1
 
+
+
+def test_a_stray_world_size_is_refused_at_once(tmp_path):
+    """Issue #35: WORLD_SIZE=2 left in a shell gave a traceback, and with MASTER_ADDR and RANK
+    also set, a process that waited for a second one forever. Refused in one line, no wait."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHELASTIC_RUN_ID", "SLURM_PROCID")}
+    for extra in ({}, {"RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29731"}):
+        proc = subprocess.run([sys.executable, "-m", "ganforge", "train", "toy_grid", f"out_dir={tmp_path / 'w'}",
+                               *QUICK], env={**env, "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", **extra},
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "WORLD_SIZE=2 is set, but no launcher started this process" in proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert not (tmp_path / "w").exists()  # nothing written

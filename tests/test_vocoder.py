@@ -168,6 +168,7 @@ def test_vocode_keeps_names_rates_and_lengths_and_reports_the_real_time_factor(s
 
 @pytest.mark.parametrize("case, message", [
     ("junk", "junk.wav is not an audio file soundfile can read"),
+    ("zero_frames", "silent.wav holds no samples (a valid header, 0 frames)"),
     ("empty", "no audio files"),
     ("missing", "does not exist; give a wav file or a folder of them"),
     ("threads", "--threads must be at least 1, got 0"),
@@ -184,6 +185,11 @@ def test_vocode_bad_inputs_are_one_line(speech, tmp_path, run_cli, case, message
     folder.mkdir()
     if case == "junk":
         (folder / "junk.wav").write_bytes(b"RIFF but not really")
+    if case == "zero_frames":
+        import numpy as np
+        import soundfile
+
+        soundfile.write(str(folder / "silent.wav"), np.zeros(0, np.float32), 22050)
     (tmp_path / "a_file").write_text("")
     extra = ["--threads", "0"] if case == "threads" else []
     code, out, err = run_cli("vocode", tmp_path / "run", "--input", folder / "x" if case == "missing" else folder,
@@ -322,3 +328,11 @@ def test_the_vocoder_benchmark_scores_a_run_against_griffin_lim(speech, tmp_path
     gl, ours = record["results"]["held_out"]["griffin_lim"], record["results"]["held_out"]["ganforge"]
     assert gl["utterances"] == ours["utterances"] == 2 and gl["stoi"] > ours["stoi"]  # (one step of training)
     assert len(list((tmp_path / "examples").glob("*.wav"))) == 9 and (tmp_path / "examples" / "speech_hifigan-spectrograms.png").is_file()
+
+
+def test_latent_walks_on_a_vocoder_run_point_to_vocode(speech, tmp_path, run_cli):
+    """Issue #35: `sample --interpolate` on an audio run pointed to `translate`."""
+    train(_recipe(tmp_path / "run", speech, 1))
+    code, _, err = run_cli("sample", tmp_path / "run", "--interpolate", "4", "--out", tmp_path / "walks.png")
+    assert code == 2 and "a vocoder turns mel spectrograms into audio (use ganforge vocode RUN)" in err
+    assert "translate" not in err and err.count("\n") == 1

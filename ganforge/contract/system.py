@@ -302,16 +302,20 @@ def g_adversarial(loss: Any, fake: torch.Tensor | Judgement, real: Callable[[], 
     return total, {"d_fake_g": _mean_score(loss, f)}
 
 
-def feature_matching(real: Judgement, fake: Judgement) -> torch.Tensor:
+def feature_matching(real: Judgement, fake: Judgement, pix2pixhd: bool = False) -> torch.Tensor:
     """Feature matching (Salimans et al. 2016; pix2pixHD, MelGAN, HiFi-GAN): the mean absolute
-    difference between a discriminator's features of real and of generated data, summed over
-    layers and heads (HiFi-GAN's form; the real features are targets, not trained through)."""
+    difference between a discriminator's features of real and of generated data, in fp32 (the
+    real features are targets, not trained through). Summed over layers and heads (HiFi-GAN's
+    form), or with ``pix2pixhd`` weighted as pix2pixHD weighs it: each discriminator's layers by
+    4 / (its number of feature layers), averaged over the discriminators (1 / num_D)."""
     if not real.features or len(real.features) != len(fake.features):
         raise ValueError("feature matching needs a discriminator that returns Judgement(features=...) for both")
     total = None
     for r_layers, f_layers in zip(real.features, fake.features, strict=True):
+        weight = 4.0 / len(f_layers) / len(fake.features) if pix2pixhd else 1.0
         for r, f in zip(r_layers, f_layers, strict=True):
             term = (r.detach().float() - f.float()).abs().mean()
+            term = term * weight if pix2pixhd else term
             total = term if total is None else total + term
     return total
 

@@ -148,12 +148,18 @@ def animate(run: Path) -> list[Path]:
     run = Path(run)
     if not run.is_dir():
         raise GanforgeError(f"{run} is not a run folder")
-    written = []
+    written, single = [], None
     for stem, frames in (("film", film_frames(run)), ("samples", grid_frames(run))):
+        if stem == "samples" and len(frames) == 1:  # one grid is a picture, not a film
+            single = frames[0][0]
+            continue
         if frames and (stem == "film" or frames[0][1].size == frames[-1][1].size):
             written.append(write_gif(frames, run / f"{stem}.gif"))
             title = f"{run.name}: {'training film' if stem == 'film' else 'samples over training'}"
             written.append(write_page(run / f"{stem}.html", title, viewer(frames, stem)))
+    if not written and single is not None:
+        raise GanforgeError(f"{run} has one sample grid ({single}), and an animation needs two or more: "
+                            f"train with log.sample_every=N to keep a grid every N steps")
     if not written:
         raise GanforgeError(f"{run} has nothing to animate yet: no film frames (log.film_every) and no "
                             f"sample grids (samples-*.png)")

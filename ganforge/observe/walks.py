@@ -36,8 +36,11 @@ def latent_walks(system: Any, walks: int, steps: int, generator: torch.Generator
         raise GanforgeError(f"--interpolate needs at least 2 points per walk, got {steps}")
     start, end = system.noise(walks, "cpu", generator), system.noise(walks, "cpu", generator)
     if not torch.is_tensor(start) and not (isinstance(start, tuple) and torch.is_tensor(start[0])):
-        raise GanforgeError("--interpolate walks a noise vector; this run's generator takes no noise "
-                            "(an image-to-image run? use ganforge translate)")
+        audio = getattr(getattr(system, "dataset", None), "sample_kind", None) == "audio" or callable(
+            getattr(system, "vocode", None))
+        raise GanforgeError("--interpolate walks a noise vector; this run's generator takes no noise: "
+                            + ("a vocoder turns mel spectrograms into audio (use ganforge vocode RUN)" if audio
+                               else "an image-to-image run translates images (use ganforge translate RUN)"))
     t = torch.linspace(0, 1, steps)
     if torch.is_tensor(start):
         return slerp(start, end, t).reshape(-1, start.shape[1]), steps

@@ -104,6 +104,20 @@ def _type_error(value: Any, tp: Any, where: str) -> ConfigError:
     )
 
 
+def _elsewhere(key: str, where: str) -> str | None:
+    """Where ``key`` is a recipe key when it is not one of section ``where`` (``train.batch_size``
+    is ``data.batch_size``): another top-level section's key, or a top-level key."""
+    hints = typing.get_type_hints(Recipe)
+    if where not in ("data", "optim", "train", "log", ""):  # (a part's or a list entry's keys: no guess)
+        return None
+    if where and key in hints and not dataclasses.is_dataclass(hints[key]):
+        return key
+    for section, tp in hints.items():
+        if section != where and dataclasses.is_dataclass(tp) and key in {f.name for f in dataclasses.fields(tp)}:
+            return f"{section}.{key}"
+    return None
+
+
 def _from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -112,10 +126,9 @@ def _from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         path = f"{where}.{key}" if where else str(key)
         if key not in hints:
             section = f"'{where}'" if where else "the recipe"
-            raise ConfigError(
-                f"Unknown recipe key '{path}'.{did_you_mean(str(key), names)} "
-                f"Keys of {section}: {', '.join(names)}"
-            )
+            other = _elsewhere(str(key), where)
+            hint = f" It is {other}: set that instead." if other else did_you_mean(str(key), names)
+            raise ConfigError(f"Unknown recipe key '{path}'.{hint} Keys of {section}: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], path)
     return cls(**kwargs)
 

@@ -8,7 +8,8 @@ from ganforge.errors import ConfigError
 
 __all__ = ["UNSUITABLE", "optimizer_types", "resolve_type"]
 
-UNSUITABLE = {"lbfgs": "needs a closure that re-evaluates the loss, which an adversarial phase is not"}
+UNSUITABLE = {"lbfgs": "needs a closure that re-evaluates the loss, which an adversarial phase is not",
+              "sparseadam": "updates sparse gradients only (embeddings with sparse=True), and networks' are dense"}
 
 
 def optimizer_types() -> dict[str, type[torch.optim.Optimizer]]:

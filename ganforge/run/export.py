@@ -41,6 +41,11 @@ def export_run(run_path: str | Path, out: str | Path, *, ema: bool = True) -> Pa
     from ganforge.contract.manager import get_plugin_manager
 
     out = Path(out)
+    if out.suffix.lower() in (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".json", ".zip"):
+        raise GanforgeError(f"--out {out} looks like a file name, but an export is a folder (model.safetensors, "
+                            f"config.json, README.md): give a folder, e.g. --out {out.with_suffix('')}")
+    if out.exists() and not out.is_dir():
+        raise GanforgeError(f"--out {out} is a file; an export is a folder: choose a new folder")
     if out.exists() and any(out.iterdir()):
         raise GanforgeError(f"--out {out} exists and is not empty; choose a new folder")
     run = load_run(run_path, ema=ema)
@@ -55,6 +60,7 @@ def export_run(run_path: str | Path, out: str | Path, *, ema: bool = True) -> Pa
         "networks": {n: {"kind": run.system.networks[n].kind, "name": parts[n].name, "args": parts[n].args,
                          "ema": ema and f"{ckpt.stem(meta, f'ema.{n}')}.safetensors" in meta["files"]}
                      for n in sampling},
+        "packages": _packages(run.recipe, run.system, {n: parts[n] for n in sampling}),
         "recipe": run.recipe.to_dict(),
     }
     if needs_dataset(run.recipe, get_plugin_manager().registry):  # (its data stays behind)
@@ -147,33 +153,100 @@ run = ganforge.load_pretrained("{name}")  # this folder
 """
 
 
-def load_pretrained(folder: str | Path, *, device: str | torch.device = "cpu") -> Any:
-    """An export folder (``ganforge export``) as a :class:`ganforge.run.trained.Run` holding its
-    sampling networks, in eval mode on ``device``."""
-    from safetensors.torch import load_file
-
-    from ganforge.run.trained import Run
-    from ganforge.training.build import build_networks, build_system
-    from ganforge.recipe.load import recipe_from_dict
-    from ganforge.run.loading import ExportedData, dataset_of, needs_dataset
+def _packages(recipe: Any, system: Any, parts: dict) -> dict[str, str]:
+    """The distribution that registered each part the export needs (the objective and every
+    network's), so that loading it where a plugin is missing can say what to install."""
     from ganforge.contract.manager import get_plugin_manager
 
-    folder = Path(folder)
+    registry = get_plugin_manager().registry
+    wanted = [("objective", recipe.objective.name)] + [(system.networks[n].registry_kind, parts[n].name)
+                                                       for n in parts]
+    out = {}
+    for kind, name in wanted:
+        try:
+            plugin = registry.get(kind, name).plugin
+        except (KeyError, ValueError):
+            continue
+        if plugin.distribution:
+            out[f"{kind}:{name}"] = plugin.distribution
+    return out
+
+
+def _local_folder(source: Any, download: bool) -> Path:
+    """An export folder for ``source``: a local path, or a Hub repository id (``owner/name``)
+    fetched with huggingface_hub when ``download`` allows it (nothing is downloaded otherwise)."""
+    if not isinstance(source, (str, Path)):
+        raise GanforgeError(f"load_pretrained takes an export folder's path or a Hub repository id (owner/name), "
+                            f"got {type(source).__name__} {source!r}")
+    folder = Path(source)
+    if folder.exists() or not isinstance(source, str) or source.count("/") != 1 or source.startswith((".", "/")):
+        return folder
+    if not download:
+        raise GanforgeError(f"{source} is not a folder here; to fetch the Hub repository {source}, pass "
+                            f"download=True (load_pretrained({source!r}, download=True))")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=source, repo_type="model"))
+    except Exception as err:  # noqa: BLE001 - the Hub's errors: no network, no such repository, no access
+        raise GanforgeError(f"cannot fetch the Hub repository {source}: {type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''}") from None
+
+
+def load_pretrained(folder: str | Path, *, device: str | torch.device = "cpu", download: bool = False) -> Any:
+    """An export folder (``ganforge export``), or with ``download=True`` a Hub repository id
+    holding one, as a :class:`ganforge.run.trained.Run` holding its sampling networks, in eval
+    mode on ``device``. config.json is checked before anything is allocated: its format, the
+    parts it names (with the package that provides a missing one) and, on the meta device, the
+    shapes it describes against the weights."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    from ganforge.contract.manager import get_plugin_manager
+    from ganforge.errors import UnknownNameError
+    from ganforge.recipe.load import recipe_from_dict
+    from ganforge.run.loading import ExportedData, check_on_meta, dataset_of, meta_fields, needs_dataset
+    from ganforge.run.trained import Run
+    from ganforge.training.build import build_networks, build_system
+
+    folder = _local_folder(folder, download)
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise GanforgeError(f"{folder} is not a ganforge export (config.json and model.safetensors); "
                             f"write one with: ganforge export RUN --out {folder}")
-    config = json.loads((folder / "config.json").read_text())
-    if config.get("ganforge_export") != FORMAT:
-        raise GanforgeError(f"{folder / 'config.json'} is export format {config.get('ganforge_export')!r}; this "
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise GanforgeError(f"{folder / 'config.json'} is not readable JSON ({err}); export the run again") from None
+    if not isinstance(config, dict) or config.get("ganforge_export") != FORMAT:
+        raise GanforgeError(f"{folder / 'config.json'} is export format "
+                            f"{config.get('ganforge_export') if isinstance(config, dict) else None!r}; this "
                             f"ganforge reads format {FORMAT}")
+    missing = [k for k in ("recipe", "networks", "sample_shape", "step") if k not in config]
+    if missing:
+        raise GanforgeError(f"{folder / 'config.json'} lacks {', '.join(missing)}; the file is damaged or was edited")
     recipe = recipe_from_dict(config["recipe"])
     registry = get_plugin_manager().registry
-    dataset = None
-    if needs_dataset(recipe, registry):  # the facts the system reads, not the data (which stays with the run)
-        dataset = (ExportedData(config["data_facts"], recipe.objective.name) if "data_facts" in config
-                   else dataset_of(recipe, registry))
-    system = build_system(recipe, registry, tuple(config["sample_shape"]), dataset, num_classes=config["num_classes"])
-    nets = build_networks(recipe, registry, system)
+    shape, classes = meta_fields(config, folder)
+    try:
+        dataset = None
+        if needs_dataset(recipe, registry):  # the facts the system reads, not the data (which stays with the run)
+            dataset = (ExportedData(config["data_facts"], recipe.objective.name) if "data_facts" in config
+                       else dataset_of(recipe, registry))
+        try:  # the shapes alone (the header), as meta tensors
+            with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+                stored = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+        except (SafetensorError, OSError) as err:
+            raise GanforgeError(f"{folder / 'model.safetensors'} is not a readable safetensors file ({err})") from None
+        shapes = {n: {k[len(n) + 1:]: v for k, v in stored.items() if k.startswith(f"{n}.")}
+                  for n in config["networks"]}
+        check_on_meta(recipe, registry, shape, classes, dataset, shapes, folder / "config.json")
+        system = build_system(recipe, registry, shape, dataset, num_classes=classes)
+        nets = build_networks(recipe, registry, system)
+    except UnknownNameError as err:
+        needed = {k.partition(":")[2]: v for k, v in (config.get("packages") or {}).items()}
+        hint = next((f" It was made with part(s) from the package {pkg}: pip install {pkg}"
+                     for name, pkg in needed.items() if f"'{name}'" in str(err)), "")
+        raise GanforgeError(f"{folder / 'config.json'}: {err}{hint}") from None
     tensors = load_file(str(folder / "model.safetensors"))
     for name in config["networks"]:
         prefix = f"{name}."

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ganforge.errors import GanforgeError
 
-__all__ = ["ExportedData", "data_facts", "dataset_of", "input_images", "load_for_sampling", "meta_fields",
+__all__ = ["ExportedData", "check_on_meta", "data_facts", "dataset_of", "input_images", "load_for_sampling", "meta_fields",
            "needs_dataset"]
 
 
@@ -21,8 +21,6 @@ def load_for_sampling(checkpoint: str, ema: bool):
     from ganforge.training.build import build_networks, build_system
     from ganforge.recipe.load import recipe_from_dict
     from ganforge.contract.manager import get_plugin_manager
-
-    import torch
 
     folder = Path(checkpoint)
     if folder.is_dir() and not (folder / "meta.json").exists() and (folder / "checkpoints").is_dir():
@@ -38,22 +36,7 @@ def load_for_sampling(checkpoint: str, ema: bool):
     # meta.json is outside the checksums: the networks it describes are first built on the
     # meta device (no memory) and their shapes compared with the weights, so a crafted shape
     # or class count is refused before anything is allocated
-    try:
-        with torch.device("meta"):
-            shells = build_networks(recipe, registry, build_system(recipe, registry, shape, dataset,
-                                                                   num_classes=classes), check=False)
-    except (RuntimeError, NotImplementedError):  # a plugin network that cannot be built without memory
-        shells = {}
-    for name, module in shells.items():
-        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in weights.get(name, {}).items()}
-        wrong = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
-        if expected.keys() != got.keys() or wrong:
-            detail = (f"{name}.{wrong[0]} is {list(got[wrong[0]])} in the weights but {list(expected[wrong[0]])} "
-                      f"for that shape" if wrong else f"network {name}'s parameters differ from the weights'")
-            raise GanforgeError(f"{folder / 'meta.json'} does not match the checkpoint's weights (sample_shape "
-                                f"{list(shape)}, num_classes {classes}): {detail}; the meta.json was edited or "
-                                f"belongs to another run")
+    check_on_meta(recipe, registry, shape, classes, dataset, weights, folder / "meta.json")
     system = build_system(recipe, registry, shape, dataset, num_classes=classes)
     nets = build_networks(recipe, registry, system)
     for name, module in nets.items():
@@ -62,6 +45,34 @@ def load_for_sampling(checkpoint: str, ema: bool):
     system.setup(nets)
     meta = {**meta, "folder": str(folder)}  # the checkpoint used (a run folder's newest)
     return nets, system, recipe, meta
+
+
+def check_on_meta(recipe, registry, shape: tuple[int, ...], classes: int | None, dataset, weights: dict,
+                  described_by: Path) -> None:
+    """Build the networks ``described_by`` describes on the meta device (no memory) and compare
+    their parameter shapes with ``weights`` ({network: {key: tensor}}, only those present are
+    compared): a crafted or mismatched description is one line, before anything is allocated."""
+    import torch
+
+    from ganforge.training.build import build_networks, build_system
+
+    try:
+        with torch.device("meta"):
+            shells = build_networks(recipe, registry, build_system(recipe, registry, shape, dataset,
+                                                                   num_classes=classes), check=False)
+    except (RuntimeError, NotImplementedError):  # a plugin network that cannot be built without memory
+        shells = {}
+    for name, module in shells.items():
+        if name not in weights:
+            continue
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in weights[name].items()}
+        wrong = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
+        if expected.keys() != got.keys() or wrong:
+            detail = (f"{name}.{wrong[0]} is {list(got[wrong[0]])} in the weights but {list(expected[wrong[0]])} "
+                      f"for that shape" if wrong else f"network {name}'s parameters differ from the weights'")
+            raise GanforgeError(f"{described_by} does not match the weights (sample_shape {list(shape)}, "
+                                f"num_classes {classes}): {detail}; the file was edited or belongs to another run")
 
 
 def meta_fields(meta: dict, folder: Path) -> tuple[tuple[int, ...], int | None]:

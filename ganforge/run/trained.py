@@ -46,7 +46,19 @@ class Run:
             if not getattr(self.system, "num_classes", None):
                 raise GanforgeError(f"labels need a class-conditional run; this run's objective is "
                                     f"'{self.recipe.objective.name}'")
-            labels = torch.as_tensor(labels, dtype=torch.long)
+            classes = self.system.num_classes
+            try:
+                labels = torch.as_tensor(labels)
+            except (TypeError, ValueError, RuntimeError):
+                raise GanforgeError(f"labels must be a class index or one per sample, got {labels!r}") from None
+            if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool or labels.dim() > 1 \
+                    or (labels.dim() == 1 and len(labels) != n):
+                raise GanforgeError(f"labels must be one class index, or {n} of them (one per sample), got "
+                                    f"{labels.dtype} of shape {tuple(labels.shape)}")
+            labels = labels.long()
+            if labels.numel() and (labels.min() < 0 or labels.max() >= classes):
+                raise GanforgeError(f"labels must be classes 0 to {classes - 1} of this run, got "
+                                    f"{labels.min().item() if labels.min() < 0 else labels.max().item()}")
             extra["labels"] = labels.expand(n).clone() if labels.dim() == 0 else labels
         noise = self.system.noise(n, "cpu", gen, **extra)
         noise = tuple(x.to(self.device) for x in noise) if isinstance(noise, (tuple, list)) else noise.to(self.device)

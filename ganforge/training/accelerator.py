@@ -23,8 +23,8 @@ def make_accelerator(recipe: Recipe, sample_shape: tuple[int, ...] | None = None
     t = recipe.train
     cpu_dist = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
     cpu = t.cpu or cpu_dist or not torch.cuda.is_available()
-    precision = precisions.launcher_precision(t.precision) or precisions.resolve_precision(t.precision, "cpu" if cpu else "cuda",
-                                                                   sample_shape)
+    precision = (precisions.launcher_precision(t.precision)
+                 or precisions.resolve_precision(t.precision, "cpu" if cpu else "cuda", sample_shape))
     world = world_size()
     if world == 1:
         # Accelerate keeps process-wide state; a single process may train several times

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganforge.errors import ConfigError
-from ganforge.contract.system import heads
+from ganforge.contract.system import as_judged, heads
+from ganforge.errors import ConfigError, GanforgeError
 
 __all__ = ["AugmentHooks", "channel_split", "install"]
 
@@ -46,17 +46,28 @@ class AugmentHooks:
         self.handles = []
         for name in names:
             module = nets[name]
-            self.handles.append(module.register_forward_pre_hook(self._pre(name)))
+            self.handles.append(module.register_forward_pre_hook(self._pre(name), with_kwargs=True))
             if self.adaptive:
                 self.handles.append(module.register_forward_hook(self._post(name)))
 
     def _pre(self, name: str):
-        def hook(module: nn.Module, args: tuple) -> tuple | None:
-            if not module.training or not args or not torch.is_tensor(args[0]) or args[0].dim() != 4:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
+            """The image input is the first positional argument or, called by keyword, the first
+            keyword argument's tensor: D(x, y) and D(x=x, y=y) are augmented alike."""
+            if not module.training:
+                return None
+            if args:
+                key, x = None, args[0]
+            elif kwargs:
+                key, x = next(iter(kwargs.items()))
+            else:
+                return None
+            if not torch.is_tensor(x) or x.dim() != 4:
                 return None
             if self.recording:
-                self._pending[name].append(args[0])
-            return (self.augment(args[0], **self.split), *args[1:])
+                self._pending[name].append(x)
+            out = self.augment(x, **self.split)
+            return ((out, *args[1:]), kwargs) if key is None else (args, {**kwargs, key: out})
         return hook
 
     def _post(self, name: str):
@@ -74,21 +85,32 @@ class AugmentHooks:
         finally:
             self.recording = False
 
-    def observe(self, judged: dict[str, tuple]) -> None:
+    def observe(self, judged: dict[str, Any], system: str = "the objective") -> None:
         """After a phase's loss: hand an adaptive augmentation the discriminators' detached
-        logits on the reals the phase judged (the first output, for a D with several heads)."""
+        logits on the reals the phase judged (``Terms.judged[name].real``: the very tensor the
+        discriminator was called on; the first output, for a D with several heads). A phase
+        that judged reals for an augmented discriminator it was never seen calling on them is an
+        error: the augmentation would otherwise adapt to nothing, silently."""
         if not self.adaptive:
             return
         for name, calls in self.calls.items():
-            real = judged.get(name, (None,))[0]
+            entry = judged.get(name)
+            real = as_judged(entry).real[0] if entry is not None and as_judged(entry).real else None
+            found = False
             for x, out in calls:
                 if x is real:
                     logits = out[0] if isinstance(out, (tuple, list)) else out  # (D, code head)
                     maps = [h.detach().float().reshape(h.shape[0], -1) for h in heads(logits)]
                     self.augment.observe(torch.cat(maps, 1))  # several heads: every logit of an image
+                    found = True
                     break
             calls.clear()
             self._pending[name].clear()
+            if real is not None and not found:
+                raise GanforgeError(
+                    f"augment: {system} reports the reals discriminator '{name}' judged (Terms.judged), but "
+                    f"'{name}' was not called on that tensor in the phase, so the adaptive augmentation cannot "
+                    f"see its logits on them; call {name} on the very tensor returned as judged real")
 
     def logs(self) -> dict[str, torch.Tensor]:
         return self.augment.logs() if self.adaptive else {}

@@ -76,13 +76,17 @@ def endless_batches(state: Any, loader: Any):
     its seed and the epoch) and passing over the batches already trained on."""
     acc = state.accelerator
     stream = streams(loader.dataset)
+    first_epoch = True
     while True:
         if stream:
             loader.dataset.set_epoch(state.epoch)
             it = itertools.islice(loader, state.batch_in_epoch, None)
+            if first_epoch and acc.num_processes > 1:  # every rank still at the start: they agree
+                it = _agreed_start(it, state)
         else:
             loader.set_epoch(state.epoch)
             it = acc.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+        first_epoch = False
         for batch in it:
             state.batch_in_epoch += 1
             yield send_to_device(batch, acc.device) if stream else batch
@@ -91,6 +95,25 @@ def endless_batches(state: Any, loader: Any):
                                f"{state.config.data.batch_size} in epoch {state.epoch} on process "
                                f"{acc.process_index}; it holds too few samples for this batch size and process count")
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+
+
+def _agreed_start(it: Any, state: Any):
+    """A stream's first batch on every process, or one clear error on every process when any has
+    none (its share of a small stream is empty): otherwise that process would stop while the
+    others wait for it in the first all-reduce (gloo: "Connection closed by peer"). Checked once,
+    before the first step, when every rank is at the same point."""
+    acc = state.accelerator
+    it = iter(it)
+    first = next(it, None)
+    has = torch.tensor(0.0 if first is None else 1.0, device=acc.device)
+    ready = int(acc.reduce(has, reduction="sum").item())
+    if ready < acc.num_processes:
+        raise DatasetError(f"dataset '{state.config.data.name}' gave no complete batch of "
+                           f"{state.config.data.batch_size} on {acc.num_processes - ready} of {acc.num_processes} "
+                           f"processes: the stream holds too few samples for this batch size and process count "
+                           f"(each process reads its own share); lower data.batch_size or use fewer processes")
+    yield first
+    yield from it
 
 
 class DeviceBatches:

@@ -172,6 +172,10 @@ def read_meta(folder: Path) -> dict[str, Any]:
     if meta_path.is_symlink():
         raise CheckpointError(f"{meta_path} is a symbolic link; a checkpoint holds its own files")
     if not meta_path.is_file():
+        if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+            raise CheckpointError(f"{folder} is a ganforge export (config.json, model.safetensors), not a run or a "
+                                  f"checkpoint: load it with ganforge.load_pretrained({str(folder)!r}) and sample "
+                                  f"from Python (.generate(n)), or give the run folder it was exported from")
         if not any(folder.glob("*.safetensors")):
             raise CheckpointError(f"{folder} is not a checkpoint (no meta.json, no weights) nor a run folder "
                                   f"(no checkpoints/ inside): give a run's out_dir or one of its "
@@ -186,6 +190,10 @@ def read_meta(folder: Path) -> dict[str, Any]:
             isinstance(k, str) and isinstance(v, int) for k, v in files.items()):
         raise CheckpointError(f"{meta_path} is malformed: it needs 'step' (a number) and 'files' "
                               f"(file name -> size); the checkpoint cannot be used")
+    version = meta.get("format", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path} says checkpoint format {version!r}; this ganforge reads formats 1 to "
+                              f"{FORMAT_VERSION}: a newer ganforge wrote it (upgrade ganforge), or the file was edited")
     hashes = meta.get("sha256") or {}
     for name, size in files.items():
         path = folder / name

@@ -82,12 +82,28 @@ def check_launch(seen: int) -> None:
         f"CPU over gloo), or launch with torchrun --nproc_per_node {asked}")
 
 
+#: what a launcher that starts several processes sets in each: torchrun (and accelerate launch,
+#: which runs it) sets TORCHELASTIC_RUN_ID; a SLURM job step sets SLURM_PROCID; an MPI launcher
+#: OMPI_COMM_WORLD_RANK or PMI_RANK
+LAUNCHER_MARKS = ("TORCHELASTIC_RUN_ID", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+
+
 def world_size() -> int:
+    """``WORLD_SIZE`` as a number of processes, checked before anything waits for other
+    processes: set (> 1) in a process no multi-process launcher started, it is a leftover of
+    another shell, and joining a process group would fail with a traceback or, with
+    ``MASTER_ADDR`` and ``RANK`` also set, wait for processes that never come."""
     raw = os.environ.get("WORLD_SIZE", "1") or "1"
     if not raw.strip().isdigit() or int(raw) < 1:
         raise ConfigError(f"the environment variable WORLD_SIZE={raw!r} is not a number of processes; "
                           f"unset it, or launch with accelerate launch / torchrun, which set it")
-    return int(raw)
+    world = int(raw)
+    if world > 1 and not any(os.environ.get(k) for k in LAUNCHER_MARKS):
+        raise ConfigError(f"WORLD_SIZE={world} is set, but no launcher started this process (torchrun and "
+                          f"accelerate launch set TORCHELASTIC_RUN_ID, SLURM sets SLURM_PROCID): unset WORLD_SIZE "
+                          f"(and RANK, MASTER_ADDR) to train in one process, or start {world} processes with "
+                          f"torchrun --nproc_per_node {world} or accelerate launch")
+    return world
 
 
 def single_process_trap(world: int) -> ConfigError:

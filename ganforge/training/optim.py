@@ -30,7 +30,7 @@ from ganforge.recipe.optimizers import resolve_type
 from ganforge.recipe.ramps import initial, is_ramped
 from ganforge.recipe.types import Recipe, Schedule
 
-__all__ = ["OptimizerChoice", "choices", "make_optimizers"]
+__all__ = ["OptimizerChoice", "choices", "make_optimizers", "skips_on_found_inf"]
 
 
 @dataclass
@@ -103,3 +103,22 @@ def make_optimizers(recipe: Recipe, system: Any, nets: dict[str, nn.Module], *,
     return out
 
 
+def skips_on_found_inf(opt: torch.optim.Optimizer) -> bool:
+    """Whether a step of this optimizer's type and settings leaves a parameter and its moments
+    unchanged when ``found_inf`` is 1, as torch's fused Adam does today: the deferred
+    non-finite skip (the graph step, and the eager step with fused Adam) relies on it, and it is
+    an attribute torch happens to read, not a promise. Tried once on a copy at start-up."""
+    group = opt.param_groups[0]
+    param = group["params"][0]
+    options = {k: v for k, v in group.items() if k != "params"}
+    if torch.is_tensor(options.get("lr")):
+        options["lr"] = options["lr"].clone()
+    probe = torch.zeros(4, device=param.device, dtype=param.dtype, requires_grad=True)
+    probe.grad = torch.ones_like(probe)
+    try:
+        copy = type(opt)([probe], **options)
+        copy.found_inf = torch.ones((), device=param.device)
+        copy.step()
+    except (AssertionError, RuntimeError, TypeError, ValueError):  # (foreach Adam refuses found_inf)
+        return False
+    return bool((probe == 0).all())

@@ -45,6 +45,9 @@ def save_checkpoint(state: Any, plugins: Any, pause_hook: Any = None) -> Path | 
     all_rng = _gather(acc, ckpt.rng_state())
     system_state = {k: v.detach().cpu() for k, v in state.system.state_dict().items()}
     all_system = _gather(acc, system_state)
+    adaptive = state.augment is not None and state.augment.adaptive  # (p agrees across ranks; its statistics
+    all_augment = _gather(acc, {k: v.detach().cpu() for k, v in state.augment.augment.state_dict().items()}) \
+        if adaptive else []  # since the last update are each rank's own: every rank's is kept)
     final = state.output_dir / "checkpoints" / f"{ckpt.PREFIX}{state.step:08d}"
     if acc.is_main_process:
         tensors = {f"model.{n}": ckpt.model_state(m) for n, m in plain.items()}
@@ -60,8 +63,8 @@ def save_checkpoint(state: Any, plugins: Any, pause_hook: Any = None) -> Path | 
         for i, (p, fn) in enumerate(state.penalties):  # stateful penalties (path length's running mean)
             if callable(getattr(fn, "state_dict", None)):
                 tensors[f"penalty.{i}.{p.name}"] = {k: v.detach().cpu() for k, v in fn.state_dict().items()}
-        if state.augment is not None and state.augment.adaptive:  # (its statistics agree across ranks)
-            tensors["augment"] = {k: v.detach().cpu() for k, v in state.augment.augment.state_dict().items()}
+        for rank, t in enumerate(all_augment):
+            tensors["augment" if rank == 0 else f"augment-rank{rank}"] = t
         scaler = getattr(acc, "scaler", None)
         meta = {
             "step": state.step, "phase_steps": dict(state.phase_steps), "epoch": state.epoch,
@@ -131,9 +134,11 @@ def load_checkpoint(state: Any, folder: Path) -> None:
     for i, (p, fn) in enumerate(state.penalties):
         if callable(getattr(fn, "load_state_dict", None)) and f"penalty.{i}.{p.name}.safetensors" in raw["files"]:
             fn.load_state_dict(ckpt.load_tensors(folder / f"penalty.{i}.{p.name}.safetensors"))
-    if state.augment is not None and state.augment.adaptive and "augment.safetensors" in raw["files"]:
-        state.augment.augment.load_state_dict(ckpt.load_tensors(folder / "augment.safetensors"))
     rank, same_world = acc.process_index, meta["world_size"] == acc.num_processes
+    if state.augment is not None and state.augment.adaptive and "augment.safetensors" in raw["files"]:
+        own = f"augment-rank{rank}.safetensors"  # (another number of processes: rank 0's statistics)
+        name = own if same_world and rank and own in raw["files"] else "augment.safetensors"
+        state.augment.augment.load_state_dict(ckpt.load_tensors(folder / name))
     system_file = f"system-rank{rank if same_world else 0}.safetensors"
     if system_file in raw["files"]:
         state.system.load_state_dict(ckpt.load_tensors(folder / system_file))

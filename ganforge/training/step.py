@@ -32,11 +32,11 @@ from typing import Any
 import torch
 
 from ganforge.contract.system import penalty_kind
-from ganforge.errors import ConfigError
+from ganforge.errors import ConfigError, GanforgeError
 from ganforge.training.batches import DeviceBatches, endless_batches
 from ganforge.training.capture import make_capturable, warm_up
 from ganforge.training.ema import EMAUpdater
-from ganforge.training.optim import choices
+from ganforge.training.optim import choices, skips_on_found_inf
 from ganforge.training.plan import PenaltyTarget, StepPlan, plan_step
 from ganforge.training.schedules import LRSchedules, Ramps
 from ganforge.training.step_function import Freezer, StepContext, Tally, nonfinite_stop, penalty_keys, run_step
@@ -79,6 +79,16 @@ class TrainStep:
         # is counted on the device (no host read per phase); needs fused Adam and no GradScaler
         fused = all(g.get("fused") for o in opts.values() for g in o.param_groups)
         self.deferred = graph or (fused and getattr(acc, "scaler", None) is None)
+        if self.deferred:  # the skip relies on the optimizer reading found_inf: checked, not assumed
+            ignoring = [n for n, o in opts.items() if not skips_on_found_inf(o)]
+            if ignoring and graph:
+                raise GanforgeError(f"optimizer(s) {', '.join(ignoring)} ({type(opts[ignoring[0]]).__name__}, torch "
+                                    f"{torch.__version__}) step even when found_inf is set, so the graph step could "
+                                    f"not skip a non-finite update; set train.cuda_graph=false")
+            if ignoring:
+                self.deferred = False
+                acc.print(f"optimizer(s) {', '.join(ignoring)} ignore found_inf in this torch: a non-finite loss is "
+                          f"seen by reading it on the host instead")
         self.plain = {n: acc.unwrap_model(m) for n, m in state.nets.items()}  # once: ~0.4 ms a call
         # which penalties apply to which discriminator in each phase
         self.targets = [[PenaltyTarget(p, fn, tuple(nets)) for p, fn in penalties
@@ -133,7 +143,14 @@ class TrainStep:
         return self.state.accelerator.reduce(t, reduction="sum") if self.world > 1 else t
 
     def _steps_per_epoch(self) -> float:
-        """Generator steps per epoch of the training data (each step draws ``fresh`` batches)."""
+        """Generator steps per epoch of the training data (each step draws ``fresh`` batches).
+        A dataset whose items are crops may define its epoch itself (``epoch_items``: the items
+        an epoch means, e.g. ``audio_folder``'s one crop per training clip, HiFi-GAN's epoch);
+        otherwise an epoch is one pass over its items."""
+        items = getattr(self.state.dataset, "epoch_items", None)
+        if items:
+            world = self.state.accelerator.num_processes
+            return max(1, items // (self.state.config.data.batch_size * world)) / self.fresh
         try:
             batches = self.per_epoch if self.device_batches else len(self.state.loader)
         except TypeError:

@@ -131,8 +131,7 @@ def run_step(ctx: StepContext, plan: StepPlan) -> None:
             due = [t for t, on in zip(ctx.targets[i], due_flags, strict=True) if on]
             parts = micro_batches(batch, ctx.accumulate)
             for j, part in enumerate(parts):  # train.accumulate: micro-batches, one update
-                last = j == len(parts) - 1
-                with contextlib.nullcontext() if last else _no_sync(ctx, i):  # DDP decides in the forward
+                with _no_sync(ctx, i, last=j == len(parts) - 1):  # (DDP decides in the forward)
                     loss, logged = phase_loss(ctx, phase, part, due)
                     _merge(values, logged, len(parts), j == 0)
                     nonfinite = nonfinite | ~torch.isfinite(loss.detach())
@@ -158,12 +157,17 @@ def run_step(ctx: StepContext, plan: StepPlan) -> None:
     _record(ctx, values, nonfinite, plan)
 
 
-def _no_sync(ctx: StepContext, i: int) -> contextlib.ExitStack:
-    """No gradient all-reduce for the phase's trainable networks (inner micro-batches)."""
+def _no_sync(ctx: StepContext, i: int, last: bool) -> contextlib.ExitStack:
+    """DDP's ``no_sync`` around a micro-batch's forward and backward (DDP decides in the forward
+    whether the backward all-reduces): for the phase's trainable networks on every micro-batch
+    but the last, and always for the networks it does not train. A frozen network's forward
+    outside it (D's in G's phase) would leave DDP waiting for gradients that never come, and the
+    next phase's first micro-batch would all-reduce them early (counted: 5 instead of 3 in 3
+    steps at train.accumulate=4)."""
     stack = contextlib.ExitStack()
-    for n in ctx.trainable[i]:
-        if hasattr(ctx.nets[n], "no_sync"):
-            stack.enter_context(ctx.nets[n].no_sync())
+    for n, net in ctx.nets.items():
+        if hasattr(net, "no_sync") and (n not in ctx.trainable[i] or not last):
+            stack.enter_context(net.no_sync())
     return stack
 
 
@@ -182,7 +186,7 @@ def phase_loss(ctx: StepContext, phase: Any, batch: Any, due: list[PenaltyTarget
     with ctx.autocast(), aug.watch() if aug is not None else contextlib.nullcontext():
         terms = phase.loss(batch)
     if aug is not None:
-        aug.observe(terms.judged)  # an adaptive augmentation's statistics: D's logits on the reals
+        aug.observe(terms.judged, f"objective '{ctx.state.config.objective.name}'")  # ADA: D's logits on the reals
         logged.update(aug.logs())
     loss = terms.loss
     logged.update(terms.logs)

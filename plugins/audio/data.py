@@ -9,9 +9,12 @@ out: HiFi-GAN's file lists when the folder has them (``training.txt`` / ``valida
 lines ``id|text``), plus ``unseen.txt`` for a second held-out group (an unseen speaker); else
 ``held_out`` files (a number, or a fraction) chosen with a fixed seed.
 
-Training items are **segments**: ``segment`` samples starting at every multiple of ``hop``
-inside every training clip (an epoch visits each once, in the loader's shuffled order: random
-crops as HiFi-GAN takes them, with exact resume and a distributed sampler for free). The audio
+Training items are **segments**: one per multiple of ``hop`` inside every training clip (an
+epoch visits each once, in the loader's shuffled order, with exact resume and a distributed
+sampler for free), each fetched at a random offset of 0 to ``hop`` - 1 samples past its start
+that keeps it inside its clip, so crops start anywhere, as HiFi-GAN's random crops do
+(``jitter: false`` keeps them on the hop grid). The offsets are drawn from torch's global
+generator, which checkpoints save and restore. The audio
 is held in memory as int16 (one tensor) and a batch is gathered with tensor ops only
 (:meth:`AudioSegments.fetch`: the fast path captures it). Held-out clips are whole utterances
 (:meth:`AudioSegments.evaluation`).
@@ -45,6 +48,8 @@ def read_audio(path: Path, sample_rate: int) -> tuple[torch.Tensor, bool]:
     except Exception as err:  # soundfile's LibsndfileError, or a format it does not know
         raise DatasetError(f"{path} is not an audio file soundfile can read (wav, flac, ogg): "
                            f"{str(err).splitlines()[0]}; remove it or convert it") from None
+    if audio.shape[0] == 0:
+        raise DatasetError(f"{path} holds no samples (a valid header, 0 frames); remove it or record it again")
     mixed = audio.shape[1] > 1
     audio = audio.mean(axis=1)
     if rate != sample_rate:
@@ -102,10 +107,15 @@ class AudioSegments(Dataset):
     sample_kind = "audio"
 
     def __init__(self, data: torch.Tensor, starts: torch.Tensor, segment: int, sample_rate: int,
-                 held_out: Utterances, hop: int):
+                 held_out: Utterances, hop: int, room: torch.Tensor | None = None, clips: int | None = None):
         self.data, self.starts, self.segment = data, starts, segment
         self.sample_rate, self.hop, self.held_out = sample_rate, hop, held_out
         self.offsets = torch.arange(segment)
+        #: how far past its start each segment may be moved and stay in its clip (None: never)
+        self.room = room
+        #: what an epoch means for ``per: epoch`` schedules: one crop per training clip, as
+        #: HiFi-GAN counts them (its 0.999 per epoch), not every segment of the hop grid
+        self.epoch_items = clips
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -116,8 +126,12 @@ class AudioSegments(Dataset):
 
     def fetch(self, index: Any) -> torch.Tensor:
         """Segments at ``index`` (an int or a tensor of indices on the data's device), (B, 1,
-        segment) float in [-1, 1]: tensor ops only."""
-        where = self.starts[index].unsqueeze(-1) + self.offsets
+        segment) float in [-1, 1], each at a random sub-hop offset: tensor ops only."""
+        start = self.starts[index]
+        if self.room is not None:
+            room = self.room[index]
+            start = start + (torch.rand(room.shape, device=room.device) * (room + 1)).long().clamp_max(room)
+        where = start.unsqueeze(-1) + self.offsets
         return self.data[where].float().div(32768.0).unsqueeze(-2)
 
     def __getitem__(self, index: int) -> torch.Tensor:
@@ -167,10 +181,11 @@ def _split(folder: Path, files: dict[str, Path], held_out: int | float, seed: in
 
 
 def audio_folder(*, root: str | None, segment: int = 8192, sample_rate: int = 22050, hop: int = 256,
-                 held_out: int | float = 0.05, eval_limit: int = 64, seed: int = 0) -> AudioSegments:
+                 held_out: int | float = 0.05, eval_limit: int = 64, seed: int = 0, jitter: bool = True) -> AudioSegments:
     """wav/flac/ogg speech clips (LJSpeech's wavs/ + metadata.csv read as is): random segments
-    of `segment` samples for training, whole held-out clips for evaluation (HiFi-GAN's
-    training.txt / validation.txt lists, plus unseen.txt, when present)."""
+    of `segment` samples for training (starting anywhere; `jitter: false`: on the hop grid),
+    whole held-out clips for evaluation (HiFi-GAN's training.txt / validation.txt lists, plus
+    unseen.txt, when present)."""
     if root is None:
         raise DatasetError("audio_folder needs data.root: a folder of speech clips (for LJSpeech, the "
                            "folder holding wavs/ and metadata.csv)")
@@ -191,13 +206,15 @@ def audio_folder(*, root: str | None, segment: int = 8192, sample_rate: int = 22
             mixed.append(name)
         return _normalised(audio)
 
-    clips, starts, total = [], [], 0
+    clips, starts, rooms, total = [], [], [], 0
     for name in split["train"]:
         audio = load(name)
         if len(audio) < segment:
             raise DatasetError(f"{files[name]} is {len(audio)} samples long, shorter than one segment ({segment}); "
                                f"remove it or lower data.args.segment")
-        starts.append(torch.arange(total, total + len(audio) - segment + 1, hop))
+        begin = torch.arange(total, total + len(audio) - segment + 1, hop)
+        starts.append(begin)
+        rooms.append((total + len(audio) - segment - begin).clamp_max(hop - 1))  # (the last may not move)
         clips.append(audio)
         total += len(audio)
     groups = [g for g in ("held_out", "unseen") if g in split]
@@ -208,7 +225,8 @@ def audio_folder(*, root: str | None, segment: int = 8192, sample_rate: int = 22
     data = (torch.cat(clips) * 32767.0).round().to(torch.int16)
     utterances = Utterances.of([a for *_, a in held], [groups.index(g) for g, *_ in held], tuple(groups),
                                [n for _, n, _ in held])
-    dataset = AudioSegments(data, torch.cat(starts), segment, sample_rate, utterances, hop)
+    dataset = AudioSegments(data, torch.cat(starts), segment, sample_rate, utterances, hop,
+                            torch.cat(rooms) if jitter else None, clips=len(clips))
     dataset.root = str(folder)
     return dataset
 

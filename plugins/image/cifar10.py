@@ -58,6 +58,12 @@ def cifar10(*, root: str | None, download: bool, split: str = "train", size: int
         tvd.CIFAR10(str(folder), train=(split == "train"), download=True)
     candidates = [folder / "cifar-10-batches-py", folder]
     base = next((c for c in candidates if all((c / n).is_file() for n in SPLITS[split])), None)
+    partial = next((c for c in candidates if any((c / n).is_file() for n in SPLITS[split])), None)
+    if base is None and partial is not None:
+        missing = [n for n in SPLITS[split] if not (partial / n).is_file()]
+        raise DatasetError(f"CIFAR-10 {split} batches in {partial} are incomplete: {', '.join(missing)} "
+                           f"{'is' if len(missing) == 1 else 'are'} missing; copy the whole cifar-10-batches-py "
+                           f"folder again (or data.download=true)")
     if base is None:
         raise DatasetError(
             f"CIFAR-10 {split} batches not found: looked in {' and '.join(map(str, candidates))} "

@@ -48,6 +48,12 @@ def _columns(features, image_column, label_column):
         label_column = next((n for n in names if isinstance(features[n], ClassLabel)), None)
     elif label_column is not None and label_column not in names:
         raise DatasetError(f"label_column '{label_column}' is not a column; columns: {', '.join(names)}")
+    feature = features[label_column] if label_column is not None else None
+    if feature is not None and not isinstance(feature, ClassLabel) and not (
+            getattr(feature, "dtype", "").startswith(("int", "uint"))):
+        raise DatasetError(f"label_column '{label_column}' holds {getattr(feature, 'dtype', type(feature).__name__)} "
+                           f"values, not class indices: make it a ClassLabel (ds = ds.class_encode_column("
+                           f"'{label_column}'), then ds.save_to_disk(...)), or set label_column: null")
     return image_column, label_column
 
 

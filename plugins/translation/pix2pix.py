@@ -101,7 +101,7 @@ class Pix2Pix(TranslationSystem):
                 if not seen:
                     with torch.no_grad():
                         real()
-                matching = feature_matching(seen[-1], fake_out)
+                matching = feature_matching(seen[-1], fake_out, pix2pixhd=True)  # (1 / num_D, 4 / layers)
                 loss = loss + self.feature_weight * matching
                 logs["g_feat"] = matching.detach()
         return Terms(loss, logs)
