@@ -83,7 +83,7 @@ ganforge train mnist_dcgan data.root=.data/mnist train.steps=50 train.sync_bn=tr
 ganforge eval /tmp/run-no --metric mnist --n 20000 --batch-size 2000 | tail -4
 
 # 3. throughput: mnist_seed at batch 64 against the users' reference loop and a bare eager loop
-python3 benchmarks/throughput.py mnist_seed data.root=.data/mnist --steps 300 --warmup 30 --results "$OUT" | tee "$OUT/mnist_seed.txt"
+python3 benchmarks/throughput.py mnist_seed data.root=.data/mnist --steps 600 --rounds 30 --warmup 30 --results "$OUT" | tee "$OUT/mnist_seed.txt"
 
 # 4. DCGAN 64x64 at batch 512 (CIFAR-10-shaped data, generated: throughput does not depend on pixels)
 python3 - <<'PY'
@@ -96,7 +96,7 @@ for i in range(1, 6):
 PY
 for p in no bf16; do
   python3 benchmarks/throughput.py cifar10_dcgan data.root=/tmp/cifar data.batch_size=512 \
-    train.precision=$p train.ema=0 --steps 60 --warmup 10 --results "$OUT" | tee "$OUT/dcgan64-$p.txt"
+    train.precision=$p train.ema=0 --steps 60 --rounds 10 --warmup 10 --results "$OUT" | tee "$OUT/dcgan64-$p.txt"
 done
 
 # 5. the loader path: an image folder read by workers (loader-only images/s next to step images/s)
@@ -108,4 +108,4 @@ for i in range(4096):
     Image.new("RGB", (80, 80), (i % 256, (7 * i) % 256, 128)).save(d / f"{i}.jpg")
 PY
 python3 benchmarks/throughput.py cifar10_dcgan data.name=image_folder data.root=/tmp/imgs data.args.size=64 \
-  data.batch_size=256 train.precision=bf16 --steps 40 --warmup 5 --repeats 1 --results "$OUT" | tee "$OUT/imagefolder.txt"
+  data.batch_size=256 train.precision=bf16 --steps 40 --rounds 4 --warmup 5 --results "$OUT" | tee "$OUT/imagefolder.txt"

@@ -158,7 +158,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     batch = args.batch_size or recipe.log.eval_batch_size
     if batch < 1:
         raise GanforgeError(f"--batch-size must be at least 1, got {batch}")
-    state = _eval_processes()  # under accelerate launch / torchrun: every process makes a share
+    from ganforge.training.launch import command_processes
+
+    state = command_processes()  # under accelerate launch / torchrun: every process makes a share
     device = state.device if state is not None else torch.device("cpu")
     for module in nets.values():
         module.to(device)
@@ -172,26 +174,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(json.dumps({"checkpoint": meta["folder"], "step": meta["step"],
                       "processes": state.num_processes if state is not None else 1, **results}, indent=1))
     return 0
-
-
-def _eval_processes():
-    """Accelerate's process state when this command was started as several processes (on a
-    machine without GPUs, or with ACCELERATE_USE_CPU=1, over gloo on the CPU); else None."""
-    import os
-
-    import torch
-
-    from ganforge.training.launch import check_launch, world_size
-
-    if world_size() <= 1:
-        check_launch(1)  # accelerate launch asked for more and started one: refused
-        return None
-    from accelerate import PartialState
-
-    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
-    state = PartialState(cpu=cpu)
-    check_launch(state.num_processes)
-    return state
 
 
 def cmd_translate(args: argparse.Namespace) -> int:

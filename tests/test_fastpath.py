@@ -516,19 +516,19 @@ def test_the_cuda_policy_is_stated_and_set(monkeypatch):
 
 
 def test_eager_batches_gathered_on_the_device_match_the_loaders(tmp_path, monkeypatch):
-    """On one GPU the eager step gathers batches of a dataset held there from the epoch's
-    permutation (uploaded once per epoch) instead of a DataLoader (indices uploaded per batch):
-    the same batches in the same order, so the same run, across epochs."""
+    """In one process whose device holds the dataset (a CPU, one GPU) the eager step gathers
+    batches from the epoch's permutation instead of a DataLoader (a list of indices per batch):
+    the same batches in the same order, so the same run, across epochs. It is the default."""
     from ganforge.training import step
 
     real_init = step.TrainStep.__init__
     overrides = [*TOY, "optim.fused=false"]
-    loader = _train(tmp_path / "loader", monkeypatch, False, "toy_grid", overrides)
-    assert not loader.stepper.device_batches
-    monkeypatch.setattr(step.TrainStep, "__init__",
-                        lambda self, *a, **k: real_init(self, *a, **{**k, "device_batches": True}))
     device = _train(tmp_path / "device", monkeypatch, False, "toy_grid", overrides)
     assert device.stepper.device_batches and not device.stepper.deferred
+    monkeypatch.setattr(step.TrainStep, "__init__",
+                        lambda self, *a, **k: real_init(self, *a, **{**k, "device_batches": False}))
+    loader = _train(tmp_path / "loader", monkeypatch, False, "toy_grid", overrides)
+    assert not loader.stepper.device_batches
     _assert_same_run(loader, device, tmp_path / "loader", tmp_path / "device")
 
 

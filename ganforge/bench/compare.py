@@ -57,13 +57,14 @@ PEAKS = {("H100", "bf16"): 989.0, ("H100", "fp16"): 989.0, ("H100", "no"): 67.0,
 
 def run(recipe_name: str, overrides: list[str], warmup: int, steps: int,
         peak_tflops: float | None = None, reference: bool | None = None,
-        rounds: int = 150, eager_cache: bool | None = None) -> dict[str, Any]:
+        rounds: int = 200, eager_cache: bool | None = None) -> dict[str, Any]:
     """``steps`` timed generator steps per side in ``rounds`` interleaved blocks (the ratio and
     its interval: :mod:`ganforge.bench.stats`); ``eager_cache``: the bare loop's autocast weight
     cache (default: as the engine's)."""
     recipe = load_recipe(recipe_name, overrides)
     images_per_step = recipe.data.batch_size * recipe.train.n_critic
-    block = max(1, steps // max(1, rounds))
+    rounds = max(1, min(rounds, steps))  # (fewer steps than rounds: blocks of one step)
+    block = steps // rounds
     facts = bench_stats.machine_facts()
     results: dict[str, dict[str, Any]] = {}
     info: dict[str, Any] = {}
@@ -193,10 +194,10 @@ def main(argv: list[str] | None = None) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe")
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--steps", type=int, default=1500,
+    parser.add_argument("--steps", type=int, default=2000,
                         help="timed generator steps per side (ganforge, eager), in --rounds blocks")
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=150,
+    parser.add_argument("--rounds", type=int, default=200,
                         help="interleaved blocks per side; the ratio is the median of the pairs, with a "
                              "bootstrap 95%% interval")
     parser.add_argument("--eager-cache", choices=("on", "off"), default=None,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ganforge.errors import ConfigError, GanforgeError
 
-__all__ = ["RunLock", "check_launch", "launcher_request", "world_size", "single_process_trap"]
+__all__ = ["RunLock", "check_launch", "command_processes", "launcher_request", "single_process_trap", "world_size"]
 
 
 _TRAP = (
@@ -104,6 +104,23 @@ def world_size() -> int:
                           f"(and RANK, MASTER_ADDR) to train in one process, or start {world} processes with "
                           f"torchrun --nproc_per_node {world} or accelerate launch")
     return world
+
+
+def command_processes():
+    """Accelerate's process state when a command other than training (``ganforge eval``) was
+    started as several processes (on a machine without GPUs, or with ACCELERATE_USE_CPU=1, over
+    gloo on the CPU); else None. The launch is checked as training's is."""
+    import torch
+
+    if world_size() <= 1:
+        check_launch(1)  # accelerate launch asked for more and started one: refused
+        return None
+    from accelerate import PartialState
+
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    check_launch(state.num_processes)
+    return state
 
 
 def single_process_trap(world: int) -> ConfigError:

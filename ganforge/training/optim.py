@@ -110,7 +110,8 @@ def skips_on_found_inf(opt: torch.optim.Optimizer) -> bool:
     an attribute torch happens to read, not a promise. Tried once on a copy at start-up."""
     group = opt.param_groups[0]
     param = group["params"][0]
-    options = {k: v for k, v in group.items() if k != "params"}
+    accepted = inspect.signature(type(opt)).parameters  # (a group holds keys its class does not take)
+    options = {k: v for k, v in group.items() if k != "params" and k in accepted}
     if torch.is_tensor(options.get("lr")):
         options["lr"] = options["lr"].clone()
     probe = torch.zeros(4, device=param.device, dtype=param.dtype, requires_grad=True)

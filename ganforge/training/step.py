@@ -6,8 +6,8 @@ order, then EMA and the sums of logged values) eagerly, or warms it up, captures
 graph per plan and replays it.
 
 **Eager** (any device, any number of processes, any plugin): batches come from the DataLoader
-(on one GPU, from a dataset held there: gathered on the device from the per-epoch permutation,
-uploaded once per epoch). With fused Adam and no GradScaler (``optim.fused`` auto on a GPU) a
+(in one process whose device holds an in-memory dataset, a CPU or one GPU: gathered there from
+the per-epoch permutation, the same batches without a list of indices per batch). With fused Adam and no GradScaler (``optim.fused`` auto on a GPU) a
 non-finite loss skips its update through ``found_inf``, as on the fast path, and is counted on
 the device (read when logging): no host synchronisation per phase. Otherwise (foreach Adam, the
 CPU default; fp16's GradScaler) a non-finite loss is seen at once (one scalar read per loss)
@@ -52,7 +52,9 @@ class TrainStep:
     :param graph: the fast path's bookkeeping (batches fetched on the device, ``found_inf``
         skips, device-side counters); ``capture``: also capture it in CUDA graphs.
     :param device_batches: gather batches on the device from the per-epoch permutation instead
-        of the DataLoader (default: on the fast path, and eagerly on one GPU holding the data).
+        of the DataLoader (the same batches in the same order; default: on the fast path, and
+        eagerly in one process whose device holds the data, a CPU included: no per-batch list of
+        indices through the DataLoader).
     """
 
     def __init__(self, state: Any, penalties: list, *, graph: bool = False, capture: bool = False,
@@ -63,8 +65,8 @@ class TrainStep:
         self.world = acc.num_processes
         data = getattr(state.dataset, "data", None)
         if device_batches is None:
-            device_batches = graph or (device.type == "cuda" and self.world == 1 and callable(
-                getattr(state.dataset, "fetch", None)) and isinstance(data, torch.Tensor) and data.device == device)
+            device_batches = graph or (self.world == 1 and callable(getattr(state.dataset, "fetch", None))
+                                       and isinstance(data, torch.Tensor) and data.device == device)
         self.device_batches = device_batches
         self.system, self.phases = system, system.phases
         # Accelerate's optimizer wrapper re-checks optional packages on every zero_grad/step
