@@ -184,3 +184,19 @@ def test_a_stream_too_small_for_every_process_is_one_line(tmp_path, parquet_dir)
     assert proc.returncode != 0
     assert proc.stderr.count("gave no complete batch of 8 on 1 of 2 processes") == 1, proc.stderr[-3000:]
     assert "Connection closed by peer" not in proc.stderr
+
+
+def test_a_save_to_disk_folder_is_read_with_its_split(tmp_path, parquet_dir):
+    """Issue #37: `Dataset.save_to_disk`, the usual way to keep a prepared dataset, failed with
+    'Instruction "train" corresponds to no data!'. A Dataset and a DatasetDict (split chosen)."""
+    import datasets
+
+    root, images, labels = parquet_dir
+    ds = datasets.load_dataset("parquet", data_dir=str(root), split="train")
+    ds.save_to_disk(str(tmp_path / "one"))
+    one = _build(tmp_path / "one")
+    assert len(one) == 60 and one.num_classes == 3 and one.labels.tolist() == labels
+    datasets.DatasetDict({"train": ds, "test": ds.select(range(6))}).save_to_disk(str(tmp_path / "both"))
+    assert len(_build(tmp_path / "both", split="test")) == 6
+    with pytest.raises(DatasetError, match=r"has no split 'valid'; its splits: train, test"):
+        _build(tmp_path / "both", split="valid")

@@ -182,6 +182,19 @@ def test_the_guides_example_of_each_kind_is_the_scaffolds():
         assert blocks[kind] == template(kind), kind
 
 
+def test_every_scaffold_kind_is_listed_in_the_help_and_the_readme(capsys):
+    """Issue #37: --kind augment existed, but neither README nor --help listed it."""
+    from ganforge.cli import main
+    from ganforge.tools.scaffold import KINDS
+
+    with pytest.raises(SystemExit):
+        main(["new-plugin", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    readme = (REPO / "README.md").read_text()
+    assert all(kind in helptext for kind in KINDS)
+    assert f"--kind {'|'.join(KINDS)}" in readme
+
+
 @pytest.mark.slow
 def test_new_plugin_packages_pass_their_own_tests_install_and_train_together(tmp_path, run_cli):
     """ganforge new-plugin for every kind: each generated package's own tests pass as generated;

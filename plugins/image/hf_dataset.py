@@ -122,6 +122,9 @@ def hf_dataset(*, root: str | None = None, download: bool = False, path: str | N
         folder = Path(root)
         if not folder.is_dir():
             raise DatasetError(f"data.root {folder} is not a folder")
+        if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+            return _saved(datasets, folder, split, image_column, label_column, size, channels, limit, streaming,
+                          seed, buffer)
         path = "parquet" if any(folder.rglob("*.parquet")) else "imagefolder"
     local = path in ("imagefolder", "parquet", "csv", "json", "arrow") or Path(path).exists()
     if not local and not download:
@@ -133,6 +136,30 @@ def hf_dataset(*, root: str | None = None, download: bool = False, path: str | N
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
         raise DatasetError(f"hf_dataset could not load '{path}' (split {split}"
                            f"{f', data_dir {root}' if root else ''}): {str(err).splitlines()[0]}") from None
+    return _prepared(ds, path, split, image_column, label_column, size, channels, limit, streaming, seed, buffer)
+
+
+def _saved(datasets, folder: Path, split: str, image_column, label_column, size, channels, limit, streaming, seed,
+           buffer) -> TensorDataset | StreamingImages:
+    """A folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk`` (the usual way
+    to keep a prepared dataset), read with ``load_from_disk``; a DatasetDict gives ``split``."""
+    try:
+        ds = datasets.load_from_disk(str(folder))
+    except (FileNotFoundError, ValueError) as err:
+        raise DatasetError(f"hf_dataset could not read the saved dataset {folder}: {str(err).splitlines()[0]}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DatasetError(f"the saved DatasetDict {folder} has no split '{split}'; its splits: {', '.join(ds)} "
+                               f"(set data.args.split)")
+        ds = ds[split]
+    if streaming:
+        ds = ds.to_iterable_dataset()
+    return _prepared(ds, str(folder), split, image_column, label_column, size, channels, limit, streaming, seed,
+                     buffer)
+
+
+def _prepared(ds, path, split, image_column, label_column, size, channels, limit, streaming, seed,
+              buffer) -> TensorDataset | StreamingImages:
     if streaming:
         return _stream(ds, image_column, label_column, size, channels, limit, seed, buffer)
     if limit is not None:
