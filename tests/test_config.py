@@ -1,6 +1,7 @@
 import re
 
 import pytest
+import torch
 
 from ganforge.contract.recipes import load_recipe
 from ganforge.recipe.load import recipe_from_dict
@@ -178,3 +179,21 @@ def test_the_readme_mechanics_recipe_block_is_a_valid_recipe(tmp_path):
     assert chosen["D"].schedule.type == "exponential" and chosen["D"].kwargs["eps"] == 1e-8
     assert chosen["G"].kwargs["betas"] == (0.0, 0.9) and chosen["G"].ramps["betas"][1].final == 0.99  # a ramp
     assert not chosen["D"].ramps
+
+
+def test_a_dotted_override_of_a_part_the_recipe_does_not_name_sets_the_default_part(tmp_path):
+    """Issue #37: `generator.args.hidden=[32]` on a recipe naming no generator failed ("Recipe
+    key 'generator.name' is empty") though `recipe show` displays the default, and so did
+    `networks={G: {args: ...}}`: both now set arguments of the part that would be used."""
+    from ganforge.contract.manager import PluginManager
+    from ganforge.training.build import build_networks, build_system
+
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("data: {name: toy_grid}\ntrain: {steps: 2}\n")
+    recipe = load_recipe(str(bare), ["generator.args.hidden=[32]"])
+    assert recipe.generator.name == "mlp" and recipe.generator.args == {"hidden": [32]}
+    recipe = load_recipe(str(bare), ["networks={G: {args: {hidden: [16]}}}"])
+    registry = PluginManager().registry
+    nets = build_networks(recipe, registry, build_system(recipe, registry, (2,)))
+    first = next(m for m in nets["G"].modules() if isinstance(m, torch.nn.Linear))
+    assert first.out_features == 16  # the generator shorthand's part (mlp), with these args

@@ -192,10 +192,22 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = N
         raw = resolve(read_recipe_file(path), path, read_recipe_file, find)
     if data:
         raw.update(data)
-    raw = apply_overrides(raw, list(overrides or []))
+    raw = _default_parts(apply_overrides(raw, list(overrides or [])))
     recipe = _from_dict(Recipe, raw)
     validate(recipe)
     return recipe
+
+
+def _default_parts(raw: dict[str, Any]) -> dict[str, Any]:
+    """A part section that sets arguments without a name (``generator.args.hidden=[32]`` on a
+    recipe that names no generator) is the default part's: its name filled in, as ``recipe
+    show`` displays it."""
+    defaults = Recipe()
+    for key in ("generator", "discriminator", "loss", "objective"):
+        section = raw.get(key)
+        if isinstance(section, dict) and not section.get("name"):
+            raw[key] = {**section, "name": getattr(defaults, key).name}
+    return raw
 
 
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:

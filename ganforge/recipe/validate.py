@@ -96,9 +96,6 @@ def validate(recipe: Recipe) -> None:
     for name, o in recipe.optimizers.items():
         _check_adam(f"optimizers.{name}", o.lr, o.betas, o.weight_decay, "lr", t.steps)
     _check_schedules(recipe)
-    for name, part in recipe.networks.items():
-        if not part.name:
-            raise ConfigError(f"Recipe key 'networks.{name}.name' is empty: name a registered network")
     for i, p in enumerate(recipe.penalties):
         if p.every < 1:
             raise ConfigError(f"penalties.{i}.every must be >= 1, got {p.every}")

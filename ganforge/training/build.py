@@ -108,10 +108,15 @@ def _check_system(name: str, system: GANSystem, recipe: Recipe, registry: Regist
 def network_parts(recipe: Recipe, system: GANSystem) -> dict[str, Part]:
     """Which registered part builds each network: ``networks.<name>`` when the recipe has it,
     else the system's ``default`` for it, else the ``generator:`` / ``discriminator:``
-    shorthand for its kind."""
-    return {n: recipe.networks.get(n) or (Part(spec.default, dict(spec.args)) if spec.default else
-                                          getattr(recipe, spec.kind))
-            for n, spec in system.networks.items()}
+    shorthand for its kind. ``networks.<name>`` without a name sets arguments of that default."""
+    out = {}
+    for n, spec in system.networks.items():
+        default = Part(spec.default, dict(spec.args)) if spec.default else getattr(recipe, spec.kind)
+        own = recipe.networks.get(n)
+        if own is not None and not own.name:  # (networks.E: {args: ...}: the default part, these args over its)
+            own = Part(default.name, {**default.args, **own.args})
+        out[n] = own or default
+    return out
 
 
 def build_networks(recipe: Recipe, registry: Registry, system: GANSystem, *, check: bool = True) -> dict[str, nn.Module]:
