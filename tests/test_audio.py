@@ -132,19 +132,28 @@ def _judgement(seed, shapes=((2, 5), (2, 3))):
                      [[torch.randn(2, 4, generator=g), torch.randn(2, 3, generator=g)] for _ in shapes])
 
 
-def test_lsgan_and_feature_matching_over_sub_discriminators_equal_hifigans_formulas():
+def test_lsgan_and_feature_matching_over_sub_discriminators_equal_hifigans_formulas(precision):
     """HiFi-GAN's discriminator_loss, generator_loss and feature_loss (models.py), by hand; the
-    system's weights (lsgan halves, adversarial_weight 2) give its G loss exactly."""
+    system's weights (lsgan halves, adversarial_weight 2) give its G loss exactly. Under bf16 the
+    discriminators' outputs are bf16: the terms are computed in fp32 on them (compared with the
+    formulas on the same values upcast)."""
     from ganforge.plugins.losses import LeastSquares
 
-    real, fake = _judgement(0), _judgement(1)
-    d, _ = d_adversarial(LeastSquares(), real, fake)
+    def low(j):  # what the discriminators hand over under autocast
+        return Judgement([x.to(precision.dtype) for x in j.logits], [[f.to(precision.dtype) for f in fs] for fs in j.features])
+
+    real, fake = low(_judgement(0)), low(_judgement(1))
+    with precision.autocast():
+        d, _ = d_adversarial(LeastSquares(), real, fake)
+        g, _ = g_adversarial(LeastSquares(), fake)
+        fm = feature_matching(real, fake)
+    assert d.dtype == g.dtype == fm.dtype == torch.float32
+    real = Judgement([x.float() for x in real.logits], [[f.float() for f in fs] for fs in real.features])
+    fake = Judgement([x.float() for x in fake.logits], [[f.float() for f in fs] for fs in fake.features])
     hifigan_d = sum(torch.mean((1 - r) ** 2) + torch.mean(f ** 2) for r, f in zip(real.logits, fake.logits))
     assert d.item() == pytest.approx(0.5 * hifigan_d.item(), rel=1e-6)
-    g, _ = g_adversarial(LeastSquares(), fake)
     hifigan_g = sum(torch.mean((1 - f) ** 2) for f in fake.logits)
     assert 2 * g.item() == pytest.approx(hifigan_g.item(), rel=1e-6)
-    fm = feature_matching(real, fake)
     hifigan_fm = sum(torch.mean(torch.abs(r - f)) for rs, fs in zip(real.features, fake.features) for r, f in zip(rs, fs))
     assert fm.item() == pytest.approx(hifigan_fm.item(), rel=1e-6)  # (the system weighs it by 2, as HiFi-GAN)
 

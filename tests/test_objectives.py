@@ -55,26 +55,31 @@ def test_grid_noise_gives_each_row_one_noise_vector_and_every_code_in_turn():
     assert not torch.equal(z[0], z[10]) and not torch.equal(z[10], z[20])
 
 
-def test_losses_are_the_gan_losses_plus_the_code_cross_entropy():
+def test_losses_are_the_gan_losses_plus_the_code_cross_entropy(precision):
+    """By hand, in fp32 and under bf16 autocast (the same networks' outputs, the terms in fp32)."""
     G, D, loss, obj = _parts()
     real = torch.rand(8, *SHAPE) * 2 - 1
-    torch.manual_seed(3)
-    d = obj.d_loss(real)
-    torch.manual_seed(3)
-    z = obj.noise(8)
-    fake = G(z).detach()
-    logits_fake, q = D(fake, codes=True)
-    ce = F.cross_entropy(q, obj.code(z))
-    expected = loss.d_loss(D(real), logits_fake) + ce
+    with precision.autocast():
+        torch.manual_seed(3)
+        d = obj.d_loss(real)
+        torch.manual_seed(3)
+        z = obj.noise(8)
+        fake = G(z).detach()
+        logits_fake, q = D(fake, codes=True)
+        real_logits = D(real)
+    ce = F.cross_entropy(q.float(), obj.code(z))
+    expected = loss.d_loss(real_logits.float(), logits_fake.float()) + ce
+    assert d.loss.dtype == torch.float32
     assert torch.allclose(d.loss, expected) and torch.allclose(d.logs["info_ce"], ce)
     assert ce > 1.0  # an untrained Q head: about log(10)
 
-    torch.manual_seed(4)
-    g = obj.g_loss(real).loss
-    torch.manual_seed(4)
-    z = obj.noise(8)
-    logits_fake, q = D(G(z), codes=True)
-    assert torch.allclose(g, loss.g_loss(logits_fake) + F.cross_entropy(q, obj.code(z)))
+    with precision.autocast():
+        torch.manual_seed(4)
+        g = obj.g_loss(real).loss
+        torch.manual_seed(4)
+        z = obj.noise(8)
+        logits_fake, q = D(G(z), codes=True)
+    assert torch.allclose(g, loss.g_loss(logits_fake.float()) + F.cross_entropy(q.float(), obj.code(z)))
 
 
 def test_generator_and_code_head_learn_a_readable_code():

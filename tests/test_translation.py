@@ -111,7 +111,8 @@ class _Spy(nn.Module):
         return (self.w * x.mean((1, 2, 3))).view(-1, 1, 1, 1)
 
 
-def test_pix2pix_judges_concatenated_pairs_and_weights_l1(digits):
+def test_pix2pix_judges_concatenated_pairs_and_weights_l1(digits, precision):
+    """In fp32 and under bf16 autocast (G's output is then bf16; the L1 is computed in fp32 on it)."""
     data = mnist_edges(root=str(digits))
     batch = data.fetch(torch.arange(4))
     a, b = batch[0], batch[1]
@@ -121,14 +122,17 @@ def test_pix2pix_judges_concatenated_pairs_and_weights_l1(digits):
         system.setup({"G": G, "D": _Spy()})
     assert systems[100.0].networks["D"].context["in_shape"] == (2, 32, 32)  # input + output channels
     assert systems[100.0].channel_split == (1, 1)  # the augmentation transforms both images alike
-    terms = systems[100.0].d_loss(batch)
-    real, fake = systems[100.0].nets["D"].inputs
+    with precision.autocast():
+        terms = systems[100.0].d_loss(batch)
+        ga = G(a)
+        g100, g10 = systems[100.0].g_loss(batch), systems[10.0].g_loss(batch)
+    assert ga.dtype == precision.dtype
+    real, fake = systems[100.0].nets["D"].inputs[:2]  # (d_loss's two calls; g_loss's follow)
     assert torch.equal(real, torch.cat([a, b], 1))
-    assert torch.equal(fake, torch.cat([a, G(a).detach()], 1))
+    assert torch.equal(fake, torch.cat([a, ga.detach().to(fake.dtype)], 1))
     assert set(terms.judged["D"][0].shape) == set(real.shape)  # penalties see the pairs too
-    g100, g10 = systems[100.0].g_loss(batch), systems[10.0].g_loss(batch)
-    l1 = (G(a) - b).abs().mean()
-    assert torch.allclose(g100.logs["g_l1"], l1)
+    l1 = (ga.float() - b).abs().mean()
+    assert g100.logs["g_l1"].dtype == torch.float32 and torch.allclose(g100.logs["g_l1"], l1)
     assert torch.allclose(g100.loss - g10.loss, 90 * l1, rtol=1e-5)  # adv + weight * L1
     assert torch.allclose(g100.loss, g100.logs["g_gan"] + 100 * l1, rtol=1e-5)
     # gan_weight 0: the L1-only baseline, a system of G alone
@@ -147,20 +151,22 @@ class _Affine(nn.Module):
         return x * self.scale + self.shift + self.p
 
 
-def test_cyclegan_cycle_and_identity_terms_match_hand_computed_values(digits):
+def test_cyclegan_cycle_and_identity_terms_match_hand_computed_values(digits, precision):
     data = mnist_thick(root=str(digits))
     system = CycleGAN(_loss("lsgan"), data, _Optim(), cycle_weight=10.0, identity=0.5, gan_weight=2.0)
     zero_d = _Affine(0.0, 0.0)  # D(x) = 0 everywhere: lsgan's G term is 0.5 * (0 - 1)^2 = 0.5
     system.setup({"G_AB": _Affine(0.5, 0.0), "G_BA": _Affine(1.0, 0.1), "D_A": zero_d, "D_B": zero_d})
     a, b = torch.full((2, 1, 32, 32), 0.4), torch.full((2, 1, 32, 32), -0.2)
-    terms = system.g_loss((a, b))
+    with precision.autocast():
+        terms = system.g_loss((a, b))
+        d = system.d_loss((a, b))  # D(x) = 0: 0.5 * (0 - 1)^2 + 0.5 * 0^2 per discriminator
+    assert terms.loss.dtype == d.loss.dtype == torch.float32
     # cycle: G_BA(G_AB(a)) = 0.5 a + 0.1 -> |0.3 - 0.4| = 0.1; G_AB(G_BA(b)) = 0.5 (b + 0.1) -> |-0.05 + 0.2| = 0.15
     assert terms.logs["cycle_a"].item() == pytest.approx(0.1) and terms.logs["cycle_b"].item() == pytest.approx(0.15)
     # identity: |G_AB(b) - b| = |-0.1 + 0.2| = 0.1, |G_BA(a) - a| = 0.1
     assert terms.logs["identity"].item() == pytest.approx(0.2)
     expected = 2.0 * (0.5 + 0.5) + 10 * (0.1 + 0.15) + 0.5 * 10 * 0.2
     assert terms.loss.item() == pytest.approx(expected)
-    d = system.d_loss((a, b))  # D(x) = 0: 0.5 * (0 - 1)^2 + 0.5 * 0^2 per discriminator
     assert d.loss.item() == pytest.approx(1.0) and set(d.judged) == {"D_A", "D_B"}
 
 

@@ -336,3 +336,42 @@ def test_latent_walks_on_a_vocoder_run_point_to_vocode(speech, tmp_path, run_cli
     code, _, err = run_cli("sample", tmp_path / "run", "--interpolate", "4", "--out", tmp_path / "walks.png")
     assert code == 2 and "a vocoder turns mel spectrograms into audio (use ganforge vocode RUN)" in err
     assert "translate" not in err and err.count("\n") == 1
+
+
+def test_g_runs_once_a_step_and_trains_as_when_it_ran_twice(speech, tmp_path, monkeypatch):
+    """Issue #35: HiFi-GAN's G ran twice a step (~8% of an adversarial step): under no_grad in D's
+    phase, then again in G's. D's phase now keeps its output with its graph (Phase.keeps,
+    Terms.keep) and G's phase trains through it: one G forward a step, and bitwise the same
+    weights as recomputing it (D's update does not touch G)."""
+    from ganforge.plugins.audio.vocoder import HiFiGAN
+
+    calls = []
+
+    def count(module, args, output):
+        calls.append(torch.is_grad_enabled())
+
+    real_setup = HiFiGAN.setup
+
+    def setup(self, nets):
+        real_setup(self, nets)
+        nets["G"].register_forward_hook(count)
+
+    monkeypatch.setattr(HiFiGAN, "setup", setup)
+    kept = train(_recipe(tmp_path / "kept", speech, 3))
+    once = list(calls)  # (and the end's sample grid, without gradients)
+    assert sum(once) == 3  # once a step, with its graph
+    calls.clear()
+    real_init = HiFiGAN.__init__
+
+    def recompute(self, *args, **kwargs):  # the old way: D's phase keeps nothing, G's runs G again
+        real_init(self, *args, **kwargs)
+        self.phases[0].keeps = ()
+        d_loss = self.d_loss
+        self.phases[0].loss = lambda y: (lambda t: (setattr(t, "keep", None), t)[1])(d_loss(y))
+
+    monkeypatch.setattr(HiFiGAN, "__init__", recompute)
+    twice = train(_recipe(tmp_path / "twice", speech, 3))
+    assert len(calls) - len(once) == 3  # one G forward more a step
+    for name in kept.nets:
+        for a, b in zip(kept.nets[name].state_dict().values(), twice.nets[name].state_dict().values(), strict=True):
+            assert torch.equal(a, b), name

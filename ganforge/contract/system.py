@@ -114,11 +114,15 @@ class Terms:
     :param judged: for each network this phase may penalise (``Phase.penalize``), what it was
         given: a :class:`Judged` (or the short form ``(real, fake)``, ``(real, fake,
         forward)``). Penalties are computed on them.
+    :param keep: values the next phase's loss reads as ``system.kept`` for the same run and
+        micro-batch (a phase with ``Phase.keeps``: G's output computed once, with its graph,
+        in D's phase and trained through in G's, as HiFi-GAN does).
     """
 
     loss: torch.Tensor
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
     judged: dict[str, tuple] = field(default_factory=dict)
+    keep: dict[str, Any] | None = None
 
 
 @dataclass
@@ -141,6 +145,11 @@ class Phase:
         (BigVGAN's ``freeze_step``, VQGAN's ``disc_start``), a generator-only warm-up. The
         recipe's ``phases.<name>`` overrides them. While a phase does not run, the system's
         other losses can leave out what depends on it (:meth:`GANSystem.runs`).
+    :param keeps: networks this phase runs with their gradients on (not frozen, not stepped)
+        so that what it keeps (:attr:`Terms.keep`) can be trained through by the next phase on
+        the same batch; the next phase's loss reads it as ``system.kept`` (``None`` when this
+        phase did not run). Under several processes it needs ``train.accumulate=1`` (DDP
+        all-reduces a network once per forward, in the backward that follows it).
     """
 
     name: str
@@ -152,6 +161,7 @@ class Phase:
     penalize: Sequence[str] = ()
     start: int = 0
     stop: int | None = None
+    keeps: Sequence[str] = ()
 
     def runs_at(self, step: int) -> bool:
         return self.start <= step and (self.stop is None or step < self.stop)
@@ -191,6 +201,9 @@ class GANSystem:
 
     #: the phases that run in the current step (set by the engine before each step)
     running: frozenset[str] = frozenset()
+    #: what the previous phase kept (:attr:`Terms.keep`) for this run and micro-batch, set by
+    #: the engine before each call of a phase's loss; ``None`` when it kept nothing
+    kept: dict[str, Any] | None = None
 
     def runs(self, phase: str) -> bool:
         """Whether phase ``phase`` runs in this step (:attr:`Phase.start`/``stop``): e.g. G's loss

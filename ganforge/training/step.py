@@ -125,9 +125,16 @@ class TrainStep:
         self.checked: set[StepPlan] = set()  # and run once more, watched for host traffic
         self.pool = None
         self.calls = 0
+        trainable = [set(p.trainable or system.optimizers[p.optimizer].networks) for p in self.phases]
+        keeps = [set(p.keeps) - t for p, t in zip(self.phases, trainable, strict=True)]
+        if any(keeps) and self.world > 1 and cfg.train.accumulate > 1:
+            raise ConfigError(f"objective '{cfg.objective.name}' keeps a network's output from one phase for the next "
+                              f"(Phase.keeps), which with several processes needs train.accumulate=1 (DDP all-reduces "
+                              f"a network in the backward after each forward); got {cfg.train.accumulate}")
         self.ctx = StepContext(
-            state=state, accelerator=acc, device=device, world=self.world, phases=self.phases, nets=state.nets,
-            opts=opts, trainable=[set(p.trainable or system.optimizers[p.optimizer].networks) for p in self.phases],
+            state=state, accelerator=acc, device=device, world=self.world, system=system, phases=self.phases,
+            nets=state.nets, opts=opts, trainable=trainable,
+            unfrozen=[t | k for t, k in zip(trainable, keeps, strict=True)],
             targets=self.targets, clips={n: c.clip for n, c in chosen.items() if c.clip},
             accumulate=cfg.train.accumulate, deferred=self.deferred, batch=batch, autocast=state.autocast,
             augment=state.augment,

@@ -90,10 +90,12 @@ class StepContext:
     accelerator: Any
     device: torch.device
     world: int
+    system: Any  # the GANSystem (its ``kept`` is set before each phase loss)
     phases: list  # the system's phases (ganforge.contract.system.Phase)
     nets: dict[str, torch.nn.Module]  # as prepared (DDP-wrapped where distributed)
     opts: dict[str, Any]  # by the system's optimizer names
-    trainable: list[set[str]]  # per phase
+    trainable: list[set[str]]  # per phase: stepped
+    unfrozen: list[set[str]]  # per phase: with gradients (trainable, and what it keeps for the next phase)
     targets: list[list[PenaltyTarget]]  # per phase
     clips: dict[str, float]
     accumulate: int
@@ -119,12 +121,14 @@ def run_step(ctx: StepContext, plan: StepPlan) -> None:
     nonfinite = torch.zeros((), dtype=torch.bool, device=ctx.device)
     values: dict[str, torch.Tensor] = {}  # each phase's last run, and any penalty computed
     batch, k = None, 0
+    kept: dict[tuple[int, int], Any] = {}  # what the previous running phase kept, by (run, micro-batch)
     for i, (phase, phase_plan) in enumerate(zip(ctx.phases, plan.phases, strict=True)):
         if not phase_plan.runs:  # not started yet, or stopped
             continue
-        ctx.freezer.freeze(ctx.trainable[i])
+        ctx.freezer.freeze(ctx.unfrozen[i])
         opt = ctx.opts[phase.optimizer]
-        for due_flags in phase_plan.due:
+        keeping: dict[tuple[int, int], Any] = {}
+        for run, due_flags in enumerate(phase_plan.due):
             if phase.new_batch or batch is None:
                 batch = ctx.batch(k)
                 k += 1
@@ -132,7 +136,10 @@ def run_step(ctx: StepContext, plan: StepPlan) -> None:
             parts = micro_batches(batch, ctx.accumulate)
             for j, part in enumerate(parts):  # train.accumulate: micro-batches, one update
                 with _no_sync(ctx, i, last=j == len(parts) - 1):  # (DDP decides in the forward)
-                    loss, logged = phase_loss(ctx, phase, part, due)
+                    ctx.system.kept = kept.get((run, j))
+                    loss, logged, keep = phase_loss(ctx, phase, part, due)
+                    if keep is not None:
+                        keeping[(run, j)] = keep
                     _merge(values, logged, len(parts), j == 0)
                     nonfinite = nonfinite | ~torch.isfinite(loss.detach())
                     if ctx.world > 1:  # every rank decides alike (a device-side all-reduce)
@@ -152,6 +159,8 @@ def run_step(ctx: StepContext, plan: StepPlan) -> None:
                     del opt.found_inf
             else:
                 opt.step()
+        kept = keeping
+    ctx.system.kept = None
     ctx.freezer.thaw()  # between steps every network is trainable
     ctx.ema(nonfinite, ctx.tally.step_t)
     _record(ctx, values, nonfinite, plan)
@@ -166,7 +175,8 @@ def _no_sync(ctx: StepContext, i: int, last: bool) -> contextlib.ExitStack:
     steps at train.accumulate=4)."""
     stack = contextlib.ExitStack()
     for n, net in ctx.nets.items():
-        if hasattr(net, "no_sync") and (n not in ctx.trainable[i] or not last):
+        kept_for_later = n in ctx.unfrozen[i] and n not in ctx.trainable[i]  # (its backward comes later)
+        if hasattr(net, "no_sync") and not kept_for_later and (n not in ctx.trainable[i] or not last):
             stack.enter_context(net.no_sync())
     return stack
 
@@ -178,9 +188,10 @@ def _merge(values: dict[str, torch.Tensor], logged: dict[str, torch.Tensor], par
         values[key] = share if first or key not in values else values[key] + share
 
 
-def phase_loss(ctx: StepContext, phase: Any, batch: Any, due: list[PenaltyTarget]) -> tuple[torch.Tensor, dict]:
+def phase_loss(ctx: StepContext, phase: Any, batch: Any, due: list[PenaltyTarget]) -> tuple[torch.Tensor, dict, Any]:
     """The phase's loss under autocast, plus ``weight * every * penalty`` in fp32 for each due
-    penalty on each discriminator it applies to; returns it with the values it logs."""
+    penalty on each discriminator it applies to; returns it with the values it logs and what
+    it keeps for the next phase (:attr:`Terms.keep`)."""
     logged: dict[str, torch.Tensor] = {}
     aug = ctx.augment
     with ctx.autocast(), aug.watch() if aug is not None else contextlib.nullcontext():
@@ -199,7 +210,7 @@ def phase_loss(ctx: StepContext, phase: Any, batch: Any, due: list[PenaltyTarget
             logged[key] = value.detach()
             loss = loss + ctx.ramps.weight(t.penalty) * value  # weight * every (ramped: this step's)
     logged[f"loss_{phase.name.lower()}"] = loss
-    return loss, logged
+    return loss, logged, terms.keep
 
 
 def _clip(ctx: StepContext, opt: Any, max_norm: float) -> torch.Tensor:

@@ -81,7 +81,9 @@ class HiFiGAN(GANSystem):
                             for name in discriminators}}
         self.optimizers = {"G": Optimizer(["G"], optim.lr_g, betas, decay),
                            "D": Optimizer(list(discriminators), optim.lr_d, betas, decay)}
-        self.phases = [Phase("D", "D", self.d_loss, penalize=list(discriminators)),
+        # G's output is computed once a step, in D's phase with its graph, and trained through in
+        # G's (Phase.keeps), as HiFi-GAN does; before D starts, G's phase computes it itself
+        self.phases = [Phase("D", "D", self.d_loss, penalize=list(discriminators), keeps=["G"]),
                        Phase("G", "G", self.g_loss, new_batch=False)]
         self._held_out = None
         self.grid_nrow = 1
@@ -103,19 +105,19 @@ class HiFiGAN(GANSystem):
     # --- losses
     def d_loss(self, y) -> Terms:
         mel, _ = self._mels(y.device)
-        with torch.no_grad():  # D's phase needs no graph through G
-            fake = self.nets["G"](mel(y))
+        made = self.nets["G"](mel(y))  # with G's graph, kept for G's phase
+        fake = made.detach()  # (D's loss trains D only)
         total, logs = 0.0, {}
         for name in self.discriminators:
             D = self.nets[name]
             part, part_logs = d_adversarial(self.loss, D(y), D(fake))
             total = total + part
             logs.update({f"{k}_{name.lower()}": v for k, v in part_logs.items()})
-        return Terms(total, logs, judged={name: (y, fake) for name in self.discriminators})
+        return Terms(total, logs, judged={name: (y, fake) for name in self.discriminators}, keep={"fake": made})
 
     def g_loss(self, y) -> Terms:
         mel, loss_mel = self._mels(y.device)
-        fake = self.nets["G"](mel(y))
+        fake = self.kept["fake"] if self.kept is not None else self.nets["G"](mel(y))  # (D's phase made it)
         mel_l1 = (loss_mel(fake) - loss_mel(y)).abs().mean()
         loss, logs = self.mel_weight * mel_l1, {"g_mel_l1": mel_l1.detach()}
         if self.runs("D") and (self.adversarial_weight or self.feature_weight):
