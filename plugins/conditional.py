@@ -112,7 +112,7 @@ class Conditional(Unconditional):
         loss, logs = d_adversarial(self.loss, real_logits, fake_logits)
         D = self.D
         # penalties see D with the real batch's labels (R1 is on real data)
-        judged = {"D": (real, fake, lambda x: D(x, y_real))}
+        judged = {"D": Judged((real,), (fake,), lambda x: D(x, y_real), real_logits=real_logits)}
         return Terms(loss, logs, judged)
 
     def g_loss(self, batch) -> Terms:
@@ -158,7 +158,7 @@ class ACGAN(Conditional):
         adversarial, logs = d_adversarial(self.loss, real_logits, fake_logits)
         loss = adversarial + self.weight * (ce_real + ce_fake)
         logs.update(ac_ce_real=ce_real.detach(), ac_acc_real=(real_cls.detach().argmax(1) == y_real).float().mean())
-        return Terms(loss, logs, judged={"D": (real, fake)})
+        return Terms(loss, logs, judged={"D": Judged((real,), (fake,), real_logits=real_logits)})
 
     def g_loss(self, batch) -> Terms:
         real, _ = self._split(batch)

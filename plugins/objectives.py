@@ -91,7 +91,7 @@ class Unconditional(GANSystem):
         loss, logs = d_adversarial(self.loss, real_logits, fake_logits)
         if extra is not None:
             loss = loss + extra
-        return Terms(loss, {**logs, **extra_stats}, judged={"D": (real, fake)})
+        return Terms(loss, {**logs, **extra_stats}, judged={"D": Judged((real,), (fake,), real_logits=real_logits)})
 
     def g_loss(self, batch) -> Terms:
         real = self._real(batch)

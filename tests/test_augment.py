@@ -288,8 +288,10 @@ def test_a_discriminator_called_by_keyword_is_augmented_too():
 
 def test_ada_statistics_come_from_judged_reals_and_a_missing_call_is_an_error():
     """Terms.judged in its documented form (Judged) is read (it raised TypeError: 'Judged'
-    object is not subscriptable), and a phase that reports reals D was never called on (a
-    converted copy) stops the run with one line instead of leaving p at 0 without a word."""
+    object is not subscriptable); Judged.real_logits, which the built-in systems return, gives
+    the statistics whatever tensor D was called on; without it, a phase that reports reals D
+    was never called on (a converted copy) stops the run with one line instead of leaving p at
+    0 without a word."""
     from ganforge.contract.system import Judged
     from ganforge.errors import GanforgeError
 
@@ -309,3 +311,8 @@ def test_ada_statistics_come_from_judged_reals_and_a_missing_call_is_an_error():
         nets["D"](real.clone())  # the system judged a copy, not the tensor it reports
     with pytest.raises(GanforgeError, match=r"'D' was not called on that tensor"):
         hooks.observe({"D": (real, fake)})
+    # the contract: a phase that hands over D's output on its reals needs no identity at all
+    with hooks.watch():
+        out = nets["D"](real.clone().float())  # a converted copy
+    hooks.observe({"D": Judged(real=(real,), fake=(fake,), real_logits=out)})
+    assert ada.stats.tolist() == [8.0, 8.0]

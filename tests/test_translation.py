@@ -130,7 +130,8 @@ def test_pix2pix_judges_concatenated_pairs_and_weights_l1(digits, precision):
     real, fake = systems[100.0].nets["D"].inputs[:2]  # (d_loss's two calls; g_loss's follow)
     assert torch.equal(real, torch.cat([a, b], 1))
     assert torch.equal(fake, torch.cat([a, ga.detach().to(fake.dtype)], 1))
-    assert set(terms.judged["D"][0].shape) == set(real.shape)  # penalties see the pairs too
+    judged = terms.judged["D"]
+    assert judged.real[0].shape == real.shape and judged.real_logits is not None  # penalties see the pairs too
     l1 = (ga.float() - b).abs().mean()
     assert g100.logs["g_l1"].dtype == torch.float32 and torch.allclose(g100.logs["g_l1"], l1)
     assert torch.allclose(g100.loss - g10.loss, 90 * l1, rtol=1e-5)  # adv + weight * L1

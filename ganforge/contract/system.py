@@ -89,11 +89,16 @@ class Judged:
     :param forward: the network as the phase called it, taking those inputs (default: the
         network itself); it binds what is not differentiated (a conditional D's labels:
         ``lambda x: D(x, y)``).
+    :param real_logits: the discriminator's output on ``real`` as the phase computed it. An
+        adaptive augmentation (ADA) reads its statistics from it; without it, from the output
+        of the discriminator's call on the very tensor ``real[0]``, and a phase that reports
+        reals it never called the discriminator on is an error.
     """
 
     real: tuple = ()
     fake: tuple = ()
     forward: Callable[..., Any] | None = None
+    real_logits: Any = None
 
 
 def as_judged(value: Judged | tuple) -> Judged:

@@ -87,30 +87,32 @@ class AugmentHooks:
 
     def observe(self, judged: dict[str, Any], system: str = "the objective") -> None:
         """After a phase's loss: hand an adaptive augmentation the discriminators' detached
-        logits on the reals the phase judged (``Terms.judged[name].real``: the very tensor the
-        discriminator was called on; the first output, for a D with several heads). A phase
-        that judged reals for an augmented discriminator it was never seen calling on them is an
-        error: the augmentation would otherwise adapt to nothing, silently."""
+        logits on the reals the phase judged: ``Judged.real_logits`` where the phase gives them
+        (the built-in systems do), else the output of the discriminator's call on the very
+        tensor reported as ``Judged.real`` (the first output, for a D with several heads). A
+        phase that judged reals for an augmented discriminator it was never seen calling on
+        them is an error: the augmentation would otherwise adapt to nothing, silently."""
         if not self.adaptive:
             return
         for name, calls in self.calls.items():
             entry = judged.get(name)
-            real = as_judged(entry).real[0] if entry is not None and as_judged(entry).real else None
-            found = False
-            for x, out in calls:
-                if x is real:
-                    logits = out[0] if isinstance(out, (tuple, list)) else out  # (D, code head)
-                    maps = [h.detach().float().reshape(h.shape[0], -1) for h in heads(logits)]
-                    self.augment.observe(torch.cat(maps, 1))  # several heads: every logit of an image
-                    found = True
-                    break
+            j = as_judged(entry) if entry is not None else None
+            real = j.real[0] if j is not None and j.real else None
+            logits = j.real_logits if j is not None else None
+            if logits is None:
+                logits = next((out for x, out in calls if x is real), None) if real is not None else None
             calls.clear()
             self._pending[name].clear()
-            if real is not None and not found:
+            if logits is not None:
+                logits = logits[0] if isinstance(logits, (tuple, list)) else logits  # (D, code head)
+                maps = [h.detach().float().reshape(h.shape[0], -1) for h in heads(logits)]
+                self.augment.observe(torch.cat(maps, 1))  # several heads: every logit of an image
+            elif real is not None:
                 raise GanforgeError(
                     f"augment: {system} reports the reals discriminator '{name}' judged (Terms.judged), but "
                     f"'{name}' was not called on that tensor in the phase, so the adaptive augmentation cannot "
-                    f"see its logits on them; call {name} on the very tensor returned as judged real")
+                    f"see its logits on them; call {name} on the very tensor returned as judged real, or return "
+                    f"Judged(..., real_logits=...)")
 
     def logs(self) -> dict[str, torch.Tensor]:
         return self.augment.logs() if self.adaptive else {}

@@ -30,7 +30,7 @@ import torch
 
 from ganforge import hookimpl
 from ganforge.plugins.translation import TranslationSystem, arrange, as_rgb, split_batch
-from ganforge.system import Network, Optimizer, Phase, Terms, d_adversarial, g_adversarial
+from ganforge.system import Judged, Network, Optimizer, Phase, Terms, d_adversarial, g_adversarial
 
 __all__ = ["CycleGAN", "ImagePool"]
 
@@ -142,11 +142,13 @@ class CycleGAN(TranslationSystem):
         fake_a, fake_b = self.pools["A"].query(self._fakes[0]), self.pools["B"].query(self._fakes[1])
         self._fakes = None
         D_A, D_B = self.nets["D_A"], self.nets["D_B"]
-        loss_a, logs_a = d_adversarial(self.loss, D_A(a), D_A(fake_a))
-        loss_b, logs_b = d_adversarial(self.loss, D_B(b), D_B(fake_b))
+        real_a, real_b = D_A(a), D_B(b)
+        loss_a, logs_a = d_adversarial(self.loss, real_a, D_A(fake_a))
+        loss_b, logs_b = d_adversarial(self.loss, real_b, D_B(fake_b))
         loss = loss_a + loss_b
         logs = {k: 0.5 * (logs_a[k] + logs_b[k]) for k in ("d_real", "d_fake")}
-        return Terms(loss, logs, judged={"D_A": (a, fake_a), "D_B": (b, fake_b)})
+        return Terms(loss, logs, judged={"D_A": Judged((a,), (fake_a,), real_logits=real_a),
+                                         "D_B": Judged((b,), (fake_b,), real_logits=real_b)})
 
     # --- the pools are persistent state
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -19,7 +19,8 @@ import torch
 
 from ganforge import hookimpl
 from ganforge.plugins.translation import TranslationSystem, arrange, split_batch
-from ganforge.system import Judgement, Network, Optimizer, Phase, Terms, d_adversarial, feature_matching, g_adversarial
+from ganforge.system import (Judged, Judgement, Network, Optimizer, Phase, Terms, d_adversarial, feature_matching,
+                             g_adversarial)
 
 __all__ = ["Pix2Pix"]
 
@@ -77,8 +78,9 @@ class Pix2Pix(TranslationSystem):
             fake = self.nets["G"](a)
         real_pair, fake_pair = torch.cat([a, b], 1), torch.cat([a, fake], 1)
         D = self.nets["D"]
-        loss, logs = d_adversarial(self.loss, D(real_pair), D(fake_pair))
-        return Terms(0.5 * loss, logs, judged={"D": (real_pair, fake_pair)})
+        real_out = D(real_pair)
+        loss, logs = d_adversarial(self.loss, real_out, D(fake_pair))
+        return Terms(0.5 * loss, logs, judged={"D": Judged((real_pair,), (fake_pair,), real_logits=real_out)})
 
     def g_loss(self, batch) -> Terms:
         a, b = split_batch(batch)
