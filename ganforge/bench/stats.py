@@ -30,7 +30,7 @@ import torch
 from ganforge.training.device import cpu_times
 from ganforge.training.precision import native_cpu_bf16
 
-__all__ = ["bimodal", "machine_facts", "other_load", "outliers", "paired_ratio", "UNSTABLE_HALF_WIDTH"]
+__all__ = ["OtherLoad", "bimodal", "machine_facts", "outliers", "paired_ratio", "UNSTABLE_HALF_WIDTH"]
 
 UNSTABLE_HALF_WIDTH = 0.03  # a ratio known no better than +-3% is not a figure to quote
 
@@ -139,10 +139,6 @@ class OtherLoad:
         own = sum(getattr(times, k) - getattr(self.times, k) for k in ("user", "system", "children_user",
                                                                        "children_system"))
         return max(0.0, (busy - own) / wall)
-
-
-def other_load() -> OtherLoad:
-    return OtherLoad()
 
 
 def machine_facts() -> dict[str, Any]:

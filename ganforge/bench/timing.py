@@ -54,12 +54,12 @@ class _Interleaved:
     engine, loop, ... in one process, so a slow spell of the machine hits both sides of a pair.
     The engine's block time runs from the end of one loop block to the end of its own last step."""
 
-    def __init__(self, make_loop, warmup: int, block: int, rounds: int):
-        self.make_loop, self.warmup, self.block, self.rounds = make_loop, warmup, block, rounds
+    def __init__(self, make_loop, warmup: int, block: int):
+        self.make_loop, self.warmup, self.block = make_loop, warmup, block
         self.engine: list[float] = []
         self.loop: list[float] = []
         self.memory = {"ganforge": 0.0, "eager": 0.0}
-        self.load = bench_stats.other_load()
+        self.load = bench_stats.OtherLoad()
         self.step, self.start, self.device = None, None, None
 
     def _mark(self, side: str) -> None:
@@ -100,7 +100,7 @@ def time_interleaved(recipe: Recipe, make_loop, warmup: int, block: int, rounds:
     from ganforge.contract.manager import PluginManager
 
     pm = PluginManager()
-    timer = _Interleaved(make_loop, warmup, block, rounds)
+    timer = _Interleaved(make_loop, warmup, block)
     pm.register(timer, name="bench-timer")
     total = warmup + block * rounds
     with tempfile.TemporaryDirectory() as tmp:

@@ -147,6 +147,7 @@ def run_step(ctx: StepContext, plan: StepPlan) -> None:
                     if j == 0:
                         opt.zero_grad(set_to_none=True)
                     if not ctx.deferred and bool(nonfinite):  # one scalar read per loss: never apply a NaN update
+                        ctx.system.kept = None  # (nothing of this step outlives it)
                         return skip_step(ctx, phase.name, loss)  # (the runner unfreezes every network)
                     acc.backward(loss / len(parts))  # DDP all-reduces once, after the last
             if phase.optimizer in ctx.clips:
@@ -166,13 +167,15 @@ def run_step(ctx: StepContext, plan: StepPlan) -> None:
     _record(ctx, values, nonfinite, plan)
 
 
-def _no_sync(ctx: StepContext, i: int, last: bool) -> contextlib.ExitStack:
+def _no_sync(ctx: StepContext, i: int, last: bool) -> Any:
     """DDP's ``no_sync`` around a micro-batch's forward and backward (DDP decides in the forward
     whether the backward all-reduces): for the phase's trainable networks on every micro-batch
     but the last, and always for the networks it does not train. A frozen network's forward
     outside it (D's in G's phase) would leave DDP waiting for gradients that never come, and the
     next phase's first micro-batch would all-reduce them early (counted: 5 instead of 3 in 3
     steps at train.accumulate=4)."""
+    if ctx.world == 1:  # (no DDP: nothing to hold back, and nothing to build per micro-batch)
+        return contextlib.nullcontext()
     stack = contextlib.ExitStack()
     for n, net in ctx.nets.items():
         kept_for_later = n in ctx.unfrozen[i] and n not in ctx.trainable[i]  # (its backward comes later)
