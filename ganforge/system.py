@@ -16,6 +16,7 @@ from ganforge.contract.system import (  # noqa: F401
     heads,
     logit_sum,
     penalty_kind,
+    unwrapped,
 )
 
-__all__ = ["GANSystem", "Judged", "Judgement", "Network", "Optimizer", "Phase", "Terms", "as_judged", "d_adversarial", "feature_matching", "g_adversarial", "heads", "logit_sum", "penalty_kind"]
+__all__ = ["GANSystem", "Judged", "Judgement", "Network", "Optimizer", "Phase", "Terms", "as_judged", "d_adversarial", "feature_matching", "g_adversarial", "heads", "logit_sum", "penalty_kind", "unwrapped"]

@@ -93,8 +93,7 @@ class Film:
         write_text(self.folder / "meta.json", json.dumps(meta))
 
     def record(self, state: Any) -> Path:
-        unwrap = state.accelerator.unwrap_model
-        G, D, loss = unwrap(state.nets["G"]), unwrap(state.nets["D"]), state.system.loss
+        G, D, loss = state.system.network("G"), state.system.network("D"), state.system.loss
         modes = (G.training, D.training)
         G.eval(), D.eval()
         try:
@@ -130,7 +129,7 @@ def _unsupported(state) -> str | None:
         return f"this run's system has networks {', '.join(state.nets)}"
     if not torch.is_tensor(state.system.noise(2, "cpu", torch.Generator())):
         return "this run's generator takes more than a noise vector (class labels?)"
-    D = state.accelerator.unwrap_model(state.nets["D"])
+    D = state.system.network("D")
     training = D.training
     D.eval()  # (eval: a probe must not move BatchNorm statistics)
     try:

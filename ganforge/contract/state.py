@@ -55,6 +55,11 @@ class TrainState:
         return self.system
 
     @property
+    def augmentation(self) -> Any:
+        """The recipe's augmentation as its factory built it (``None`` without one)."""
+        return None if self.augment is None else self.augment.augment
+
+    @property
     def generator(self) -> torch.nn.Module:
         return self.nets["G"]
 

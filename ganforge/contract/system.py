@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 __all__ = ["GANSystem", "Judged", "Judgement", "Network", "Optimizer", "Phase", "Terms", "d_adversarial", "feature_matching",
-           "g_adversarial", "heads", "logit_sum"]
+           "g_adversarial", "heads", "logit_sum", "unwrapped"]
 
 
 @dataclass
@@ -215,6 +215,16 @@ class GANSystem:
         leaves out its adversarial term while the discriminator's phase has not started."""
         return not self.running or phase in self.running
 
+    def network(self, name: str) -> nn.Module:
+        """Network ``name`` itself, without the wrappers the engine may put around it (DDP's
+        ``.module``, ``torch.compile``'s): to reach a layer (``self.network("G").conv_out.weight``,
+        VQGAN's adaptive weight) or a parameter by name, on one process or many. Call the
+        network through ``self.nets[name]``, which all-reduces its gradients under DDP."""
+        if name not in getattr(self, "nets", {}):
+            known = ", ".join(getattr(self, "nets", {})) or "none yet: setup() has not run"
+            raise KeyError(f"the system has no prepared network '{name}' (networks: {known})")
+        return unwrapped(self.nets[name])
+
     def setup(self, nets: dict[str, nn.Module]) -> None:
         """Called once with the prepared networks, before the first step and before a
         checkpoint is loaded. The default keeps them in :attr:`nets`."""
@@ -258,6 +268,14 @@ class GANSystem:
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`state_dict` returned (tensors arrive on the CPU)."""
+
+
+def unwrapped(module: nn.Module) -> nn.Module:
+    """``module`` without DDP / DataParallel / ``torch.compile`` wrappers (Accelerate's
+    ``extract_model_from_parallel``, which knows every wrapper Accelerate applies)."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(module, keep_fp32_wrapper=True)
 
 
 # ----------------------------------------------------------------------- the loss helpers

@@ -78,6 +78,23 @@ class Run:
         with torch.no_grad():
             return self.system.translate(self.nets, images.to(self.device).float(), direction).float()
 
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Autoencoder runs (objective vqgan): ``images`` (N, C, H, W) in [-1, 1] -> their code
+        indices (N, h, w)."""
+        with torch.no_grad():
+            return self._coder("encode")(self.nets, images.to(self.device).float())
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Autoencoder runs: code indices (N, h, w) -> images (N, C, H, W)."""
+        with torch.no_grad():
+            return self._coder("decode")(self.nets, torch.as_tensor(indices, device=self.device).long()).float()
+
+    def _coder(self, what: str) -> Any:
+        if not callable(getattr(self.system, what, None)):
+            raise GanforgeError(f"{what} needs an autoencoder run (objective vqgan); this run's objective is "
+                                f"'{self.recipe.objective.name}'")
+        return getattr(self.system, what)
+
     def vocode(self, audio: torch.Tensor) -> torch.Tensor:
         """Vocoder runs: a waveform (T,) at the run's sample rate, in [-1, 1] -> its mel -> G -> (T,)."""
         if not callable(getattr(self.system, "vocode", None)):

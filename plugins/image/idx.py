@@ -11,6 +11,7 @@ flat folder; it checks the header and the file size, so a truncated file is a cl
 """
 from __future__ import annotations
 
+import functools
 import gzip
 from pathlib import Path
 
@@ -97,7 +98,20 @@ def _load(name: str, subdir: str, torchvision_cls: str, root: str | None, downlo
     data = torch.from_numpy(images.copy()).unsqueeze(1)  # N, 1, H, W uint8
     dataset = TensorDataset(data, torch.from_numpy(labels.astype(np.int64)), num_classes=10)
     dataset.root = str(folder)  # metrics find the test split beside the training files
+    if split == "train":  # (a system's held-out images: vqgan's reconstructions)
+        dataset.held_out_images = functools.partial(_test_images, subdir, str(folder))
     return dataset
+
+
+def _test_images(subdir: str, folder: str, n: int) -> torch.Tensor | None:
+    """The first ``n`` images of the test split beside the training files, as float in [-1, 1]
+    (N, 1, H, W); ``None`` when that split is not there."""
+    try:
+        images_path, _ = find_idx_files(Path(folder), subdir, "test")
+    except DatasetError:
+        return None
+    images = torch.from_numpy(read_idx(images_path)[:n].copy()).unsqueeze(1)
+    return images.float().div(127.5).sub(1.0)
 
 
 def mnist(*, root: str | None, download: bool, split: str = "train", limit: int | None = None):
