@@ -355,9 +355,9 @@ def test_plugins_args_shows_a_parts_documentation_and_arguments(run_cli):
     code, out, _ = run_cli("plugins", "--args", "mlp")
     assert code == 0
     gen = out[out.index("generator 'mlp'"):out.index("discriminator 'mlp'")]
-    assert "MLP generator" in gen and "args (in a recipe: generator.args):" in gen
+    assert "MLP generator" in gen and "args (in a recipe: generator.args; or networks.<name>: {name: mlp," in gen
     assert "hidden: (256, 512, 1024)" in gen and "batchnorm: True" in gen
-    assert "set by ganforge: z_dim, out_shape, num_classes" in gen and "    z_dim:" not in gen
+    assert "given by ganforge: z_dim, out_shape, num_classes" in gen and "    z_dim:" not in gen
     code, out, _ = run_cli("plugins", "--args", "toy_grid")
     assert "args (in a recipe: data.args):" in out and "n: 100000" in out and "root" not in out
     code, _, err = run_cli("plugins", "--args", "mpl")
@@ -365,5 +365,50 @@ def test_plugins_args_shows_a_parts_documentation_and_arguments(run_cli):
     code, out, _ = run_cli("plugins", "--json")
     parts = {(p["kind"], p["name"]): p for p in json.loads(out)["parts"]}
     args = {a["name"]: a for a in parts[("discriminator", "mlp")]["args"]}
-    assert args["hidden"] == {"name": "hidden", "default": [512, 256], "required": False, "context": False}
+    assert args["hidden"] == {"name": "hidden", "default": [512, 256], "required": False, "context": False,
+                              "set_by": "recipe"}
     assert args["in_shape"]["context"] and args["in_shape"]["required"]
+
+
+def test_plugins_args_of_a_system_lists_its_networks_optimizers_and_phases(run_cli):
+    """Issue #37: a recipe for a multi-network system could not be written from `ganforge plugins`;
+    now --args OBJECTIVE lists what the recipe's networks.<name>, optimizers.<name> and
+    phases.<name> refer to, and --json carries the same."""
+    code, out, _ = run_cli("plugins", "--args", "vqgan")
+    assert code == 0
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    for expected in ["E encoder: default vq_encoder; the system passes code_dim, in_shape",
+                     "Q quantizer: default vector_quantizer; the system passes code_dim",
+                     "G decoder: default vq_decoder; the system passes code_dim, out_shape",
+                     "D discriminator: default patchgan {'n_layers': 2, 'norm': 'batch'}; the system passes in_shape",
+                     "G over E, Q, G; lr 0.0002, betas (0.5, 0.999)",
+                     "G steps optimizer G; trains E, Q, G",
+                     "D steps optimizer D; trains D; on the previous phase's batch; penalties on D"]:
+        assert expected in lines, expected
+    code, out, _ = run_cli("plugins", "--args", "hifigan")
+    assert "D steps optimizer D; trains MPD, MSD; penalties on MPD, MSD; keeps G's output for the next phase" in \
+        [" ".join(line.split()) for line in out.splitlines()]
+    code, out, _ = run_cli("plugins", "--json")
+    parts = {(p["kind"], p["name"]): p for p in json.loads(out)["parts"]}
+    system = parts[("objective", "vqgan")]["system"]
+    assert list(system["networks"]) == ["E", "Q", "G", "D"] and system["networks"]["Q"]["kind"] == "quantizer"
+    assert system["networks"]["D"]["default_args"] == {"n_layers": 2, "norm": "batch"}
+    assert system["optimizers"]["G"]["networks"] == ["E", "Q", "G"]
+    assert [(p["name"], p["new_batch"], p["penalize"]) for p in system["phases"]] == [("G", True, []), ("D", False, ["D"])]
+    assert [p["name"] for p in parts[("objective", "cyclegan")]["system"]["phases"]] == ["G", "D"]
+    assert parts[("objective", "unconditional")]["system"]["networks"]["G"]["recipe_key"] == "networks.G (or generator:)"
+
+
+def test_plugins_args_labels_what_a_system_supplies_under_the_key_that_sets_the_rest(run_cli):
+    """Issue #37: mlp_encoder listed in_shape and z_dim as required recipe arguments under a key
+    (network.args) that does not exist; hifigan_generator showed n_mels and hop the same way."""
+    code, out, _ = run_cli("plugins", "--args", "hifigan_generator")
+    assert "args (in a recipe: networks.G.args (objective hifigan); or generator.args;" in out
+    assert "given by objective hifigan (network G): n_mels, hop" in out
+    assert "    n_mels:" not in out and "    hop:" not in out and "    version: 'v1'" in out
+    code, out, _ = run_cli("plugins", "--args", "mlp_encoder")
+    assert "network.args" not in out and "networks.<name>: {name: mlp_encoder, args: ...}" in out
+    assert "    in_shape:" not in out and "in_shape, z_dim" in out
+    code, out, _ = run_cli("plugins", "--args", "vq_encoder")
+    assert "args (in a recipe: networks.E.args (objective vqgan)):" in out and "    width: 32" in out
+    assert "given by objective vqgan (network E): in_shape, code_dim" in out and "    code_dim:" not in out

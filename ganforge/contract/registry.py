@@ -208,8 +208,9 @@ class Registry:
         for key in args:
             if key in context:
                 raise ConfigError(
-                    f"{kind} '{name}': argument '{key}' is set by ganforge, not by the recipe; "
-                    f"remove it from the recipe's args"
+                    f"{kind} '{name}': argument '{key}' is set by ganforge or the system that uses it, not by "
+                    f"the recipe; remove it from the recipe's args ('ganforge plugins --args {name}' shows what "
+                    f"a recipe sets)"
                 )
             if key not in params and not var_kw:
                 raise ConfigError(

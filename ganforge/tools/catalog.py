@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from typing import Any
 
 from ganforge.errors import GanforgeError
 
@@ -63,53 +64,128 @@ def recipe_summary(text: str) -> tuple[str, str]:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     from ganforge.contract.manager import get_plugin_manager, plural
+    from ganforge.tools.outline import network_users, system_outline
 
     pm = get_plugin_manager()
-    entries = pm.registry.entries()
-    rows = [{
-        "kind": e.kind, "name": e.name, "description": e.description, "plugin": e.plugin.name,
-        "distribution": e.plugin.distribution, "version": e.plugin.version, "args": e.arguments(),
-    } for e in entries]
+    registry = pm.registry
+    entries = registry.entries()
     if args.args:
-        return _part_arguments(args.args, [e for e in entries if e.name == args.args], entries)
-    if args.json:
-        print(json.dumps({"parts": rows, "failed": pm.failed}, indent=1))
+        found = [e for e in entries if e.name == args.args]
+        if not found:
+            from ganforge.errors import did_you_mean
+
+            names = sorted({e.name for e in entries})
+            raise GanforgeError(f"no part is registered as '{args.args}'.{did_you_mean(args.args, names)} "
+                                f"'ganforge plugins' lists them all")
+    if not (args.args or args.json):
+        return _listing(entries, pm.failed, plural)
+    outlines = {e.name: system_outline(registry, e.name) for e in entries if e.kind == "objective"}
+    users = network_users(registry, outlines)
+    rows = [_row(e, outlines, users) for e in entries]
+    if args.args:
+        for e, row in zip(entries, rows, strict=True):
+            if e.name == args.args:
+                _print_part(e, row)
         return 0
-    width = max((len(r["name"]) for r in rows), default=4)
+    print(json.dumps({"parts": rows, "failed": pm.failed}, indent=1))
+    return 0
+
+
+def _listing(entries: list, failed: dict, plural: Any) -> int:
+    width = max((len(e.name) for e in entries), default=4)
     kind = None
-    for r in rows:
-        if r["kind"] != kind:
-            kind = r["kind"]
+    for e in entries:
+        if e.kind != kind:
+            kind = e.kind
             print(f"\n{plural(kind)}:")
-        source = f"{r['plugin']} ({r['distribution'] or 'registered by hand'} {r['version'] or ''})".rstrip()
-        print(f"  {r['name']:<{width}}  {r['description']}  [{source}]")
-    for name, error in pm.failed.items():
+        source = f"{e.plugin.name} ({e.plugin.distribution or 'registered by hand'} {e.plugin.version or ''})".rstrip()
+        print(f"  {e.name:<{width}}  {e.description}  [{source}]")
+    for name, error in failed.items():
         print(f"\nFAILED plugin '{name}': {error}")
     return 0
 
 
-def _part_arguments(name: str, found: list, entries: list) -> int:
-    """``ganforge plugins --args NAME``: each part of that name, its documentation and the
-    arguments a recipe may set under its ``args`` (with defaults), then those ganforge supplies."""
+# where a recipe sets each kind's arguments (networks of a system: networks.<name>.args)
+WHERE = {"dataset": "data.args", "metric": "metrics: [{name, args}]", "penalty": "penalties: [{name, args}]",
+         "loss": "loss.args", "objective": "objective.args", "augment": "augment.args",
+         "generator": "generator.args", "discriminator": "discriminator.args"}
+
+
+def _row(e: Any, outlines: dict, users: dict) -> dict[str, Any]:
+    """A part as ``--json`` gives it: its arguments, each with ``set_by`` (``recipe``, ``ganforge``
+    or the systems that pass it), and ``recipe_keys``: where a recipe sets them. An objective
+    also has ``system``: its outline (:func:`ganforge.tools.outline.system_outline`)."""
+    used_by = users.get(e.name, [])
+    supplied: dict[str, list[str]] = {}
+    for objective, net, context in used_by:
+        for key in context:
+            supplied.setdefault(key, []).append(f"objective {objective} (network {net})")
+    args = []
+    for a in e.arguments():
+        set_by = "ganforge" if a["context"] else ", ".join(supplied[a["name"]]) if a["name"] in supplied else "recipe"
+        if e.kind == "network" and not used_by and a["required"] and set_by == "recipe":
+            set_by = "the system that uses it, usually (its Network context)"
+        args.append({**a, "set_by": set_by, "context": set_by != "recipe"})
+    keys = [f"networks.{net}.args (objective {objective})" for objective, net, _ in used_by]
+    if e.kind in ("generator", "discriminator"):
+        keys += [WHERE[e.kind], f"networks.<name>: {{name: {e.name}, args: ...}}"]
+    elif e.kind in WHERE:
+        keys.insert(0, WHERE[e.kind])
+    if e.kind == "network" and not used_by:
+        keys.append(f"networks.<name>: {{name: {e.name}, args: ...}}")
+    row = {"kind": e.kind, "name": e.name, "description": e.description, "plugin": e.plugin.name,
+           "distribution": e.plugin.distribution, "version": e.plugin.version, "args": args, "recipe_keys": keys}
+    if e.kind == "objective":
+        row["system"] = outlines.get(e.name)
+    return row
+
+
+def _print_part(e: Any, row: dict) -> None:
+    """``ganforge plugins --args NAME``: the part's documentation, the arguments a recipe sets
+    (with defaults) and where, those ganforge or a system supplies, and for an objective its
+    system's networks, optimizers and phases."""
     import inspect
 
-    from ganforge.errors import did_you_mean
-
-    if not found:
-        names = sorted({e.name for e in entries})
-        raise GanforgeError(f"no part is registered as '{name}'.{did_you_mean(name, names)} "
-                            f"'ganforge plugins' lists them all")
-    for e in found:
-        doc = inspect.getdoc(e.factory) or e.description
-        print(f"{e.kind} '{e.name}' [{e.provider}]")
-        print("\n".join(f"    {line}" for line in doc.splitlines()) if doc else "    (no docstring)")
-        settable = [a for a in e.arguments() if not a["context"]]
-        where = {"dataset": "data.args", "metric": "metrics: [{name, args}]", "penalty": "penalties: [{name, args}]",
-                 }.get(e.kind, f"{e.kind}.args")
-        print(f"  args (in a recipe: {where}):" if settable else "  args: none")
-        for a in settable:
-            print(f"    {a['name']}: {'required' if a['required'] else a['default']!r}")
-        context = [a["name"] for a in e.arguments() if a["context"]]
-        if context:
-            print(f"  set by ganforge: {', '.join(context)}")
-    return 0
+    doc = inspect.getdoc(e.factory) or e.description
+    print(f"{e.kind} '{e.name}' [{e.provider}]")
+    print("\n".join(f"    {line}" for line in doc.splitlines()) if doc else "    (no docstring)")
+    settable = [a for a in row["args"] if a["set_by"] == "recipe"]
+    print(f"  args (in a recipe: {'; or '.join(row['recipe_keys'])}):" if settable else "  args: none a recipe sets")
+    for a in settable:
+        print(f"    {a['name']}: {'required' if a['required'] else a['default']!r}")
+    by: dict[str, list[str]] = {}
+    for a in row["args"]:
+        if a["set_by"] != "recipe":
+            by.setdefault(a["set_by"], []).append(a["name"])
+    for who, names in by.items():
+        print(f"  given by {who}: {', '.join(names)}")
+    if e.kind != "objective":
+        return
+    outline = row["system"]
+    if outline is None:
+        print("  its networks, optimizers and phases: not shown (the system could not be built without its data)")
+        return
+    nets, opts, phases = outline["networks"], outline["optimizers"], outline["phases"]
+    width = max(len(n) for n in [*nets, *opts, *(p["name"] for p in phases)])
+    print("  networks (networks.<name>: {name: PART, args: {...}}; without name: the default part's args):")
+    for n, spec in nets.items():
+        if spec["default"]:
+            built = f"default {spec['default']}" + (f" {spec['default_args']}" if spec["default_args"] else "")
+        else:
+            built = f"from networks.{n}, else the recipe's {spec['kind']}: section"
+        given = f"; the system passes {', '.join(spec['context'])}" if spec["context"] else ""
+        print(f"    {n:<{width}}  {spec['kind']}: {built}{given}{'; EMA copy with train.ema' if spec['ema'] else ''}")
+    print("  optimizers (optimizers.<name>: {lr, betas, weight_decay}; Adam):")
+    for n, o in opts.items():
+        decay = f", weight_decay {o['weight_decay']:g}" if o["weight_decay"] else ""
+        print(f"    {n:<{width}}  over {', '.join(o['networks'])}; lr {o['lr']:g}, betas {tuple(o['betas'])}{decay}")
+    print("  phases, in order each step (phases.<name>: {start, stop}):")
+    for p in phases:
+        when = "" if not p["start"] and p["stop"] is None else \
+            f"; from step {p['start']}" + (f" to {p['stop']}" if p["stop"] is not None else "")
+        parts = [f"steps optimizer {p['optimizer']}", f"trains {', '.join(p['trainable'])}",
+                 *([f"x{p['repeats']} a step"] if p["repeats"] != 1 else []),
+                 *(["on the previous phase's batch"] if not p["new_batch"] else []),
+                 *([f"penalties on {', '.join(p['penalize'])}"] if p["penalize"] else []),
+                 *([f"keeps {', '.join(p['keeps'])}'s output for the next phase"] if p["keeps"] else [])]
+        print(f"    {p['name']:<{width}}  {'; '.join(parts)}{when}")
