@@ -139,3 +139,23 @@ def test_vqgans_bad_settings_are_one_line(tmp_path, mnist_dir, run_cli):
                              f"out_dir={tmp_path / 'b'}", "networks.E.args={width: 8, downs: 3}")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "divisible by 8" in err
     assert not (tmp_path / "a" / "checkpoints").exists() and not (tmp_path / "b" / "checkpoints").exists()
+
+
+def test_a_generator_or_discriminator_section_no_network_uses_is_refused(tmp_path, mnist_dir, run_cli):
+    """Issue #37: a `generator:` section was silently ignored for a network the system builds
+    from its own default part; now it is refused in one line that says where to set it."""
+    code, out, err = run_cli("train", "mnist_vqgan", f"data.root={mnist_dir}", *TINY, "train.steps=1",
+                             f"out_dir={tmp_path}", "discriminator={name: patchgan, args: {ndf: 16}}")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert ("the recipe's 'discriminator: patchgan' section is used by no network of objective 'vqgan': its "
+            "discriminators (D) are each set under networks.<name>, e.g. networks: {D: {name: patchgan, args: "
+            "{...}}}; 'ganforge plugins --args vqgan' lists its networks") in err
+    code, out, err = run_cli("train", "mnist_vqgan", f"data.root={mnist_dir}", *TINY, "train.steps=1",
+                             f"out_dir={tmp_path}", "generator=dcgan")
+    assert code == 2 and "'generator: dcgan' section is used by no network of objective 'vqgan': it has no " \
+                         "generator" in err
+    assert not (tmp_path / "checkpoints").exists()
+    # a system whose generator has no default part uses the section (the classic GAN)
+    code, out, err = run_cli("train", "toy_grid", "train.steps=1", f"out_dir={tmp_path / 'toy'}",
+                             "generator={name: mlp, args: {hidden: [8]}}", "log.progress=false", "metrics=[]")
+    assert code == 0, err

@@ -81,6 +81,17 @@ def _check_system(name: str, system: GANSystem, recipe: Recipe, registry: Regist
                               f"builds it: networks: {{{n}: {{name: ...}}}} (registered networks: "
                               f"{', '.join(registry.names('network')) or 'none'})")
     _unknown("network", recipe.networks, nets, "the recipe's 'networks' section")
+    for kind in ("generator", "discriminator"):  # a section no network is built from: refused, never ignored
+        section = getattr(recipe, kind)
+        own = recipe.networks
+        if section == Part("mlp") or any(spec.kind == kind and not spec.default and not (n in own and own[n].name)
+                                         for n, spec in nets.items()):
+            continue
+        those = [n for n, spec in nets.items() if spec.kind == kind]
+        detail = (f"its {kind}s ({', '.join(those)}) are each set under networks.<name>, e.g. networks: "
+                  f"{{{those[0]}: {{name: {section.name}, args: {{...}}}}}}" if those else f"it has no {kind}")
+        raise ConfigError(f"the recipe's '{kind}: {section.name}' section is used by no network of {where}: {detail}; "
+                          f"'ganforge plugins --args {name}' lists its networks")
     _unknown("optimizer", recipe.optimizers, opts, "the recipe's 'optimizers' section")
     _unknown("phase", recipe.phases, [p.name for p in system.phases], "the recipe's 'phases' section")
     steps = recipe.train.steps
