@@ -135,6 +135,7 @@ def test_a_vocoder_export_vocodes_without_its_training_speech(tmp_path, run_cli,
     config = json.loads((tmp_path / "vocoder" / "config.json").read_text())
     assert config["data_facts"]["sample_rate"] == 22050 and config["data_facts"]["hop"] == 256
     assert "root" not in config["data_facts"]
+    _no_local_path_in(tmp_path / "vocoder", tmp_path)
     pretrained = ganforge.load_pretrained(tmp_path / "vocoder")
     assert torch.equal(pretrained.vocode(waveform), expected)
     with pytest.raises(ganforge.GanforgeError, match="an export holds the networks, not the data"):
@@ -161,8 +162,80 @@ def test_a_translation_export_translates_without_its_images(tmp_path, run_cli, m
     assert run_cli("export", tmp_path / "run", "--out", tmp_path / "edges")[0] == 0
     shutil.rmtree(digits)
     assert torch.equal(ganforge.load_pretrained(tmp_path / "edges").translate(images), expected)
+    _no_local_path_in(tmp_path / "edges", tmp_path)
     snippet = _card_code(tmp_path / "edges")
     monkeypatch.chdir(tmp_path)
     scope = {}
     exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102
     assert scope["translated"].shape == (4, 1, 32, 32)
+
+
+def _no_local_path_in(folder, *paths):
+    """No file of an export names a local path: the run's folders, the data's, the home folder."""
+    import os
+
+    home = os.path.expanduser("~")
+    for file in folder.iterdir():
+        text = file.read_bytes().decode("latin-1")
+        for path in [*map(str, paths), os.getcwd(), home + "/"]:
+            assert path not in text, f"{file.name} names {path}"
+
+
+INF = ["generator.args={ngf: 4, fc: 16}", "discriminator.args={ndf: 4, fc: 16, norm: none}", "penalties=[]",
+       "data.batch_size=8"]
+CARD_SYSTEMS = {  # each built-in system kind of the image family, tiny
+    "unconditional": ("mnist_dcgan", ["generator.args={ngf: 4}", "discriminator.args={ndf: 4}", "data.batch_size=8"],
+                      ["samples"]),
+    "infogan": ("mnist_infogan", INF[:1] + ["discriminator.args={ndf: 4, fc: 16, norm: none, codes: 10}"] + INF[2:],
+                ["samples"]),
+    "conditional": ("mnist_cgan", ["generator.args={ngf: 4, fc: 16, cond: cbn}",
+                                   "discriminator.args={ndf: 4, fc: 16, norm: none, cond: projection}"] + INF[2:],
+                    ["samples", "threes"]),
+    "cyclegan": ("mnist_thick_cyclegan", ["generator.args={ngf: 4, blocks: 1, norm: instance}",
+                                          "discriminator.args={ndf: 4, n_layers: 1, norm: instance}",
+                                          "data.batch_size=4"], ["translated"]),
+    "vqgan": ("mnist_vqgan", ["networks.E.args={width: 8}", "networks.G.args={width: 8}", "networks.Q.args={codes: 8}",
+                              "networks.D.args={ndf: 4, n_layers: 1}", "objective.args.code_dim=4", "data.batch_size=8",
+                              "phases.D.start=1"], ["codes", "decoded"]),
+}
+
+
+@pytest.mark.parametrize("kind", list(CARD_SYSTEMS))
+def test_the_model_card_of_each_system_kind_runs_and_names_no_local_path(kind, tmp_path, run_cli, monkeypatch):
+    """Issue #37: the card's code ran only for the classic GAN, listed the networks it dropped
+    without saying so, embedded unused parts and published out_dir, resume and the data's path.
+    For each system kind: the card's lines run as written with the data deleted, every network
+    of the system is named (exported, or not and why), the recipe has no unused part, and no
+    file of the export names a local path."""
+    import shutil
+
+    from conftest import make_mnist_like
+
+    recipe, tiny, names = CARD_SYSTEMS[kind]
+    digits = make_mnist_like(make_mnist_like(tmp_path / "data" / "mnist", n=64), n=64, split="test")
+    run = tmp_path / "runs" / "mine"
+    ganforge.train(recipe, [f"out_dir={run}", f"data.root={digits}", "train.steps=2", "log.eval_every=2",
+                            "log.eval_samples=16", "log.n_samples=16", "metrics=[]", *tiny, *QUICK])
+    code, _, err = run_cli("export", run, "--out", tmp_path / "shared" / "model")
+    assert code == 0, err
+    folder = tmp_path / "shared" / "model"
+    loaded = ganforge.load_run(run)
+    shutil.rmtree(tmp_path / "data")
+    config = json.loads((folder / "config.json").read_text())
+    card = (folder / "README.md").read_text()
+    for name, spec in loaded.system.networks.items():  # every network named, with its kind
+        assert f"`{name}` ({spec.kind}" in card
+        assert (name in config["networks"]) == (spec.kind != "discriminator")
+    assert "out_dir" not in config["recipe"] and "resume" not in config["recipe"]
+    assert config["recipe"]["data"]["root"] is None
+    uses = {spec.kind for spec in loaded.system.networks.values() if not spec.default}
+    assert ("generator" in config["recipe"]) == ("generator" in uses)
+    assert ("z_dim" in config["recipe"]["train"]) == (kind in ("unconditional", "infogan", "conditional"))
+    _no_local_path_in(folder, tmp_path, run, digits)
+    snippet = _card_code(folder)
+    monkeypatch.chdir(folder.parent)
+    scope = {}
+    exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102
+    assert all(torch.is_tensor(scope[n]) and torch.isfinite(scope[n].float()).all() for n in names)
+    for name in config["networks"]:
+        assert f'run.network("{name}")' in snippet

@@ -4,6 +4,7 @@ BiGAN-style author path. tests/bigan_pkg is an outside package: a system with an
 and a recipe it ships."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,12 @@ def test_an_installed_package_ships_a_recipe_and_its_encoder_is_used_from_python
     used = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert used.returncode == 0, used.stderr[-3000:]
     assert used.stdout.strip() == "(5, 2) MLPEncoder 30"
+    # exported, its model card's lines run where the package is installed, and name E and D
+    assert ganforge_cli("export", run, "--out", tmp_path / "bigan_export").returncode == 0
+    card = (tmp_path / "bigan_export" / "README.md").read_text()
+    assert "`E` (encoder: `mlp_encoder`)" in card and "Not in this export: `D` (discriminator)" in card
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    assert 'run.network("E")(torch.zeros(4, 2))' in snippet
+    ran = subprocess.run([sys.executable, "-c", snippet + "\nprint(tuple(samples.shape))"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0 and ran.stdout.strip() == "(16, 2)", ran.stderr[-3000:]

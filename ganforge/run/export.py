@@ -61,10 +61,12 @@ def export_run(run_path: str | Path, out: str | Path, *, ema: bool = True) -> Pa
                          "ema": ema and f"{ckpt.stem(meta, f'ema.{n}')}.safetensors" in meta["files"]}
                      for n in sampling},
         "packages": _packages(run.recipe, run.system, {n: parts[n] for n in sampling}),
-        "recipe": run.recipe.to_dict(),
+        "recipe": public_recipe(run.recipe, run.system, parts),
+        "calls": _calls(run),
+        "not_exported": {n: spec.kind for n, spec in run.system.networks.items() if n not in sampling},
     }
     if needs_dataset(run.recipe, get_plugin_manager().registry):  # (its data stays behind)
-        config["data_facts"] = data_facts(run.system.dataset)
+        config["data_facts"] = _scrubbed(data_facts(run.system.dataset))
     run_folder = run.checkpoint.parent.parent
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -86,6 +88,87 @@ def export_run(run_path: str | Path, out: str | Path, *, ema: bool = True) -> Pa
     return out
 
 
+def public_recipe(recipe: Any, system: Any, parts: dict) -> dict:
+    """The recipe as the run used it, for an export meant to be shared: without ``out_dir``,
+    ``resume`` and ``data.root``, without the ``generator:`` / ``discriminator:`` sections no
+    network was built from and ``train.z_dim`` when the system takes none, and with every other
+    value that names a local file or folder left out (``None``)."""
+    import inspect
+
+    from ganforge.contract.manager import get_plugin_manager
+
+    out = recipe.to_dict()
+    for key in ("out_dir", "resume"):
+        out.pop(key, None)
+    out["data"]["root"] = None
+    for kind in ("generator", "discriminator"):
+        if not any(spec.kind == kind and parts[n] == getattr(recipe, kind) and not spec.default
+                   for n, spec in system.networks.items()):
+            out.pop(kind, None)
+    factory = get_plugin_manager().registry.get("objective", recipe.objective.name).factory
+    if "z_dim" not in inspect.signature(factory).parameters and not any(
+            "z_dim" in spec.context for spec in system.networks.values()):
+        out["train"].pop("z_dim", None)
+    return _scrubbed(out)
+
+
+def _scrubbed(value: Any) -> Any:
+    """``value`` with every string that names a local path (absolute, home-relative, relative
+    with a separator, or an existing file or folder) replaced by ``None``."""
+    import os
+
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(v) for v in value]
+    if isinstance(value, str) and (value.startswith(("/", "~", "./", "../")) or os.sep in value and (
+            Path(value).exists() or Path(value).parent.exists()) or os.path.expanduser("~") in value):
+        return None
+    return value
+
+
+def _calls(run: Any) -> dict[str, dict]:
+    """How the system calls each network when it samples: the inputs' shapes (batch first) and
+    dtypes and the output's, recorded on a batch of 2 (``{}`` for a network ``generate`` does not
+    call, or when sampling needs data the run no longer has)."""
+    calls: dict[str, dict] = {}
+
+    def describe(x: Any) -> Any:
+        if torch.is_tensor(x):
+            return {"shape": list(x.shape[1:]), "dtype": str(x.dtype).removeprefix("torch.")}
+        if isinstance(x, tuple) and hasattr(x, "_fields"):
+            return {"returns": f"{type(x).__name__}({', '.join(x._fields)})"}
+        if isinstance(x, (tuple, list)):
+            return [describe(v) for v in x]
+        return {"returns": type(x).__name__}
+
+    def hook(name: str):
+        def record(module, args, output):
+            calls.setdefault(name, {"inputs": [describe(a) for a in args], "output": describe(output)})
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in run.nets.items()]
+    try:
+        from ganforge.observe.sampling import sampling_mode
+
+        with torch.no_grad(), sampling_mode(run.system, run.nets):
+            run.system.generate(run.nets, run.system.noise(2, "cpu", torch.Generator().manual_seed(0)))
+    except Exception:  # noqa: BLE001 - sampling that needs the run's data, gone: no calls recorded
+        calls.clear()
+    try:  # a network sampling does not call (an encoder) on what its system says it takes
+        with torch.no_grad(), sampling_mode(run.system, run.nets):
+            for n, spec in run.system.networks.items():
+                shape = spec.context.get("in_shape")
+                if n in run.nets and n not in calls and spec.kind != "discriminator" and shape:
+                    run.nets[n](torch.zeros(2, *shape))
+    except Exception:  # noqa: BLE001 - a network that takes more than that: described without a call
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
 def _last_metrics(run_folder: Path) -> dict[str, float]:
     """The last evaluation the run logged (``eval/...`` in metrics.jsonl), if any."""
     path = run_folder / "metrics.jsonl"
@@ -101,21 +184,50 @@ def _last_metrics(run_folder: Path) -> dict[str, float]:
 
 
 def _usage(system: Any, config: dict) -> str:
-    """The card's line that uses the model: what the system does with its networks alone."""
+    """The card's lines that use the model: what the system does with its networks alone, then
+    each exported network called as the system calls it."""
+    lines = []
     if callable(getattr(system, "vocode", None)):
         rate = config.get("data_facts", {}).get("sample_rate", "the run's")
-        return (f"waveform = torch.zeros({rate})  # your speech: (T,) at {rate} Hz, in [-1, 1]\n"
-                f"audio = run.vocode(waveform)  # its mel spectrogram -> the vocoder -> (T,)")
-    if callable(getattr(system, "translate", None)) and getattr(system, "directions", None):
+        lines += [f"waveform = torch.zeros({rate})  # your speech: (T,) at {rate} Hz, in [-1, 1]",
+                  "audio = run.vocode(waveform)  # its mel spectrogram -> the vocoder -> (T,)"]
+    elif callable(getattr(system, "translate", None)) and getattr(system, "directions", None):
         shape = ", ".join(str(s) for s in config["data_facts"]["input_shape"])
-        return (f"images = torch.zeros(4, {shape})  # your images: (N, {shape}) in [-1, 1]\n"
-                f"translated = run.translate(images, \"{next(iter(system.directions))}\")")
-    return "samples = run.generate(16, seed=0)  # what `ganforge sample --seed 0` draws from the run"
+        lines += [f"images = torch.zeros(4, {shape})  # your images: (N, {shape}) in [-1, 1]",
+                  f"translated = run.translate(images, \"{next(iter(system.directions))}\")"]
+    elif callable(getattr(system, "encode", None)) and callable(getattr(system, "decode", None)):
+        shape = ", ".join(str(s) for s in config["sample_shape"])
+        lines += [f"images = torch.zeros(4, {shape})  # your images: (N, {shape}) in [-1, 1]",
+                  "codes = run.encode(images)  # code indices (N, h, w)",
+                  "decoded = run.decode(codes)  # images again (N, " + shape + ")"]
+    elif getattr(system, "num_classes", None):
+        lines += ["samples = run.generate(16, seed=0)  # what `ganforge sample --seed 0` draws from the run",
+                  "threes = run.generate(8, seed=0, labels=3)  # samples of class 3 (one label for all, or one each)"]
+    else:
+        lines += ["samples = run.generate(16, seed=0)  # what `ganforge sample --seed 0` draws from the run"]
+    for name, net in config["networks"].items():
+        call = config.get("calls", {}).get(name)
+        if call and all(isinstance(i, dict) and "shape" in i for i in call["inputs"]):
+            args = ", ".join(f"torch.zeros(4{''.join(f', {d}' for d in i['shape'])}"
+                             + ("" if i["dtype"] == "float32" else f", dtype=torch.{i['dtype']}") + ")"
+                             for i in call["inputs"])
+            out = call["output"]
+            gives = (f"(4, {', '.join(map(str, out['shape']))})" if isinstance(out, dict) and "shape" in out else
+                     out.get("returns", "") if isinstance(out, dict) else "a tuple")
+            lines.append(f"out = run.network(\"{name}\")({args})  # {net['kind']} {net['name']}: -> {gives}")
+        else:
+            lines.append(f"{name} = run.network(\"{name}\")  # {net['kind']} {net['name']} (not called when "
+                         f"sampling; its inputs are the part's own)")
+    return "\n".join(lines)
 
 
 def _model_card(config: dict, metrics: dict, grid: bool, name: str, usage: str) -> str:
     nets = ", ".join(f"`{n}` ({c['kind']}: `{c['name']}`{', EMA' if c['ema'] else ''})"
                      for n, c in config["networks"].items())
+    left = config.get("not_exported") or {}
+    if left:
+        nets += (". Not in this export: " + ", ".join(f"`{n}` ({k})" for n, k in left.items())
+                 + ", used only in training (the run's checkpoints hold them)")
     measured = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                          for k, v in metrics.items()) if metrics else ""
     recipe = yaml.safe_dump(config["recipe"], sort_keys=False, default_flow_style=None).rstrip()
