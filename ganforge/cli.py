@@ -335,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recipe)
     p = sub.add_parser("new-plugin", help="write a ready plugin package (entry point, example part, tests)")
     p.add_argument("name", help="the part's name, also the module's: ganforge_NAME")
-    p.add_argument("--kind", default="generator", help="generator (default), discriminator, loss, penalty, "
-                   "objective, dataset, metric or augment")
+    p.add_argument("--kind", default="generator", help="generator (default), discriminator, network (a "
+                   "system's own kind: an encoder), loss, penalty, objective, dataset, metric or augment")
     p.add_argument("--dir", default=".", help="where to write ganforge-NAME/ (default: here)")
     p.set_defaults(func=cmd_new_plugin)
     p = sub.add_parser("bench", help="throughput against plain PyTorch loops (benchmarks/)")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import numpy as np
 from ganforge.contract.manager import iter_hook_names
+from ganforge.tools.scaffold import KINDS as SCAFFOLD_KINDS
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "docs" / "writing-plugins.md"
@@ -168,7 +169,7 @@ def test_a_wheel_install_finds_the_shipped_recipes(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "step-00000002").is_dir()
 
 
-KINDS = ("generator", "discriminator", "loss", "penalty", "objective", "dataset", "metric", "augment")
+KINDS = ("generator", "discriminator", "network", "loss", "penalty", "objective", "dataset", "metric", "augment")
 
 
 def test_the_guides_example_of_each_kind_is_the_scaffolds():
@@ -177,7 +178,7 @@ def test_the_guides_example_of_each_kind_is_the_scaffolds():
     from ganforge.tools.scaffold import template
 
     blocks = dict(re.findall(r"```python kind=(\w+)\n(.*?)```", GUIDE.read_text(), re.S))
-    assert set(blocks) == set(KINDS)
+    assert set(blocks) == set(KINDS) == set(SCAFFOLD_KINDS)
     for kind in KINDS:
         assert blocks[kind] == template(kind), kind
 
@@ -198,20 +199,23 @@ def test_every_scaffold_kind_is_listed_in_the_help_and_the_readme(capsys):
 @pytest.mark.slow
 def test_new_plugin_packages_pass_their_own_tests_install_and_train_together(tmp_path, run_cli):
     """ganforge new-plugin for every kind: each generated package's own tests pass as generated;
-    all eight install offline into one target, are listed with their distributions, and one
+    all nine install offline into one target, are listed with their distributions, and one
     run trains two steps with all of them at once (their generator, discriminator, loss,
-    penalty, objective, dataset and metric)."""
+    penalty, objective, dataset and metric). The generated tests use only the guide's API
+    (issue #37: they reached for state.accelerator)."""
     for kind in KINDS:
         code, out, err = run_cli("new-plugin", f"my_{kind}x", "--kind", kind, "--dir", tmp_path)
         assert code == 0, err
         article = "an" if kind in ("objective", "augment") else "a"
+        test = (tmp_path / f"ganforge-my-{kind}x" / f"test_ganforge_my_{kind}x.py").read_text()
+        assert "accelerator" not in test and "unwrap" not in test and not re.search(r"\.(?!__)_\w", test)
         assert f": {article} {kind} registered as 'my_{kind}x'" in out and "pip install '.[test]'" in out
     folders = sorted(tmp_path.glob("ganforge-my-*"))
-    assert len(folders) == 8 and all((f / "pyproject.toml").is_file() for f in folders)
+    assert len(folders) == len(KINDS) == 9 and all((f / "pyproject.toml").is_file() for f in folders)
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *map(str, folders)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and "16 passed" in proc.stdout, proc.stdout[-3000:]
+    assert proc.returncode == 0 and "18 passed" in proc.stdout, proc.stdout[-3000:]
     target = tmp_path / "site"
     for folder in folders:
         pip_install(folder, target)
@@ -220,7 +224,7 @@ def test_new_plugin_packages_pass_their_own_tests_install_and_train_together(tmp
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *map(str, folders)],
                           cwd=tmp_path, env={**env, "PYTHONPATH": str(target)}, capture_output=True, text=True,
                           timeout=600)
-    assert proc.returncode == 0 and "16 passed" in proc.stdout, proc.stdout[-3000:]
+    assert proc.returncode == 0 and "18 passed" in proc.stdout, proc.stdout[-3000:]
     proc = ganforge_cli(target, "plugins")
     for kind in KINDS:
         assert f"[my_{kind}x (ganforge-my-{kind}x 0.1.0)]" in proc.stdout, kind

@@ -17,13 +17,17 @@ from ganforge.errors import GanforgeError
 __all__ = ["KINDS", "new_plugin", "template"]
 
 TEMPLATES = Path(__file__).parent / "templates"
-KINDS = ("generator", "discriminator", "loss", "penalty", "objective", "dataset", "metric", "augment")
+KINDS = ("generator", "discriminator", "network", "loss", "penalty", "objective", "dataset", "metric", "augment")
 # how a recipe uses a part of each kind (also the generated test's overrides)
-USAGE = {"generator": "generator={n}", "discriminator": "discriminator={n}", "loss": "loss={n}",
+USAGE = {"generator": "generator={n}", "discriminator": "discriminator={n}", "network": "networks.E={{name: {n}}}",
+         "loss": "loss={n}",
          "penalty": "penalties=[{{name: {n}, weight: 0.1}}]", "objective": "objective={n}",
          "dataset": "data.name={n}", "metric": "metrics=[{n}]", "augment": "augment={n}"}
 # what the generated test adds to train with it (an augmentation needs images)
-TEST_EXTRA = {"augment": ["data.name=toy_blobs"]}
+TEST_EXTRA = {"augment": ["data.name=toy_blobs"],
+              "network": ["data.name=toy_blobs", "objective=vqgan", "generator={name: mlp}", "discriminator={name: mlp}",
+                          "objective.args.code_dim=4", "metrics=[]",
+                          "networks.G.args={width: 8}", "networks.D.args={ndf: 8, n_layers: 1}", "log.n_samples=8"]}
 
 
 def template(kind: str) -> str:

@@ -6,7 +6,7 @@ import os
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-import ganforge  # noqa: E402 - its public API: load_recipe, train, PluginManager
+import ganforge  # noqa: E402 - its public API: load_recipe, train, PluginManager (docs/writing-plugins.md)
 import ganforge_my_part as plugin  # noqa: E402
 
 KIND = "my_kind"
@@ -33,15 +33,16 @@ def test_ganforge_trains_two_steps_with_it(tmp_path):
     assert state.step == 2
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(v == v for r in rows for v in r.values() if isinstance(v, float))  # no NaN
-    unwrap = state.accelerator.unwrap_model
+    network = state.system.network  # a network by the system's name, without DDP's wrapper
     used = {  # the run used this plugin's part
-        "generator": lambda: type(unwrap(state.nets["G"])).__module__ == plugin.__name__,
-        "discriminator": lambda: type(unwrap(state.nets["D"])).__module__ == plugin.__name__,
+        "generator": lambda: type(network("G")).__module__ == plugin.__name__,
+        "discriminator": lambda: type(network("D")).__module__ == plugin.__name__,
+        "network": lambda: type(network("E")).__module__ == plugin.__name__,
         "loss": lambda: type(state.system.loss).__module__ == plugin.__name__,
         "objective": lambda: type(state.system).__module__ == plugin.__name__,
         "dataset": lambda: state.config.data.name == "my_part" and len(state.dataset) > 0,
         "penalty": lambda: any("penalty_my_part" in r for r in rows),
         "metric": lambda: any(k.startswith("eval/my_part/") for r in rows for k in r),
-        "augment": lambda: type(state.augment.augment).__module__ == plugin.__name__,
+        "augment": lambda: type(state.augmentation).__module__ == plugin.__name__,
     }
     assert used[KIND]()
