@@ -2,7 +2,8 @@
 may rely on"; ``tests/test_layout.py`` checks that these names are the same objects)."""
 from ganforge.contract.data import (  # noqa: F401
     TensorDataset,
+    held_out_images,
     samples_at,
 )
 
-__all__ = ["TensorDataset", "samples_at"]
+__all__ = ["TensorDataset", "held_out_images", "samples_at"]

@@ -3,13 +3,14 @@
 placement are :mod:`ganforge.training.batches`."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
 
-__all__ = ["TensorDataset", "batch_collate", "samples_at", "streams"]
+__all__ = ["TensorDataset", "batch_collate", "held_out_images", "samples_at", "streams"]
 
 
 class TensorDataset(Dataset):
@@ -82,3 +83,21 @@ def streams(dataset: Any) -> bool:
     """A dataset that is a stream (``torch.utils.data.IterableDataset``): read in order, shuffled
     by itself per epoch (``set_epoch``), split across processes by itself."""
     return isinstance(dataset, IterableDataset)
+
+
+def held_out_images(dataset: Any, n: int) -> torch.Tensor:
+    """``n`` held-out images of ``dataset`` (N, C, H, W) in the data's range: its
+    ``held_out_images(n)`` when it has one (MNIST and Fashion-MNIST: the test split beside the
+    training files), else its first ``n`` training images, with a warning. A dataset plugin
+    offers a held-out split with a method ``held_out_images(n) -> Tensor | None`` (``None``:
+    none here); a system that shows or measures what its networks make of data reads it here."""
+    own = getattr(dataset, "held_out_images", None)
+    if callable(own):
+        images = own(n)
+        if images is not None:
+            return images
+    warnings.warn(f"{type(dataset).__name__} has no held-out split (held_out_images): pictures and metrics "
+                  f"use its training images", stacklevel=2)
+    n = min(n, len(dataset))
+    items = [dataset[i] for i in range(n)]
+    return torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in items]).float()

@@ -31,13 +31,12 @@ the adaptive weight's gradient norms are computed in fp32 (``tests/test_vqgan.py
 under bf16).
 
 Samples (``ganforge sample``, the training's grids, evaluations) are reconstructions of the
-dataset's held-out images (:func:`held_out_images`); the ``reconstruction`` metric compares
+dataset's held-out images (:func:`ganforge.data.held_out_images`); the ``reconstruction`` metric compares
 them with those images. From Python: ``run.encode(images)`` gives the code indices,
 ``run.decode(indices)`` the images.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -46,9 +45,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganforge import hookimpl
+from ganforge.data import held_out_images
 from ganforge.system import GANSystem, Judged, Network, Optimizer, Phase, Terms, d_adversarial, g_adversarial
 
-__all__ = ["Quantized", "VQDecoder", "VQEncoder", "VQGAN", "VectorQuantizer", "held_out_images"]
+__all__ = ["Quantized", "VQDecoder", "VQEncoder", "VQGAN", "VectorQuantizer"]
 
 
 # ------------------------------------------------------------------------------ networks
@@ -186,23 +186,6 @@ def vq_decoder(*, out_shape: Sequence[int], code_dim: int, width: int = 32, down
 def vector_quantizer(*, code_dim: int, codes: int = 256, beta: float = 0.25):
     """VQ-VAE's codebook of `codes` vectors: nearest code, straight-through, codebook + beta x commitment loss."""
     return VectorQuantizer(code_dim, codes, beta)
-
-
-# ------------------------------------------------------------------------------ held-out data
-def held_out_images(dataset: Any, n: int) -> torch.Tensor:
-    """``n`` held-out images of ``dataset`` (N, C, H, W) in the data's range: its
-    ``held_out_images(n)`` when it has one (MNIST and Fashion-MNIST: the test split beside the
-    training files), else its first ``n`` training images, with a warning."""
-    own = getattr(dataset, "held_out_images", None)
-    if callable(own):
-        images = own(n)
-        if images is not None:
-            return images
-    warnings.warn(f"{type(dataset).__name__} has no held-out split: reconstructions are shown and measured on "
-                  f"training images", stacklevel=2)
-    n = min(n, len(dataset))
-    items = [dataset[i] for i in range(n)]
-    return torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in items]).float()
 
 
 # ------------------------------------------------------------------------------ the system
