@@ -1,6 +1,8 @@
 """The built-in vqgan system (plugins/image/vqgan.py): an encoder, a codebook, a decoder and a
 PatchGAN, with VQGAN's adaptive weight and its late-starting discriminator (issue #37)."""
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,7 +37,9 @@ def test_the_quantizer_picks_the_nearest_code_in_fp32_with_vq_vaes_losses(precis
 def _system(disc_start=0):
     from ganforge.plugins.losses import Hinge
 
-    system = VQGAN(Hinge(), (1, 8, 8), None, dataset=None, code_dim=4, disc_start=disc_start, d_layers=1)
+    from ganforge.recipe.types import Optim
+
+    system = VQGAN(Hinge(), (1, 8, 8), Optim(), dataset=None, code_dim=4, disc_start=disc_start, d_layers=1)
     nets = {"E": vq_encoder(in_shape=(1, 8, 8), code_dim=4, width=8, downs=1),
             "Q": VectorQuantizer(4, codes=8),
             "G": vq_decoder(out_shape=(1, 8, 8), code_dim=4, width=8, downs=1)}
@@ -159,3 +163,72 @@ def test_a_generator_or_discriminator_section_no_network_uses_is_refused(tmp_pat
     code, out, err = run_cli("train", "toy_grid", "train.steps=1", f"out_dir={tmp_path / 'toy'}",
                              "generator={name: mlp, args: {hidden: [8]}}", "log.progress=false", "metrics=[]")
     assert code == 0, err
+
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "writing-plugins.md"
+
+
+def test_the_guides_excerpts_of_vqgan_are_its_code():
+    """docs/writing-plugins.md "Writing a system of several networks" quotes the module as it is."""
+    repo = GUIDE.parent.parent
+    excerpts = re.findall(r"```python excerpt=(\S+)\n(.*?)```", GUIDE.read_text(), re.S)
+    assert len(excerpts) == 4
+    for path, code in excerpts:
+        assert code in (repo / path).read_text(), code[:80]
+
+
+def test_the_guides_vqgan_recipe_and_python_run_as_written(tmp_path, mnist_dir, monkeypatch):
+    """The section's recipe trains (on generated digits, tiny, 2 steps) from the folder it names,
+    and its Python block runs as written on the run."""
+    import ganforge
+    from conftest import make_mnist_like
+
+    make_mnist_like(mnist_dir, n=64, split="test")
+    text = GUIDE.read_text()
+    recipe = re.search(r"```yaml recipe=vqgan\n(.*?)```", text, re.S).group(1)
+    code = re.search(r"```python run=vqgan\n(.*?)```", text, re.S).group(1)
+    (tmp_path / "my_vqgan.yaml").write_text(recipe)
+    monkeypatch.chdir(tmp_path)
+    state = ganforge.train("my_vqgan.yaml", [f"data.root={mnist_dir}", "train.steps=3", *TINY[:-1]])
+    assert state.output_dir == Path("runs/my_vqgan") and state.phase_steps == {"G": 3, "D": 2}
+    assert state.optimizers["D"].param_groups[0]["lr"] == pytest.approx(1e-4)
+    scope = {}
+    exec(compile(code, "writing-plugins.md", "exec"), scope)  # noqa: S102
+    assert scope["digits"].shape == (8, 1, 28, 28) and scope["codes"].shape == (4, 7, 7)
+    assert scope["images"].shape == (4, 1, 28, 28) and scope["codebook"].shape == (16, 4)
+
+
+def test_the_readmes_vqgan_commands_run_as_written(tmp_path):
+    """Each line of README's autoencoder block, in a folder beside a generated ../shared/data/mnist
+    (where the recipe looks): the recipe trains (shortened by overrides appended to the line), the
+    catalogue shows its system, and the export's card encodes and decodes."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import make_mnist_like
+
+    text = (GUIDE.parent.parent / "README.md").read_text()
+    block = text[text.index("## Autoencoders: VQGAN's first stage"):]
+    code = block[block.index("```bash") + 7:]
+    commands = [line.split("#")[0].strip() for line in code[:code.index("```")].strip().splitlines()]
+    assert [c.split()[1] for c in commands] == ["train", "plugins", "export"]
+    make_mnist_like(make_mnist_like(tmp_path / "shared" / "data" / "mnist", n=64), n=64, split="test")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    outputs = []
+    for command in commands:
+        command = re.sub(r"^\.venv/bin/", f"{os.path.dirname(sys.executable)}/", command)
+        if " train " in f" {command} ":
+            command += " train.steps=3 log.progress=false log.eval_samples=64 log.n_samples=16 " + " ".join(
+                f"'{o}'" for o in TINY[:5])
+        proc = subprocess.run(command, shell=True, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (command, proc.stderr[-3000:])
+        outputs.append(proc.stdout)
+    assert "E  encoder: default vq_encoder" in outputs[1]
+    card = (work / "my_vqgan" / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    ran = subprocess.run([sys.executable, "-c", snippet + "\nprint(tuple(codes.shape), tuple(decoded.shape))"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0 and ran.stdout.strip() == "(4, 7, 7) (4, 1, 28, 28)", ran.stderr[-2000:]

@@ -37,6 +37,7 @@ them with those images. From Python: ``run.encode(images)`` gives the code indic
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -210,9 +211,8 @@ class VQGAN(GANSystem):
             "D": Network("discriminator", {"in_shape": self.sample_shape}, default="patchgan",
                          args={"n_layers": d_layers, "norm": "batch"}),
         }
-        betas = tuple(optim.betas) if optim is not None else (0.5, 0.9)
-        lr_g, lr_d = (optim.lr_g, optim.lr_d) if optim is not None else (4.5e-6, 4.5e-6)
-        self.optimizers = {"G": Optimizer(["E", "Q", "G"], lr_g, betas), "D": Optimizer(["D"], lr_d, betas)}
+        betas = tuple(optim.betas)
+        self.optimizers = {"G": Optimizer(["E", "Q", "G"], optim.lr_g, betas), "D": Optimizer(["D"], optim.lr_d, betas)}
         self.phases = [Phase("G", "G", self.g_loss),
                        Phase("D", "D", self.d_loss, new_batch=False, penalize=["D"], start=disc_start)]
         self._held_out: torch.Tensor | None = None
@@ -277,11 +277,13 @@ class VQGAN(GANSystem):
         return self._held_out[:n]
 
     def noise(self, n, device="cpu", generator=None) -> torch.Tensor:
-        """The first ``n`` held-out images (deterministic: ``generator`` is unused)."""
+        """The first ``n`` held-out images (deterministic: ``generator`` is unused); repeated, with
+        a warning, when the data holds fewer."""
         images = self.held_out(n)
         if len(images) < n:
-            raise ValueError(f"vqgan reconstructs held-out images and the data has {len(images)}, fewer than the "
-                             f"{n} asked for; ask for fewer (log.eval_samples, log.n_samples)")
+            warnings.warn(f"vqgan: the data has {len(images)} held-out images, repeated to the {n} asked for; "
+                          f"set log.eval_samples (and log.n_samples) to at most {len(images)}", stacklevel=2)
+            images = images.repeat((n + len(images) - 1) // len(images), 1, 1, 1)[:n]
         return images.to(device)
 
     def generate(self, nets, noise) -> torch.Tensor:
