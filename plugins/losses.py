@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ganforge import hookimpl
 
-__all__ = ["BCE", "Hinge", "LeastSquares", "Loss", "Minimax", "RelativisticAverage", "Wasserstein"]
+__all__ = ["BCE", "Hinge", "LeastSquares", "Loss", "Minimax", "RelativisticAverage", "RelativisticPaired", "Wasserstein"]
 
 
 class Loss:
@@ -114,11 +114,46 @@ class RelativisticAverage(Loss):
         return F.softplus(-(real - fake.mean())).mean() + F.softplus(fake - real.mean()).mean()
 
     def g_loss(self, fake, real=None):
-        if real is None:
-            raise ValueError("the relativistic loss needs D's real logits in G's loss: use it through a "
-                             "system that passes them (the built-in objectives do)")
-        real, fake = real.float(), fake.float()
+        real, fake = _real_logits(real, "relativistic").float(), fake.float()
         return F.softplus(-(fake - real.mean())).mean() + F.softplus(real - fake.mean()).mean()
+
+
+class RelativisticPaired(Loss):
+    """R3GAN's relativistic pairing loss, RpGAN (Huang et al. 2024, "The GAN is dead; long live
+    the GAN!", eq. 2; Jolicoeur-Martineau 2018's RpGAN): each fake's logit against the real
+    logit it is paired with, elementwise over the batch (and over a logit map's positions):
+    L_D = E softplus(D(fake) - D(real)), L_G = E softplus(D(real) - D(fake)). With R1 and R2
+    (penalties ``r1`` and ``r2``) it is R3GAN's regularised loss. Real and fake batches must have
+    the same size (they do in every built-in system)."""
+
+    capturable = True
+    uses_real_logits = True
+
+    def d_loss(self, real, fake):
+        return F.softplus(fake.float() - _paired(real, fake).float()).mean()
+
+    def g_loss(self, fake, real=None):
+        real = _paired(_real_logits(real, "rpgan"), fake)
+        return F.softplus(real.float() - fake.float()).mean()
+
+
+def _real_logits(real, name: str):
+    if real is None:
+        from ganforge.errors import ConfigError
+
+        raise ConfigError(f"loss '{name}' needs D's logits on real data in G's loss, and this system's G phase "
+                          f"does not pass them (ganforge.system.g_adversarial(loss, fake, real=lambda: D(x)) "
+                          f"does); choose another loss, e.g. bce or hinge")
+    return real
+
+
+def _paired(real, fake):
+    if real.shape != fake.shape:
+        from ganforge.errors import ConfigError
+
+        raise ConfigError(f"loss 'rpgan' pairs each fake logit with a real one, but D gave {tuple(real.shape)} "
+                          f"real and {tuple(fake.shape)} fake logits: the two batches must be the same size")
+    return real
 
 
 @hookimpl
@@ -129,3 +164,4 @@ def ganforge_register_losses(register):
     register("wgan", Wasserstein)
     register("lsgan", LeastSquares)
     register("relativistic", RelativisticAverage)
+    register("rpgan", RelativisticPaired)

@@ -5,6 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ganforge.errors import ConfigError
+
 from ganforge.contract.manager import PluginManager
 
 REG = PluginManager().registry
@@ -33,7 +35,7 @@ def test_bce_matches_bce_with_logits_and_the_textbook_formula(precision):
 
 def test_other_losses(precision):
     with precision.autocast():
-        for name in ("minimax", "hinge", "wgan", "lsgan", "relativistic"):
+        for name in ("minimax", "hinge", "wgan", "lsgan", "relativistic", "rpgan"):
             loss = REG.build("loss", name)
             low, high = real.to(precision.dtype), fake.to(precision.dtype)
             d = loss.d_loss(low, high)
@@ -86,8 +88,57 @@ def test_relativistic_average_loss_by_hand():
     value.backward()
     only_fake_term = torch.autograd.grad(torch.nn.functional.softplus(-(f_t - r_t.mean())).mean(), f_t)[0]
     assert not torch.allclose(f_t.grad, only_fake_term)
-    with pytest.raises(ValueError, match="needs D's real logits"):
+    with pytest.raises(ConfigError, match="needs D's logits on real data"):
         loss.g_loss(f_t)
+
+
+def test_rpgan_pairs_each_fake_with_its_real_logit_by_hand(precision):
+    """R3GAN's RpGAN: L_D = mean softplus(D(fake_i) - D(real_i)), L_G = mean softplus(D(real_i) -
+    D(fake_i)), worked out with math; unlike RaSGAN it does not compare with batch means."""
+    loss = REG.build("loss", "rpgan")
+    assert loss.uses_real_logits and loss.capturable
+    real, fake = [1.0, 3.0, -0.5], [0.0, -3.0, 2.0]
+    d = sum(math.log1p(math.exp(f - r)) for r, f in zip(real, fake)) / 3
+    g = sum(math.log1p(math.exp(r - f)) for r, f in zip(real, fake)) / 3
+    with precision.autocast():
+        r_t, f_t = torch.tensor(real).to(precision.dtype), torch.tensor(fake).to(precision.dtype)
+        assert loss.d_loss(r_t, f_t).dtype == torch.float32
+        assert loss.d_loss(r_t, f_t).item() == pytest.approx(d, rel=1e-6)  # (these values are exact in bf16)
+        assert loss.g_loss(f_t, r_t).item() == pytest.approx(g, rel=1e-6)
+    # pairing: permuting the fakes changes the loss (a batch-mean loss would not see it)
+    assert loss.d_loss(torch.tensor(real), torch.tensor(fake[::-1])).item() != pytest.approx(d)
+    maps = torch.randn(2, 1, 3, 3), torch.randn(2, 1, 3, 3)  # PatchGAN maps: paired position by position
+    assert torch.allclose(loss.d_loss(*maps), F.softplus(maps[1] - maps[0]).mean())
+    with pytest.raises(ConfigError, match="loss 'rpgan' needs D's logits on real data"):
+        loss.g_loss(f_t)
+    with pytest.raises(ConfigError, match="the two batches must be the same size"):
+        loss.d_loss(torch.zeros(4), torch.zeros(3))
+
+
+def test_rpgan_in_a_system_whose_g_phase_passes_no_real_logits_is_one_line(tmp_path):
+    import ganforge
+    from ganforge.plugins.objectives import Unconditional
+    from ganforge.system import Terms, g_adversarial
+
+    class NoReals(Unconditional):
+        def g_loss(self, batch):
+            z = self.noise(self._real(batch).shape[0], self._real(batch).device)
+            loss, logs = g_adversarial(self.loss, self.D(self.G(z)))  # (no real=)
+            return Terms(loss, logs)
+
+    class Plugin:
+        @ganforge.hookimpl
+        def ganforge_register_objectives(self, register):
+            register("noreals", lambda *, loss, z_dim, sample_shape, n_critic, optim: NoReals(
+                loss, z_dim, sample_shape, n_critic, optim))
+
+    pm = ganforge.PluginManager()
+    pm.register(Plugin(), name="noreals")
+    with pytest.raises(ConfigError) as err:
+        ganforge.train("toy_grid", [f"out_dir={tmp_path}", "objective=noreals", "loss=rpgan", "train.steps=1",
+                                    "log.progress=false", "metrics=[]"], plugins=pm)
+    assert "needs the discriminator's logits on real data in G's phase" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 class Quadratic(torch.nn.Module):

@@ -326,7 +326,11 @@ def g_adversarial(loss: Any, fake: torch.Tensor | Judgement, real: Callable[[], 
     f = heads(fake)
     if getattr(loss, "uses_real_logits", False):
         if real is None:
-            raise ValueError("a relativistic loss needs the discriminator's logits on real data: pass real=")
+            from ganforge.errors import ConfigError
+
+            raise ConfigError(f"loss '{type(loss).__name__}' needs the discriminator's logits on real data in G's "
+                              f"phase, and this system does not pass them (g_adversarial(loss, fake, real=lambda: "
+                              f"D(x))); choose another loss, e.g. bce or hinge")
         with torch.no_grad():
             r = heads(real())
         parts = [loss.g_loss(a, b) for a, b in zip(f, r, strict=True)]
