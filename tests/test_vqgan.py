@@ -232,3 +232,42 @@ def test_the_readmes_vqgan_commands_run_as_written(tmp_path):
     ran = subprocess.run([sys.executable, "-c", snippet + "\nprint(tuple(codes.shape), tuple(decoded.shape))"],
                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert ran.returncode == 0 and ran.stdout.strip() == "(4, 7, 7) (4, 1, 28, 28)", ran.stderr[-2000:]
+
+
+def test_a_systems_own_fractional_phase_start_is_a_fraction_of_the_steps(tmp_path, mnist_dir):
+    """The fresh-reader trial (issue #37): Phase(start=0.2) in a system's code ran D from step 1
+    (as step 0.2); a float in [0, 1] is now a fraction of train.steps there too, as in a recipe."""
+    import ganforge
+    from ganforge.errors import ConfigError
+    from ganforge.plugins.image import vqgan as module
+
+    class Late(module.VQGAN):
+        def __init__(self, *args, start=0.5, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.phases[1].start = start
+
+    class Plugin:
+        @ganforge.hookimpl
+        def ganforge_register_objectives(self, register):
+            register("late_vqgan", lambda *, loss, sample_shape, optim, dataset, start=0.5, code_dim=64:
+                     Late(loss, sample_shape, optim, dataset, code_dim=code_dim, d_layers=1, start=start))
+
+    pm = ganforge.PluginManager()
+    pm.register(Plugin(), name="late")
+    state = ganforge.train("mnist_vqgan", [f"data.root={mnist_dir}", *TINY, "objective=late_vqgan", "phases={}", "train.steps=4",
+                                           f"out_dir={tmp_path / 'a'}"], plugins=pm)
+    assert state.phase_steps == {"G": 4, "D": 2}
+    with pytest.raises(ConfigError, match=r"phase 'D' has start 1.5: a step is a whole number, and a fraction"):
+        ganforge.train("mnist_vqgan", [f"data.root={mnist_dir}", *TINY, "objective=late_vqgan", "phases={}", "train.steps=4",
+                                       "objective.args.start=1.5", f"out_dir={tmp_path / 'b'}"], plugins=pm)
+
+
+def test_held_out_images_of_an_exports_stand_in_say_to_load_the_run():
+    """The trial: sampling an export whose samples come from held-out data warned, then failed
+    with 'stack expects a non-empty TensorList'."""
+    import ganforge
+    from ganforge.data import held_out_images
+    from ganforge.run.loading import ExportedData
+
+    with pytest.raises(ganforge.GanforgeError, match="an export holds the networks, not the data"):
+        held_out_images(ExportedData({"sample_shape": [1, 28, 28]}, "denoise"), 4)

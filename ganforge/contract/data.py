@@ -86,7 +86,8 @@ def streams(dataset: Any) -> bool:
 
 
 def held_out_images(dataset: Any, n: int) -> torch.Tensor:
-    """``n`` held-out images of ``dataset`` (N, C, H, W) in the data's range: its
+    """``n`` held-out images of ``dataset``: a float tensor (N, C, H, W) in the data's range
+    ([-1, 1] for images), the images alone (no labels): its
     ``held_out_images(n)`` when it has one (MNIST and Fashion-MNIST: the test split beside the
     training files), else its first ``n`` training images, with a warning. A dataset plugin
     offers a held-out split with a method ``held_out_images(n) -> Tensor | None`` (``None``:
@@ -96,6 +97,12 @@ def held_out_images(dataset: Any, n: int) -> torch.Tensor:
         images = own(n)
         if images is not None:
             return images
+    if len(dataset) == 0:  # (an export's stand-in for its data: the facts, no images)
+        from ganforge.errors import GanforgeError
+
+        raise GanforgeError(f"{type(dataset).__name__} holds no images: an export holds the networks, not the "
+                            f"data; samples made from held-out data need the run itself (ganforge.load_run with its "
+                            f"data.root), or call the networks on your own inputs (run.network(NAME))")
     warnings.warn(f"{type(dataset).__name__} has no held-out split (held_out_images): pictures and metrics "
                   f"use its training images", stacklevel=2)
     n = min(n, len(dataset))

@@ -146,7 +146,8 @@ class Phase:
     :param penalize: discriminators the recipe's penalties apply to in this phase (their
         inputs come from :attr:`Terms.judged`).
     :param start: the first step (generator steps, from 0) the phase runs at, and ``stop`` the
-        step it no longer runs at (``None``: to the end): a discriminator that starts later
+        step it no longer runs at (``None``: to the end); a float in [0, 1] is a fraction of
+        ``train.steps`` (``start=0.2``: after a fifth of the run): a discriminator that starts later
         (BigVGAN's ``freeze_step``, VQGAN's ``disc_start``), a generator-only warm-up. The
         recipe's ``phases.<name>`` overrides them. While a phase does not run, the system's
         other losses can leave out what depends on it (:meth:`GANSystem.runs`).
@@ -164,8 +165,8 @@ class Phase:
     repeats: int = 1
     new_batch: bool = True
     penalize: Sequence[str] = ()
-    start: int = 0
-    stop: int | None = None
+    start: int | float = 0
+    stop: int | float | None = None
     keeps: Sequence[str] = ()
 
     def runs_at(self, step: int) -> bool:

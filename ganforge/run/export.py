@@ -200,6 +200,9 @@ def _usage(system: Any, config: dict) -> str:
         lines += [f"images = torch.zeros(4, {shape})  # your images: (N, {shape}) in [-1, 1]",
                   "codes = run.encode(images)  # code indices (N, h, w)",
                   "decoded = run.decode(codes)  # images again (N, " + shape + ")"]
+    elif "data_facts" in config:  # (its samples are made from its data: held-out inputs)
+        lines += ["# this system makes its samples from held-out data, which stays with the run (ganforge.load_run);",
+                  "# its networks work on your own inputs:"]
     elif getattr(system, "num_classes", None):
         lines += ["samples = run.generate(16, seed=0)  # what `ganforge sample --seed 0` draws from the run",
                   "threes = run.generate(8, seed=0, labels=3)  # samples of class 3 (one label for all, or one each)"]

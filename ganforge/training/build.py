@@ -99,8 +99,11 @@ def _check_system(name: str, system: GANSystem, recipe: Recipe, registry: Regist
         own = recipe.phases.get(phase.name)
         for key in ("start", "stop"):
             value = getattr(own, key) if own is not None else None
-            if value is not None:
-                setattr(phase, key, round(value * steps) if isinstance(value, float) else value)
+            value = getattr(phase, key) if value is None else value
+            if isinstance(value, float) and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"phase '{phase.name}' has {key} {value}: a step is a whole number, and a "
+                                  f"fraction of train.steps is within [0, 1]")
+            setattr(phase, key, round(value * steps) if isinstance(value, float) else value)
         if not 0 <= phase.start < steps or phase.stop is not None and not phase.start < phase.stop:
             raise ConfigError(f"phase '{phase.name}' runs from step {phase.start} to {phase.stop or 'the end'}; "
                               f"it needs 0 <= start < train.steps ({steps}) and start < stop (phases.{phase.name}: "
