@@ -83,6 +83,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise GanforgeError(f"--out must end in .png, .safetensors or .npz, got '{out.name}'")
     if args.n < 1:
         raise GanforgeError(f"--n must be at least 1, got {args.n}")
+    from ganforge.run.trained import sampling_controls
+
+    controls = sampling_controls(system, recipe.objective.name, args.truncation)
     gen = torch.Generator().manual_seed(args.seed)
     labels, nrow = _requested_labels(args.label, args.n, system, recipe.objective.name)
     # a picture is arranged as the system likes (InfoGAN: one code per column; conditional:
@@ -102,7 +105,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ganforge.observe.sampling import rows, sampling_mode
 
     with torch.no_grad(), sampling_mode(system, nets):
-        samples = torch.cat([system.generate(nets, rows(noise, i, i + 1024)).float()
+        samples = torch.cat([system.generate(nets, rows(noise, i, i + 1024), **controls).float()
                              for i in range(0, total, 1024)])
     asked = system.labels_of(noise)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -298,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", required=True, help="FILE.png, FILE.safetensors or FILE.npz")
             p.add_argument("--label", help="class-conditional runs: a class index, or 'all' (a row per class)")
             p.add_argument("--interpolate", type=int, metavar="K", help="latent walks of K points, one per row")
+            p.add_argument("--truncation", type=float, metavar="PSI", help="runs with a W space (stylegan2): "
+                           "psi in [0, 1] towards the mean w (a conditional run: its class's); 1: none")
         else:
             p.add_argument("--metric", action="append", help="metric name (repeatable); default: the recipe's")
             p.add_argument("--batch-size", type=int, help="samples per forward pass (default: the recipe's "

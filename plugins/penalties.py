@@ -74,8 +74,9 @@ class PathLength:
     y ~ N(0, I) / sqrt(pixels), the length of J^T y (J: the Jacobian of G at its input z)
     should stay at its running mean a: E (|J^T y| - a)^2, a an exponential average of the
     lengths (``decay`` 0.01, checkpointed). On half the batch (``shrink`` 2), as StyleGAN2.
-    Differentiated with respect to G's input (``Terms.judged[G].fake``: ``(z,)``); StyleGAN2
-    takes w, the mapping network's output, where ganforge's generators take z."""
+    Differentiated with respect to G's input (``Terms.judged[G].fake``: ``(z,)`` for the classic
+    systems); the ``stylegan2`` system reports w (N, num_ws, w_dim) with the synthesis network as
+    ``forward``, so the length is StyleGAN2's: per layer, averaged over the layers."""
 
     capturable = True
     network_kind = "generator"
@@ -93,7 +94,9 @@ class PathLength:
         pixels = out[0].numel() // out.shape[1] if out.dim() == 4 else out[0].numel()  # (images: H x W)
         y = torch.randn_like(out) / pixels ** 0.5
         (grad,) = torch.autograd.grad((out * y).sum(), z, create_graph=True)
-        lengths = grad.flatten(1).square().sum(1).sqrt()
+        # w broadcast to the layers (N, num_ws, w_dim): the squared norm per layer, averaged over
+        # the layers, as StyleGAN2 (pl_grads.square().sum(2).mean(1).sqrt()); else over everything
+        lengths = grad.square().sum(2).mean(1).sqrt() if grad.dim() == 3 else grad.flatten(1).square().sum(1).sqrt()
         if self.mean.device != lengths.device:
             self.mean = self.mean.to(lengths.device)
         self.mean.copy_(self.mean.lerp(lengths.mean().detach(), self.decay))  # (in place: a captured step holds it)

@@ -33,13 +33,17 @@ class Run:
             raise GanforgeError(f"this run has no network '{name}'; its networks: {', '.join(self.nets)}")
         return self.nets[name]
 
-    def generate(self, n: int = 64, *, seed: int = 0, labels: Any = None) -> torch.Tensor:
+    def generate(self, n: int = 64, *, seed: int = 0, labels: Any = None, truncation: float | None = None
+                 ) -> torch.Tensor:
         """``n`` samples, as ``ganforge sample --seed`` draws them (the same seed gives the same
-        samples); ``labels`` (class-conditional runs): one class index for all, or one per sample."""
+        samples); ``labels`` (class-conditional runs): one class index for all, or one per sample;
+        ``truncation`` (runs with a W space: stylegan2): psi in [0, 1], 1 none, 0 the mean w (a
+        conditional run's: its class's)."""
         from ganforge.observe.sampling import rows, sampling_mode
 
         if n < 1:
             raise GanforgeError(f"generate needs n >= 1, got {n}")
+        controls = sampling_controls(self.system, self.recipe.objective.name, truncation)
         gen = torch.Generator().manual_seed(seed)
         extra = {}
         if labels is not None:
@@ -64,7 +68,7 @@ class Run:
         noise = tuple(x.to(self.device) for x in noise) if isinstance(noise, (tuple, list)) else noise.to(self.device)
         total = len(noise[0]) if isinstance(noise, tuple) else len(noise)
         with torch.no_grad(), sampling_mode(self.system, self.nets):
-            return torch.cat([self.system.generate(self.nets, rows(noise, i, i + 1024)).float()
+            return torch.cat([self.system.generate(self.nets, rows(noise, i, i + 1024), **controls).float()
                               for i in range(0, total, 1024)])
 
     def translate(self, images: torch.Tensor, direction: str = "AtoB") -> torch.Tensor:
@@ -104,6 +108,21 @@ class Run:
 
         with torch.no_grad(), sampling_mode(self.system, self.nets):
             return self.system.vocode(self.nets, audio.to(self.device).float().reshape(-1)).float()
+
+
+def sampling_controls(system: Any, objective: str, truncation: float | None) -> dict[str, float]:
+    """The keyword arguments of ``system.generate`` for the latent controls asked for, checked:
+    ``truncation`` psi in [0, 1], for a system whose ``generate`` takes it (a W space)."""
+    import inspect
+
+    if truncation is None:
+        return {}
+    if isinstance(truncation, bool) or not isinstance(truncation, (int, float)) or not 0 <= truncation <= 1:
+        raise GanforgeError(f"truncation is psi in [0, 1] (1: none, 0: the mean w), got {truncation!r}")
+    if "truncation" not in inspect.signature(system.generate).parameters:
+        raise GanforgeError(f"truncation needs a run with a W space (objective stylegan2); this run's objective "
+                            f"is '{objective}'")
+    return {"truncation": float(truncation)}
 
 
 def load_run(path: str | Path, *, device: str | torch.device = "cpu", ema: bool = True) -> Run:

@@ -76,7 +76,7 @@ def find_idx_files(root: Path, subdir: str, split: str) -> tuple[Path, Path]:
 
 
 def _load(name: str, subdir: str, torchvision_cls: str, root: str | None, download: bool,
-          split: str, limit: int | None) -> TensorDataset:
+          split: str, limit: int | None, pad: int = 0) -> TensorDataset:
     if split not in FILES:
         raise ValueError(f"split must be 'train' or 'test', got '{split}'")
     folder = Path(root) if root else Path("data") / name
@@ -95,34 +95,37 @@ def _load(name: str, subdir: str, torchvision_cls: str, root: str | None, downlo
         if limit < 1:
             raise ValueError(f"limit is a number of samples, >= 1, got {limit}")
         images, labels = images[:limit], labels[:limit]
-    data = torch.from_numpy(images.copy()).unsqueeze(1)  # N, 1, H, W uint8
+    if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
+        raise ValueError(f"pad is a number of pixels >= 0 added on each side, got {pad!r}")
+    data = torch.nn.functional.pad(torch.from_numpy(images.copy()).unsqueeze(1), (pad,) * 4)  # N, 1, H, W uint8
     dataset = TensorDataset(data, torch.from_numpy(labels.astype(np.int64)), num_classes=10)
     dataset.root = str(folder)  # metrics find the test split beside the training files
     if split == "train":  # (a system's held-out images: vqgan's reconstructions)
-        dataset.held_out_images = functools.partial(_test_images, subdir, str(folder))
+        dataset.held_out_images = functools.partial(_test_images, subdir, str(folder), pad)
     return dataset
 
 
-def _test_images(subdir: str, folder: str, n: int) -> torch.Tensor | None:
+def _test_images(subdir: str, folder: str, pad: int, n: int) -> torch.Tensor | None:
     """The first ``n`` images of the test split beside the training files, as float in [-1, 1]
     (N, 1, H, W); ``None`` when that split is not there."""
     try:
         images_path, _ = find_idx_files(Path(folder), subdir, "test")
     except DatasetError:
         return None
-    images = torch.from_numpy(read_idx(images_path)[:n].copy()).unsqueeze(1)
+    images = torch.nn.functional.pad(torch.from_numpy(read_idx(images_path)[:n].copy()).unsqueeze(1), (pad,) * 4)
     return images.float().div(127.5).sub(1.0)
 
 
-def mnist(*, root: str | None, download: bool, split: str = "train", limit: int | None = None):
-    """MNIST digits (LeCun et al.), 1x28x28, from IDX files (.gz or raw)."""
-    return _load("mnist", "MNIST", "MNIST", root, download, split, limit)
+def mnist(*, root: str | None, download: bool, split: str = "train", limit: int | None = None, pad: int = 0):
+    """MNIST digits (LeCun et al.), 1x28x28, from IDX files (.gz or raw); pad: black pixels
+    added on each side (2: 32x32, for networks of power-of-two sizes such as StyleGAN2)."""
+    return _load("mnist", "MNIST", "MNIST", root, download, split, limit, pad)
 
 
 def fashion_mnist(*, root: str | None, download: bool, split: str = "train",
-                  limit: int | None = None):
-    """Fashion-MNIST (Xiao et al.), 1x28x28, from IDX files (.gz or raw)."""
-    return _load("fashion_mnist", "FashionMNIST", "FashionMNIST", root, download, split, limit)
+                  limit: int | None = None, pad: int = 0):
+    """Fashion-MNIST (Xiao et al.), 1x28x28, from IDX files (.gz or raw); pad: black pixels on each side."""
+    return _load("fashion_mnist", "FashionMNIST", "FashionMNIST", root, download, split, limit, pad)
 
 
 @hookimpl

@@ -64,7 +64,9 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
 
 
 class MNISTMetrics:
-    def __init__(self, real_test: torch.Tensor, n_real: int, k: int, real_labels: torch.Tensor | None = None):
+    def __init__(self, real_test: torch.Tensor, n_real: int, k: int, real_labels: torch.Tensor | None = None,
+                 crop: int = 0):
+        self.crop = crop  # padded digits (data.args.pad): the centre 28x28 is scored
         self.model = load_classifier()
         g = torch.Generator().manual_seed(0)
         pick = torch.randperm(len(real_test), generator=g)[:n_real]
@@ -84,6 +86,8 @@ class MNISTMetrics:
     def __call__(self, samples: torch.Tensor, dataset=None, labels: torch.Tensor | None = None) -> dict[str, float]:
         """``labels``: the classes the samples were asked for (conditional runs) add the
         classifier's accuracy against them and the mean per-class Fréchet distance."""
+        if self.crop:
+            samples = samples[..., self.crop:self.crop + 28, self.crop:self.crop + 28]
         probs, feats = self.embed(samples.clamp(-1, 1))
         conditional = {} if labels is None else self._conditional(probs, feats, labels)
         counts = torch.bincount(probs.argmax(1), minlength=10).double()
@@ -117,11 +121,12 @@ def mnist_metric(*, dataset, root: str | None = None, n_real: int = 10000, k: in
     from ganforge.plugins.image.idx import mnist
 
     root = root or getattr(dataset, "root", None)
-    if root is None or tuple(getattr(dataset, "sample_shape", ())) != (1, 28, 28):
-        raise ValueError("needs an MNIST dataset (1x28x28) with a data.root holding the test files "
-                         "(t10k-*), or args: {root: FOLDER}")
+    shape = tuple(getattr(dataset, "sample_shape", ()))
+    if root is None or len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2] or shape[1] < 28 or shape[1] % 2:
+        raise ValueError("needs an MNIST dataset (1x28x28, or padded: data.args.pad) with a data.root holding the "
+                         "test files (t10k-*), or args: {root: FOLDER}")
     test = mnist(root=str(Path(root)), download=False, split="test")
-    return MNISTMetrics(test.normalize(test.data), n_real, k, test.labels)
+    return MNISTMetrics(test.normalize(test.data), n_real, k, test.labels, crop=(shape[1] - 28) // 2)
 
 
 @hookimpl

@@ -1,0 +1,225 @@
+"""StyleGAN2 (issue #36): each mechanic against values worked out by hand, in fp32 and bf16, and
+the system training, resuming bitwise and running on the fast path like the eager step."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+import ganforge
+from ganforge.errors import ConfigError
+from ganforge.plugins.image.stylegan2 import (Conv2dLayer, FullyConnected, Mapping, minibatch_stddev,
+                                              modulated_conv2d, style_mix, stylegan2_discriminator,
+                                              stylegan2_generator, truncate)
+from ganforge.plugins.penalties import PathLength
+
+QUICK = ["log.progress=false", "log.sample_every=0", "log.film_every=0", "log.animate=false", "metrics=[]"]
+TINY = ["generator.args={w_dim: 16, map: 2, fmaps: 0.0078125, channel_max: 8}",
+        "discriminator.args={fmaps: 0.0078125, channel_max: 8, mbstd_group: 4}", "train.z_dim=16",
+        "data.batch_size=8", "log.every=1"]
+
+
+def test_demodulation_gives_unit_variance_outputs_for_unit_variance_inputs(precision):
+    torch.manual_seed(0)
+    x = torch.randn(4, 32, 16, 16)
+    weight = torch.randn(48, 32, 3, 3)
+    styles = torch.rand(4, 32) * 2 + 0.1
+    with precision.autocast():
+        out = modulated_conv2d(x, weight, styles, demodulate=True, fused=False)
+    assert out.dtype == precision.dtype
+    # each output channel's weight has unit L2 norm after modulation: var(out) = 1 for iid N(0,1) inputs
+    inner = out.float()[:, :, 1:-1, 1:-1]  # (the zero-padded border sees fewer inputs)
+    assert inner.var().item() == pytest.approx(1.0, abs=0.05)
+    reference = modulated_conv2d(x, weight, styles, demodulate=True, fused=False)
+    assert torch.allclose(out.float(), reference, atol=0.05 if precision.name == "bf16" else 1e-5)
+
+
+def test_fused_and_non_fused_modulated_convolutions_agree_in_fp32():
+    torch.manual_seed(1)
+    x, weight, styles = torch.randn(3, 8, 9, 9), torch.randn(5, 8, 3, 3), torch.randn(3, 8)
+    for demodulate, padding, k in ((True, 1, 3), (False, 0, 1)):
+        w = weight[:, :, :k, :k].contiguous()
+        a = modulated_conv2d(x, w, styles, demodulate, padding, fused=True)
+        b = modulated_conv2d(x, w, styles, demodulate, padding, fused=False)
+        assert (a - b).abs().max() < 1e-5
+        by_hand = torch.stack([F.conv2d(x[i:i + 1], w * styles[i][None, :, None, None], padding=padding)[0]
+                               for i in range(3)])
+        if demodulate:
+            d = (w[None] * styles[:, None, :, None, None]).square().sum([2, 3, 4]).add(1e-8).rsqrt()
+            by_hand = by_hand * d[:, :, None, None]
+        assert (a - by_hand).abs().max() < 1e-5
+
+
+def test_equalized_learning_rate_gains():
+    fc = FullyConnected(50, 7, lr_mult=0.01, bias_init=1.0)
+    x = torch.randn(3, 50)
+    assert fc.weight_gain == pytest.approx(0.01 / math.sqrt(50)) and fc.bias_gain == 0.01
+    assert torch.allclose(fc(x), x @ (fc.weight * 0.01 / math.sqrt(50)).t() + fc.bias * 0.01, atol=1e-6)
+    assert fc.weight.std().item() == pytest.approx(100, rel=0.2)  # stored N(0, 1) / lr_mult
+    conv = Conv2dLayer(6, 4, 3)
+    y = torch.randn(2, 6, 5, 5)
+    assert torch.allclose(conv(y), F.conv2d(y, conv.weight / math.sqrt(6 * 9), conv.bias, padding=1), atol=1e-6)
+
+
+def test_truncation_psi_1_is_the_identity_and_psi_0_gives_w_avg(precision):
+    torch.manual_seed(2)
+    G = stylegan2_generator(z_dim=8, out_shape=(1, 8, 8), w_dim=8, map=2, fmaps=0.001, channel_max=4).eval()
+    G.mapping.w_avg.copy_(torch.randn(8))
+    z = torch.randn(5, 8)
+    ws = G.mapping(z)
+    assert torch.equal(truncate(ws, G.mapping.w_avg, 1.0), ws)
+    assert torch.allclose(truncate(ws, G.mapping.w_avg, 0.0), G.mapping.w_avg.expand_as(ws))
+    assert torch.allclose(truncate(ws, G.mapping.w_avg, 0.5), (ws + G.mapping.w_avg) / 2, atol=1e-6)
+    with precision.autocast():
+        images = G(z, psi=0.0)  # every z maps to w_avg: one image (noise const in eval mode)
+        assert G.mapping(z).dtype == torch.float32  # (the mapping runs in fp32)
+    assert torch.allclose(images, images[:1].expand_as(images), atol=1e-6)
+    assert torch.equal(G(z, psi=1.0), G(z))
+
+
+def test_the_mixing_crossover_takes_the_second_styles_from_a_random_layer():
+    ws, other = torch.zeros(2, 8, 3), torch.ones(2, 8, 3)
+    assert torch.equal(style_mix(ws, other, 0.0), ws)
+    cutoffs = []
+    for _ in range(400):
+        mixed = style_mix(ws, other, 1.0)
+        layers = mixed[0, :, 0]
+        cutoff = int((layers == 0).sum())
+        assert torch.equal(layers, (torch.arange(8) >= cutoff).float())  # before: these, from it: the others
+        assert torch.equal(mixed[0], mixed[1])  # one crossover for the batch
+        cutoffs.append(cutoff)
+    assert set(cutoffs) == set(range(1, 8))  # uniform over [1, num_ws)
+    frac = sum(style_mix(ws, other, 0.9)[0, -1, 0].item() for _ in range(1000)) / 1000
+    assert frac == pytest.approx(0.9, abs=0.04)
+
+
+def test_w_avg_moves_towards_the_batch_mean_with_beta_0995():
+    torch.manual_seed(3)
+    m = Mapping(z_dim=4, c_dim=0, w_dim=4, num_ws=3, layers=2)
+    m.w_avg.copy_(torch.ones(4))
+    z = torch.randn(6, 4)
+    w = m(z)[:, 0]
+    assert torch.equal(m.w_avg, torch.ones(4))  # not without update_w_avg
+    m(z, update_w_avg=True)
+    assert torch.allclose(m.w_avg, 0.995 * torch.ones(4) + 0.005 * w.mean(0), atol=1e-6)
+
+
+def test_path_length_on_w_by_hand():
+    """A synthesis f(ws) = sum_l A_l ws_l: the Jacobian is known, so the length per sample is
+    sqrt(mean over layers of |A_l^T y|^2), StyleGAN2's pl_grads.square().sum(2).mean(1).sqrt()."""
+    torch.manual_seed(4)
+    A = torch.randn(3, 5, 4)  # layers, pixels, w_dim
+
+    def synthesis(ws):
+        return torch.einsum("lpw,nlw->np", A, ws).reshape(-1, 1, 1, 5)
+
+    penalty = PathLength(decay=0.01, shrink=2)
+    ws = torch.randn(8, 3, 4)
+    torch.manual_seed(5)
+    value = penalty(synthesis, (), (ws,))
+    torch.manual_seed(5)
+    y = torch.randn(4, 1, 1, 5) / math.sqrt(5)  # (the penalty draws y as it does: same seed)
+    grads = torch.einsum("lpw,np->nlw", A, y.reshape(4, 5))
+    lengths = grads.square().sum(2).mean(1).sqrt()
+    mean = 0.01 * lengths.mean()  # from 0
+    assert penalty.mean.item() == pytest.approx(mean.item(), rel=1e-5)
+    assert value.item() == pytest.approx((lengths - mean).square().mean().item(), rel=1e-5)
+
+
+def test_minibatch_stddev_by_hand(precision):
+    x = torch.arange(2 * 4 * 2 * 2, dtype=torch.float32).reshape(2, 4, 2, 2) / 10
+    with precision.autocast():
+        out = minibatch_stddev(x.to(precision.dtype), group_size=2, channels=1)
+    sd = (x.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()  # over the group of 2, averaged
+    assert out.shape == (2, 5, 2, 2) and torch.allclose(out[:, 4].float(), sd.expand(2, 2, 2), rtol=1e-2)
+    with pytest.raises(ValueError, match="must be a multiple of mbstd_group"):
+        minibatch_stddev(torch.zeros(6, 4, 2, 2), 4, 1)
+
+
+def test_the_discriminator_conditions_by_projection_and_halves_exactly():
+    D = stylegan2_discriminator(in_shape=(3, 16, 16), num_classes=5, fmaps=0.002, channel_max=8)
+    x = torch.randn(4, 3, 16, 16)
+    out = D(x, torch.tensor([0, 1, 2, 3]))
+    assert out.shape == (4, 1)
+    assert not torch.allclose(out, D(x, torch.tensor([4, 4, 4, 4])))  # the label changes the logit
+    G = stylegan2_generator(z_dim=8, out_shape=(3, 16, 16), num_classes=5, w_dim=8, map=1, fmaps=0.002,
+                            channel_max=8)
+    assert G(torch.randn(2, 8), torch.tensor([0, 4])).shape == (2, 3, 16, 16)
+    with pytest.raises(ValueError, match="map must be >= 1 with conditioning"):
+        stylegan2_generator(z_dim=8, out_shape=(3, 16, 16), num_classes=5, map=0)
+
+
+def _mnist32(mnist_dir):
+    return [f"data.root={mnist_dir}", *TINY, *QUICK]
+
+
+def test_stylegan2_trains_with_lazy_corrections_and_resumes_bitwise_with_w_avg_and_the_path_length_mean(
+        tmp_path, mnist_dir):
+    base = [*_mnist32(mnist_dir), "train.precision=no", "penalties=[{name: r1, weight: 0.01, every: 2}, "
+            "{name: path_length, weight: 2, every: 2}]", "log.eval_every=0"]
+    state = ganforge.train("mnist_stylegan2", [*base, "train.steps=4", f"out_dir={tmp_path / 'a'}"])
+    g_opt, d_opt = state.optimizers["G"].param_groups[0], state.optimizers["D"].param_groups[0]
+    assert g_opt["lr"] == pytest.approx(0.0025 * 4 / 5) and d_opt["lr"] == pytest.approx(0.0025 * 16 / 17)
+    assert g_opt["betas"][1] == pytest.approx(0.99 ** 0.8) and d_opt["betas"][1] == pytest.approx(0.99 ** (16 / 17))
+    rows = [json.loads(r) for r in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert any("penalty_path_length" in r for r in rows) and any("penalty_r1" in r for r in rows)
+    assert state.system.network("G").mapping.w_avg.abs().sum() > 0  # moved from zeros
+    ganforge.train("mnist_stylegan2", [*base, "train.steps=2", f"out_dir={tmp_path / 'b'}", "log.checkpoint_every=2"])
+    resumed = ganforge.train("mnist_stylegan2", [*base, "train.steps=4", f"out_dir={tmp_path / 'b'}", "resume=auto"])
+    for name in ("model.G", "model.D", "ema.G"):
+        one, two = (load_file(str(s.last_checkpoint / f"{name}.safetensors")) for s in (state, resumed))
+        assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one), name
+    assert "mapping.w_avg" in load_file(str(state.last_checkpoint / "model.G.safetensors"))
+    pl = [p for _, p in state.penalties if isinstance(p, PathLength)][0]
+    pl_resumed = [p for _, p in resumed.penalties if isinstance(p, PathLength)][0]
+    assert pl.mean.item() > 0 and torch.equal(pl.mean, pl_resumed.mean)
+
+
+def test_the_graph_step_trains_stylegan2_like_the_eager_step(tmp_path, monkeypatch, mnist_dir):
+    from test_fastpath import _assert_same_run, _train
+
+    overrides = [*_mnist32(mnist_dir), "train.steps=4", "log.checkpoint_every=2", "train.precision=no",
+                 "log.eval_every=0", "optim.fused=true",
+                 "penalties=[{name: r1, weight: 0.01, every: 2}, {name: path_length, every: 2}]"]
+    eager = _train(tmp_path / "eager", monkeypatch, False, "mnist_stylegan2", overrides)
+    graph = _train(tmp_path / "graph", monkeypatch, True, "mnist_stylegan2", overrides)
+    _assert_same_run(eager, graph, tmp_path / "eager", tmp_path / "graph")
+
+
+def test_a_conditional_stylegan2_truncates_towards_each_classs_mean_w(tmp_path, mnist_dir):
+    ganforge.train("mnist_stylegan2_cond", [*_mnist32(mnist_dir), "train.steps=2", f"out_dir={tmp_path}"])
+    run = ganforge.load_run(tmp_path)
+    G, system = run.network("G"), run.system
+    c = torch.tensor([3, 3, 7])
+    w3 = system.class_w_avg(G, c)
+    assert w3.shape == (3, 16) and torch.equal(w3[0], w3[1]) and not torch.equal(w3[0], w3[2])
+    z = torch.randn(3, 16)
+    with torch.no_grad():
+        at_mean = system.generate(run.nets, (z, c), truncation=0.0)
+        direct = G.synthesis(w3[:, None].repeat(1, G.num_ws, 1), "const")
+    assert torch.allclose(at_mean, direct, atol=1e-5)
+    samples = run.generate(4, seed=0, labels=3, truncation=0.5)
+    assert samples.shape == (4, 1, 32, 32)
+
+
+def test_stylegan2s_bad_inputs_are_one_line(tmp_path, mnist_dir, run_cli):
+    code, _, err = run_cli("train", "mnist_stylegan2", f"data.root={mnist_dir}", *TINY, *QUICK, "train.steps=1",
+                           "data.args={}", f"out_dir={tmp_path / 'a'}")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "power-of-two image size >= 8, got 28 (MNIST: data.args.pad=2 gives 32x32)" in err
+    code, _, err = run_cli("train", "mnist_stylegan2", f"data.root={mnist_dir}", *TINY, *QUICK, "train.steps=1",
+                           "generator=mlp", f"out_dir={tmp_path / 'b'}")
+    assert code == 2 and "stylegan2 needs a generator with a mapping and a synthesis network" in err
+    ganforge.train("mnist_stylegan2", [*_mnist32(mnist_dir), "train.steps=1", f"out_dir={tmp_path / 'c'}"])
+    run = ganforge.load_run(tmp_path / "c")
+    with pytest.raises(ganforge.GanforgeError, match=r"truncation is psi in \[0, 1\] \(1: none, 0: the mean w\), got 1.5"):
+        run.generate(2, truncation=1.5)
+    assert torch.equal(run.generate(3, truncation=1.0), run.generate(3))
+    code, _, err = run_cli("sample", tmp_path / "c", "--truncation", "-0.1", "--out", tmp_path / "x.png")
+    assert code == 2 and "truncation is psi in [0, 1]" in err and not (tmp_path / "x.png").exists()
+    ganforge.train("toy_grid", ["train.steps=1", f"out_dir={tmp_path / 'toy'}", *QUICK])
+    code, _, err = run_cli("sample", tmp_path / "toy", "--truncation", "0.7", "--out", tmp_path / "y.png")
+    assert code == 2 and "truncation needs a run with a W space (objective stylegan2); this run's objective is " \
+                         "'unconditional'" in err
