@@ -109,3 +109,18 @@ for i in range(4096):
 PY
 python3 benchmarks/throughput.py cifar10_dcgan data.name=image_folder data.root=/tmp/imgs data.args.size=64 \
   data.batch_size=256 train.precision=bf16 --steps 40 --rounds 4 --warmup 5 --results "$OUT" | tee "$OUT/imagefolder.txt"
+
+# 6. StyleGAN2 (issue #36; never run on a GPU yet): the MNIST recipe in bf16 with the step in CUDA
+#    graphs and eager (style mixing, lazy R1 and path length on w: several graph patterns), then
+#    the CIFAR-10 config's networks (512 channels, conv_clamp 256) at batch 64 for a few steps on
+#    generated CIFAR-shaped data, fused and non-fused modulation
+for g in true false; do
+  ganforge train mnist_stylegan2 data.root=.data/mnist train.steps=300 train.precision=bf16 train.cuda_graph=$g \
+    out_dir=/tmp/sg2-$g log.progress=false log.every=100 log.eval_every=0 | tail -3
+done
+for f in false true; do
+  ganforge train cifar10_stylegan2_ada data.root=/tmp/cifar train.steps=40 train.precision=bf16 metrics=[] \
+    generator.args.fused=$f out_dir=/tmp/sg2-cifar-$f log.progress=false log.every=20 log.eval_every=0 \
+    log.sample_every=0 | tail -2
+  grep images_per_s /tmp/sg2-cifar-$f/metrics.jsonl | tail -1 | tee "$OUT/stylegan2-cifar-fused-$f.txt"
+done

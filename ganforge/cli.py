@@ -4,6 +4,7 @@
     ganforge sample CHECKPOINT --n N --out FILE   samples as a PNG grid, .safetensors or .npz
                    [--label K|all]               (conditional runs: samples of class K / every class)
                    [--interpolate K]             latent walks of K points (slerp), a row per walk
+                   [--truncation PSI]            runs with a W space (stylegan2): towards the mean w
     ganforge eval CHECKPOINT [--metric NAME]      the recipe's metrics on generated samples
     ganforge translate RUN --out FOLDER           image-to-image runs: translate --input FOLDER
                    [--input FOLDER] [--direction BtoA]  (default: the held-out split)
@@ -12,6 +13,7 @@
     ganforge report RUN                           one offline HTML page: recipe, machine, curves, samples
     ganforge export RUN --out DIR [--push REPO]   sampling networks + config.json + model card (Hub convention)
     ganforge plugins [--json] [--args NAME]       every registered part and where it comes from; one's arguments
+                                                  (an objective's: its networks, optimizers and phases)
     ganforge recipe list | show NAME [overrides]  shipped recipes; one with its bases resolved
     ganforge new-plugin NAME [--kind KIND]        a ready plugin package (entry point, example, test)
     ganforge bench RECIPE [--steps N]             throughput against plain PyTorch loops

@@ -223,3 +223,32 @@ def test_stylegan2s_bad_inputs_are_one_line(tmp_path, mnist_dir, run_cli):
     code, _, err = run_cli("sample", tmp_path / "toy", "--truncation", "0.7", "--out", tmp_path / "y.png")
     assert code == 2 and "truncation needs a run with a W space (objective stylegan2); this run's objective is " \
                          "'unconditional'" in err
+
+
+def test_the_readmes_stylegan2_commands_run_as_written(tmp_path):
+    """Each line of README's StyleGAN2 block, in a folder beside a generated ../shared/data/mnist:
+    the recipe trains (shortened by overrides appended), and sample --truncation writes its grid."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import make_mnist_like
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = text[text.index("## StyleGAN2\n"):]
+    code = block[block.index("```bash") + 7:]
+    commands = [line.split("#")[0].strip() for line in code[:code.index("```")].strip().splitlines()]
+    assert [c.split()[1] for c in commands] == ["train", "sample"]
+    make_mnist_like(make_mnist_like(tmp_path / "shared" / "data" / "mnist", n=64), n=64, split="test")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    for command in commands:
+        command = re.sub(r"^\.venv/bin/", f"{os.path.dirname(sys.executable)}/", command)
+        if " train " in f" {command} ":
+            command += " train.steps=2 metrics=[] " + " ".join(f"'{o}'" for o in [*TINY, *QUICK])
+        proc = subprocess.run(command, shell=True, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (command, proc.stderr[-3000:])
+    assert (work / "truncated.png").is_file()

@@ -1,0 +1,67 @@
+"""R3GAN's networks (issue #36): fix-up initialisation, MSR gains, bilinear resampling by hand,
+fp32 outputs under bf16, and its recipe training with rpgan + R1 + R2 and the ramps."""
+import math
+
+import pytest
+import torch
+
+import ganforge
+from ganforge.plugins.image.r3gan import (GAIN, ResidualBlock, downsample, r3gan_discriminator, r3gan_generator,
+                                          upsample)
+
+QUICK = ["log.progress=false", "log.sample_every=0", "log.film_every=0", "log.animate=false", "metrics=[]"]
+
+
+def test_every_block_starts_as_the_identity_with_msr_gains():
+    torch.manual_seed(0)
+    block = ResidualBlock(16, cardinality=4, expansion=2, blocks_total=8)
+    x = torch.randn(2, 16, 8, 8)
+    assert torch.equal(block(x), x)  # fix-up: the last 1x1 convolution is zero
+    assert torch.count_nonzero(block.conv3.weight) == 0
+    gain = GAIN * 8 ** (-1 / 4)  # 3 linear layers per block: L^(-1 / (2 * 3 - 2))
+    assert block.conv1.weight.std().item() == pytest.approx(gain / math.sqrt(16), rel=0.1)
+    assert block.conv2.weight.std().item() == pytest.approx(gain / math.sqrt(8 * 9), rel=0.1)  # 32 / 4 groups
+    with pytest.raises(ValueError, match="cardinality 5 must divide the expanded width 32"):
+        ResidualBlock(16, cardinality=5, expansion=2, blocks_total=1)
+
+
+def test_bilinear_resampling_by_hand():
+    x = torch.tensor([[1.0, 3.0], [5.0, 7.0]])[None, None]
+    up = upsample(x)[0, 0]
+    # [1, 2, 1] with zeros between: originals kept at odd positions, their means between (the
+    # first row/column leans on the zero padding, as upfirdn2d's)
+    assert up.shape == (4, 4)
+    assert torch.allclose(up[1], torch.tensor([0.5, 1.0, 2.0, 3.0])) and torch.allclose(up[3], torch.tensor([2.5, 5.0, 6.0, 7.0]))
+    assert torch.allclose(up[2], (up[1] + up[3]) / 2)
+    flat = torch.ones(1, 1, 8, 8)
+    down = downsample(flat)[0, 0]
+    assert down.shape == (4, 4) and torch.allclose(down[1:, 1:], torch.ones(3, 3))  # interior: weights sum to 1
+
+
+def test_shapes_conditioning_and_fp32_outputs_under_bf16(precision):
+    G = r3gan_generator(z_dim=8, out_shape=(3, 16, 16), num_classes=4, width=8, cardinality=2, blocks=1)
+    D = r3gan_discriminator(in_shape=(3, 16, 16), num_classes=4, width=8, cardinality=2, blocks=1)
+    z, y = torch.randn(3, 8), torch.tensor([0, 1, 3])
+    with precision.autocast():
+        x = G(z, y)
+        logits = D(x, y)
+    assert x.shape == (3, 3, 16, 16) and x.dtype == torch.float32
+    assert logits.shape == (3, 1) and logits.dtype == torch.float32
+    assert not torch.allclose(D(x, y), D(x, torch.tensor([2, 2, 2])))  # projected on the class's embedding
+    with pytest.raises(ValueError, match="widths: 3 stages"):
+        r3gan_generator(z_dim=8, out_shape=(3, 16, 16), widths=[8, 8])
+    with pytest.raises(ValueError, match="power-of-two image size >= 8, got 28"):
+        r3gan_discriminator(in_shape=(1, 28, 28))
+
+
+def test_mnist_r3gan_trains_with_rpgan_r1_r2_and_its_ramps(tmp_path, mnist_dir):
+    state = ganforge.train("mnist_r3gan", [f"data.root={mnist_dir}", "train.steps=3", "data.batch_size=8",
+                                           "generator.args={width: 8, cardinality: 2, blocks: 1}",
+                                           "discriminator.args={width: 8, cardinality: 2, blocks: 1}",
+                                           "log.every=1", f"out_dir={tmp_path}", *QUICK])
+    assert state.step == 3 and type(state.system.loss).__name__ == "RelativisticPaired"
+    rows = [r for r in map(__import__("json").loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+            if "penalty_r1" in r]
+    assert len(rows) == 3 and all(r["penalty_r2"] >= 0 for r in rows)
+    beta2 = state.optimizers["G"].param_groups[0]["betas"][1]
+    assert 0.9 < beta2 <= 0.99  # (the ramp has moved from its initial 0.9)
