@@ -312,7 +312,7 @@ def no_host_sync(monkeypatch):
 CAPTURABLE_RUNS = {  # every built-in part that declares capturable = True, in a run that uses it
     "losses and penalties": [(loss, "toy_grid", [f"loss={loss}", "penalties=[{name: r1}, {name: r2}, {name: gp, every: 2}, {name: path_length, every: 2}]",
                                                   "train.ema=0.9"])
-                             for loss in ("bce", "hinge", "lsgan", "minimax", "wgan", "relativistic")],
+                             for loss in ("bce", "hinge", "lsgan", "minimax", "wgan", "relativistic", "rpgan")],
     "objectives": [("infogan", "mnist_dcgan", ["generator.args.ngf=4", "discriminator={name: dcgan, args: "
                                                "{ndf: 4, norm: none, codes: 10}}", "objective={name: infogan}"]),
                    ("conditional", "mnist_cgan", ["generator.args={ngf: 4, fc: 16}",
@@ -325,7 +325,13 @@ CAPTURABLE_RUNS = {  # every built-in part that declares capturable = True, in a
                    ("acgan", "mnist_cgan", ["objective=acgan", "generator.args={ngf: 4, fc: 16}",
                                             "discriminator={name: infogan, args: {ndf: 4, fc: 16, norm: none}}"]),
                    ("pix2pix", "mnist_edges_pix2pix", ["generator.args={ngf: 4}",
-                                                       "discriminator.args={ndf: 4, n_layers: 1}"])],
+                                                       "discriminator.args={ndf: 4, n_layers: 1}"]),
+                   # style mixing (a crossover drawn on the device), w_avg moved in place, path
+                   # length on w through G(ws=...), lazy R1
+                   ("stylegan2", "mnist_stylegan2", ["generator.args={w_dim: 16, map: 2, fmaps: 0.0078125, channel_max: 8}",
+                                                     "discriminator.args={fmaps: 0.0078125, channel_max: 8}",
+                                                     "train.z_dim=16", "penalties=[{name: r1, every: 2}, "
+                                                     "{name: path_length, every: 2}]"])],
     "augmentations": [("diffaugment-pix2pix", "mnist_edges_pix2pix", ["generator.args={ngf: 4}", "augment=diffaugment",
                                                                       "discriminator.args={ndf: 4, n_layers: 1}"]),
                       ("ada-acgan-r1", "mnist_cgan", ["objective=acgan", "generator.args={ngf: 4, fc: 16}",

@@ -41,9 +41,37 @@ VOCODERS = [("hifigan_generator", "hifigan_mpd", {"width": 0.02}),
             ("hifigan_generator", "hifigan_msd", {"width": 0.02, "scales": 2})]
 
 
+# today's image networks (no output squashing, one (N, 1) logit each): (G, D, shape, G args, D args)
+MODERN = [("stylegan2", "stylegan2", (1, 32, 32), {"w_dim": 16, "map": 2, "fmaps": 0.0078125, "channel_max": 8},
+           {"fmaps": 0.0078125, "channel_max": 8}),
+          ("stylegan2", "stylegan2", (3, 8, 8), {"w_dim": 16, "map": 1, "fmaps": 0.001, "channel_max": 8},
+           {"fmaps": 0.001, "channel_max": 8, "architecture": "orig"}),
+          ("r3gan", "r3gan", (1, 32, 32), {"width": 8, "cardinality": 2, "blocks": 1},
+           {"width": 8, "cardinality": 2, "blocks": 1}),
+          ("r3gan", "r3gan", (3, 16, 16), {"widths": [16, 8, 8], "cardinality": [4, 2, 2], "blocks": [1, 2, 1]},
+           {"widths": [16, 8, 8], "cardinality": 2, "blocks": 1})]
+
+
+@pytest.mark.parametrize("g_name, d_name, shape, g_args, d_args", MODERN, ids=lambda v: str(v))
+def test_modern_pairs_shapes_and_backprop(g_name, d_name, shape, g_args, d_args):
+    G = REG.build("generator", g_name, g_args, z_dim=16, out_shape=shape)
+    D = REG.build("discriminator", d_name, d_args, in_shape=shape)
+    x = G(torch.randn(4, 16))
+    assert x.shape == (4, *shape)
+    logits = D(x)
+    assert logits.shape == (4, 1)
+    logits.mean().backward()
+    for name, module in (("G", G), ("D", D)):
+        grads = [p.grad for p in module.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), name
+        assert any(g.abs().sum() > 0 for g in grads), name
+
+
 def test_pairs_cover_every_builtin():
-    generators = {g for g, _, _ in PAIRS} | {g for g, *_ in TRANSLATORS} | {g for g, *_ in VOCODERS}
-    discriminators = {d for _, d, _ in PAIRS} | {d for _, d, *_ in TRANSLATORS} | {d for _, d, _ in VOCODERS}
+    generators = {g for g, _, _ in PAIRS} | {g for g, *_ in TRANSLATORS} | {g for g, *_ in VOCODERS} | \
+        {g for g, *_ in MODERN}
+    discriminators = {d for _, d, _ in PAIRS} | {d for _, d, *_ in TRANSLATORS} | {d for _, d, _ in VOCODERS} | \
+        {d for _, d, *_ in MODERN}
     assert generators == set(REG.names("generator"))
     assert discriminators == set(REG.names("discriminator"))
 

@@ -69,7 +69,7 @@ def test_unknown_name_lists_known_and_suggests():
     with pytest.raises(UnknownNameError) as err:
         pm.registry.get("loss", "hinje")
     msg = str(err.value)
-    assert "Unknown loss 'hinje'" in msg and "Registered losses: bce, hinge, lsgan, minimax, relativistic, wgan" in msg
+    assert "Unknown loss 'hinje'" in msg and "Registered losses: bce, hinge, lsgan, minimax, relativistic, rpgan, wgan" in msg
     assert "Did you mean 'hinge'?" in msg
 
 

@@ -164,9 +164,9 @@ def test_sample_command_formats(tmp_path, run_cli):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["generator=mpl"], "Unknown generator 'mpl'. Registered generators: dcgan, hifigan_generator, infogan, mlp, resnet_generator, unet. Did you mean 'mlp'?"),
+    (["generator=mpl"], "Unknown generator 'mpl'. Registered generators: dcgan, hifigan_generator, infogan, mlp, r3gan, resnet_generator, stylegan2, unet. Did you mean 'mlp'?"),
     (["discriminator=resnet"], "Unknown discriminator 'resnet'. Registered discriminators:"),
-    (["loss=hinj"], "Unknown loss 'hinj'. Registered losses: bce, hinge, lsgan, minimax, relativistic, wgan. Did you mean 'hinge'?"),
+    (["loss=hinj"], "Unknown loss 'hinj'. Registered losses: bce, hinge, lsgan, minimax, relativistic, rpgan, wgan. Did you mean 'hinge'?"),
     (["data.name=mnits"], "Unknown dataset 'mnits'. Registered datasets: audio_folder, cifar10, espeak_speech, fashion_mnist, hf_dataset, image_folder, mnist, mnist_edges, mnist_thick, paired_folder, stacked_mnist, toy_blobs, toy_grid, toy_ring, unpaired_folder. Did you mean 'mnist'?"),
     (["trian.steps=3"], "Unknown recipe key 'trian'. Did you mean 'train'?"),
     (["train.steps=many"], "Recipe key 'train.steps' must be int, got str 'many'"),
