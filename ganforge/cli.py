@@ -4,7 +4,8 @@
     ganforge sample CHECKPOINT --n N --out FILE   samples as a PNG grid, .safetensors or .npz
                    [--label K|all]               (conditional runs: samples of class K / every class)
                    [--interpolate K]             latent walks of K points (slerp), a row per walk
-                   [--truncation PSI]            runs with a W space (stylegan2): towards the mean w
+                   [--truncation PSI] [--mix]    runs with a W space (stylegan2): towards the mean w; style mixing
+    ganforge directions CHECKPOINT --out FILE.png  runs with a W space: SeFa's directions, a row each, -3 ... +3 sigma
     ganforge eval CHECKPOINT [--metric NAME]      the recipe's metrics on generated samples
     ganforge translate RUN --out FOLDER           image-to-image runs: translate --input FOLDER
                    [--input FOLDER] [--direction BtoA]  (default: the held-out split)
@@ -85,9 +86,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise GanforgeError(f"--out must end in .png, .safetensors or .npz, got '{out.name}'")
     if args.n < 1:
         raise GanforgeError(f"--n must be at least 1, got {args.n}")
-    from ganforge.run.trained import sampling_controls
+    from ganforge.run.trained import sampling_controls, w_space
 
     controls = sampling_controls(system, recipe.objective.name, args.truncation)
+    if args.mix:  # a style-mixing figure (runs with a W space)
+        if out.suffix != ".png":
+            raise GanforgeError("--mix writes a picture: give --out FILE.png")
+        grid = w_space(system, recipe.objective.name, "mixing_grid")
+        if args.label is not None and not str(args.label).isdigit():
+            raise GanforgeError(f"--mix takes one class index as --label, got '{args.label}'")
+        from ganforge.observe import plots
+        from ganforge.observe.sampling import sampling_mode
+
+        with torch.no_grad(), sampling_mode(system, nets):
+            images, nrow = grid(nets, args.n if args.n_given else 4, args.seed,
+                                int(args.label) if args.label is not None else None)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        plots.save_grid(images.float().cpu(), out, nrow)
+        print(f"wrote a style-mixing grid ({nrow - 1} x {nrow - 1} sources, coarse / middle / fine) to {out}")
+        return 0
     gen = torch.Generator().manual_seed(args.seed)
     labels, nrow = _requested_labels(args.label, args.n, system, recipe.objective.name)
     # a picture is arranged as the system likes (InfoGAN: one code per column; conditional:
@@ -125,6 +142,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
         write_sample_file(out, samples, asked)
     print(f"wrote {len(samples)} samples of shape {tuple(samples.shape[1:])} to {out}"
           + (" with their labels" if asked is not None and not picture else ""))
+    return 0
+
+
+def cmd_directions(args: argparse.Namespace) -> int:
+    """``ganforge directions RUN --out FILE.png``: SeFa's semantic directions as an edit grid."""
+    import torch
+
+    from ganforge.observe import plots
+    from ganforge.observe.sampling import sampling_mode
+    from ganforge.run.trained import w_space
+
+    nets, system, recipe, _ = _load_for_sampling(args.checkpoint, not args.no_ema)
+    out = Path(args.out)
+    if out.suffix != ".png":
+        raise GanforgeError(f"--out is a picture: give FILE.png, got '{out.name}'")
+    grid = w_space(system, recipe.objective.name, "direction_grid")
+    if args.steps < 2 or args.span <= 0:
+        raise GanforgeError(f"--steps must be >= 2 and --span > 0, got {args.steps} and {args.span}")
+    with torch.no_grad(), sampling_mode(system, nets):
+        images, nrow = grid(nets, args.k, args.steps, args.span, args.seed, args.label)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plots.save_grid(images.float().cpu(), out, nrow)
+    print(f"wrote {args.k} directions x {args.steps} steps (-{args.span:g} to +{args.span:g} sigma) to {out}")
     return 0
 
 
@@ -305,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--interpolate", type=int, metavar="K", help="latent walks of K points, one per row")
             p.add_argument("--truncation", type=float, metavar="PSI", help="runs with a W space (stylegan2): "
                            "psi in [0, 1] towards the mean w (a conditional run: its class's); 1: none")
+            p.add_argument("--mix", action="store_true", help="runs with a W space: a style-mixing grid of --n "
+                           "(default 4) row and column sources, coarse / middle / fine styles")
         else:
             p.add_argument("--metric", action="append", help="metric name (repeatable); default: the recipe's")
             p.add_argument("--batch-size", type=int, help="samples per forward pass (default: the recipe's "
@@ -329,6 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for synthesis (default 1: the real-time factor of one)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
     p.set_defaults(func=cmd_vocode)
+    p = sub.add_parser("directions", help="runs with a W space (stylegan2): SeFa's semantic directions as an edit grid")
+    p.add_argument("checkpoint", help="a checkpoint folder (or a run folder: its newest)")
+    p.add_argument("--out", required=True, help="FILE.png: a row per direction, -span ... +span sigma")
+    p.add_argument("--k", type=int, default=5, help="directions, largest first (default 5)")
+    p.add_argument("--steps", type=int, default=7, help="images per row (default 7)")
+    p.add_argument("--span", type=float, default=3.0, help="the edit's reach in standard deviations of w (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="the z edited")
+    p.add_argument("--label", type=int, help="conditional runs: the class (default 0)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
+    p.set_defaults(func=cmd_directions)
     p = sub.add_parser("export", help="a run's sampling networks as a folder in the Hugging Face Hub's convention")
     p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
     p.add_argument("--out", required=True, help="a new folder: model.safetensors, config.json, README.md")

@@ -252,3 +252,48 @@ def test_the_readmes_stylegan2_commands_run_as_written(tmp_path):
         proc = subprocess.run(command, shell=True, cwd=work, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (command, proc.stderr[-3000:])
     assert (work / "truncated.png").is_file()
+
+
+def test_sefa_directions_are_the_top_eigenvectors_of_the_stacked_style_affines(tmp_path, mnist_dir, run_cli):
+    ganforge.train("mnist_stylegan2", [*_mnist32(mnist_dir), "train.steps=1", f"out_dir={tmp_path / 'run'}"])
+    run = ganforge.load_run(tmp_path / "run")
+    dirs, sigmas = run.directions(3)
+    G = run.network("G")
+    from ganforge.plugins.image.stylegan2 import SynthesisLayer, ToRGB
+
+    A = torch.cat([m.affine.weight * m.affine.weight_gain for m in G.synthesis.modules()
+                   if isinstance(m, (SynthesisLayer, ToRGB))])
+    values = torch.linalg.eigvalsh(A.t() @ A).flip(0)[:3]
+    assert dirs.shape == (3, 16) and torch.allclose(dirs @ dirs.t(), torch.eye(3), atol=1e-5)
+    assert torch.allclose((A @ dirs.t()).square().sum(0), values, rtol=1e-4)  # |A d|^2 = the eigenvalues, largest first
+    assert (sigmas > 0).all()
+    images = run.direction_grid(3, steps=5)
+    assert images.shape == (15, 1, 32, 32)
+    assert torch.allclose(images[2], images[7], atol=1e-5)  # the middle column is the unedited image in every row
+    assert not torch.allclose(images[0], images[4])
+    code, out, err = run_cli("directions", tmp_path / "run", "--out", tmp_path / "dirs.png", "--k", "2")
+    assert code == 0 and (tmp_path / "dirs.png").is_file(), err
+    code, _, err = run_cli("directions", tmp_path / "run", "--out", tmp_path / "x.png", "--k", "99")
+    assert code == 2 and "k is a number of directions in 1..16 (w_dim), got 99" in err
+
+
+def test_the_style_mixing_grid_takes_coarse_middle_and_fine_styles_from_the_rows(tmp_path, mnist_dir, run_cli):
+    ganforge.train("mnist_stylegan2", [*_mnist32(mnist_dir), "train.steps=1", f"out_dir={tmp_path / 'run'}"])
+    run = ganforge.load_run(tmp_path / "run")
+    images = run.mixing_grid(2)
+    assert images.shape == (3 * 7, 1, 32, 32)  # 3 columns: a corner (or row source), then 2 column sources
+    assert torch.equal(images[0], torch.full_like(images[0], -1.0))
+    G, system = run.network("G"), run.system
+    cols, rows = system._ws(G, 2, 0, None), system._ws(G, 2, 1, None)
+    with torch.no_grad():
+        fine = torch.cat([cols[:1, :5], rows[1:2, 5:]], dim=1)  # row source 1's fine styles (the last third: layers 5-7)
+        expected = G.synthesis(fine, "const")
+    assert torch.allclose(images[3 * 6 + 1], expected[0], atol=1e-5)  # (the fine group's second row, first column)
+    code, out, err = run_cli("sample", tmp_path / "run", "--mix", "--out", tmp_path / "mix.png")
+    assert code == 0 and (tmp_path / "mix.png").is_file(), err
+    ganforge.train("toy_grid", ["train.steps=1", f"out_dir={tmp_path / 'toy'}", *QUICK])
+    code, _, err = run_cli("sample", tmp_path / "toy", "--mix", "--out", tmp_path / "m.png")
+    assert code == 2 and "mixing grid needs a run with a W space (objective stylegan2); this run's objective is " \
+                         "'unconditional'" in err
+    code, _, err = run_cli("directions", tmp_path / "toy", "--out", tmp_path / "d.png")
+    assert code == 2 and "direction grid needs a run with a W space" in err

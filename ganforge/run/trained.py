@@ -82,6 +82,31 @@ class Run:
         with torch.no_grad():
             return self.system.translate(self.nets, images.to(self.device).float(), direction).float()
 
+    def directions(self, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """Runs with a W space (stylegan2): SeFa's ``k`` closed-form semantic directions in W,
+        largest first, and the standard deviation of w along each: ``(directions (k, w_dim),
+        sigmas (k,))``."""
+        with torch.no_grad():
+            return self._w_space("directions")(self.nets, k)
+
+    def direction_grid(self, k: int = 5, *, steps: int = 7, span: float = 3.0, seed: int = 0,
+                       label: int | None = None) -> torch.Tensor:
+        """Images of an edit grid: a row per direction, ``steps`` columns from -span to +span sigmas."""
+        from ganforge.observe.sampling import sampling_mode
+
+        with torch.no_grad(), sampling_mode(self.system, self.nets):
+            return self._w_space("direction_grid")(self.nets, k, steps, span, seed, label)[0].float()
+
+    def mixing_grid(self, n: int = 4, *, seed: int = 0, label: int | None = None) -> torch.Tensor:
+        """Images of a style-mixing grid ((n + 1) per row; see ``ganforge sample --mix``)."""
+        from ganforge.observe.sampling import sampling_mode
+
+        with torch.no_grad(), sampling_mode(self.system, self.nets):
+            return self._w_space("mixing_grid")(self.nets, n, seed, label)[0].float()
+
+    def _w_space(self, what: str) -> Any:
+        return w_space(self.system, self.recipe.objective.name, what)
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Autoencoder runs (objective vqgan): ``images`` (N, C, H, W) in [-1, 1] -> their code
         indices (N, h, w)."""
@@ -108,6 +133,23 @@ class Run:
 
         with torch.no_grad(), sampling_mode(self.system, self.nets):
             return self.system.vocode(self.nets, audio.to(self.device).float().reshape(-1)).float()
+
+
+def w_space(system: Any, objective: str, what: str) -> Any:
+    """The system's latent control ``what`` (``directions``, ``direction_grid``, ``mixing_grid``),
+    or one line naming the runs that have it."""
+    method = getattr(system, what, None)
+    if not callable(method):
+        raise GanforgeError(f"{what.replace('_', ' ')} needs a run with a W space (objective stylegan2); this run's "
+                            f"objective is '{objective}'")
+
+    def checked(*args: Any) -> Any:
+        try:
+            return method(*args)
+        except ValueError as err:  # (a setting the system cannot do: one line)
+            raise GanforgeError(f"{what.replace('_', ' ')}: {err}") from None
+
+    return checked
 
 
 def sampling_controls(system: Any, objective: str, truncation: float | None) -> dict[str, float]:

@@ -550,6 +550,57 @@ class StyleGAN2(Unconditional):
             self._class_w[key] = torch.stack(means)
         return self._class_w[key][c]
 
+    # --- latent controls: the W space
+    def _ws(self, G: nn.Module, n: int, seed: int, label: int | None) -> torch.Tensor:
+        device = next(G.parameters()).device
+        z = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+        c = torch.full((n,), label or 0, device=device) if self.num_classes else None
+        return G.mapping(z, c)
+
+    def directions(self, nets, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """SeFa (Shen & Zhou 2021, closed-form factorisation): the ``k`` unit directions in W that
+        the style affine layers (all of them, stacked) stretch most, the top eigenvectors of
+        A^T A, largest first; and the standard deviation of w along each (from 4,096 w), the
+        unit of an edit. Returns ``(directions (k, w_dim), sigmas (k,))``, in fp32."""
+        G = nets["G"]
+        affines = [m.affine for m in G.synthesis.modules() if isinstance(m, (SynthesisLayer, ToRGB))]
+        A = torch.cat([a.weight.float() * a.weight_gain for a in affines])  # (sum of input widths, w_dim)
+        if not 1 <= k <= A.shape[1]:
+            raise ValueError(f"k is a number of directions in 1..{A.shape[1]} (w_dim), got {k}")
+        _, vectors = torch.linalg.eigh(A.t() @ A)  # ascending eigenvalues
+        dirs = vectors[:, -k:].flip(1).t().contiguous()
+        w = self._ws(G, 4096, 0, None)[:, 0].float()
+        return dirs, (w @ dirs.t()).std(0)
+
+    def direction_grid(self, nets, k: int = 5, steps: int = 7, span: float = 3.0, seed: int = 0,
+                       label: int | None = None) -> tuple[torch.Tensor, int]:
+        """An edit grid: a row per direction (:meth:`directions`), ``steps`` columns from -span to
+        +span sigmas, every image the same w (z from ``seed``) moved along the row's direction."""
+        G = nets["G"]
+        dirs, sigmas = self.directions(nets, k)
+        w = self._ws(G, 1, seed, label)
+        offsets = torch.linspace(-span, span, steps, device=w.device)
+        ws = torch.cat([w + (a * s * d)[None, None] for d, s in zip(dirs, sigmas) for a in offsets])
+        return G.synthesis(ws, "const"), steps
+
+    def mixing_grid(self, nets, n: int = 4, seed: int = 0, label: int | None = None) -> tuple[torch.Tensor, int]:
+        """StyleGAN's style-mixing figure: the top row holds ``n`` column sources, the left column
+        ``n`` row sources, three times: the row source's coarse, middle, then fine styles (thirds
+        of the layers, low resolutions first) over the column source's others. A blank corner."""
+        G = nets["G"]
+        cols, rows = self._ws(G, n, seed, label), self._ws(G, n, seed + 1, label)
+        col_imgs, row_imgs = G.synthesis(cols, "const"), G.synthesis(rows, "const")
+        num_ws = G.num_ws
+        cuts = [0, num_ws // 3, 2 * num_ws // 3, num_ws]
+        tiles = [torch.full_like(col_imgs[:1], -1.0), *col_imgs]
+        for g in range(3):
+            layer = torch.arange(num_ws, device=cols.device)
+            take = ((layer >= cuts[g]) & (layer < cuts[g + 1]))[None, :, None]
+            for r in range(n):
+                mixed = torch.where(take, rows[r:r + 1].expand_as(cols), cols)
+                tiles += [row_imgs[r:r + 1], *G.synthesis(mixed, "const")]
+        return torch.cat([t if t.dim() == 4 else t[None] for t in tiles]), n + 1
+
     # --- the phases
     def _batch(self, batch):
         if self.num_classes:
