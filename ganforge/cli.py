@@ -6,6 +6,7 @@
                    [--interpolate K]             latent walks of K points (slerp), a row per walk
                    [--truncation PSI] [--mix]    runs with a W space (stylegan2): towards the mean w; style mixing
     ganforge directions CHECKPOINT --out FILE.png  runs with a W space: SeFa's directions, a row each, -3 ... +3 sigma
+    ganforge project CHECKPOINT --image F --out D  runs with a W space: images inverted into W (or --w-plus)
     ganforge eval CHECKPOINT [--metric NAME]      the recipe's metrics on generated samples
     ganforge translate RUN --out FOLDER           image-to-image runs: translate --input FOLDER
                    [--input FOLDER] [--direction BtoA]  (default: the held-out split)
@@ -165,6 +166,78 @@ def cmd_directions(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     plots.save_grid(images.float().cpu(), out, nrow)
     print(f"wrote {args.k} directions x {args.steps} steps (-{args.span:g} to +{args.span:g} sigma) to {out}")
+    return 0
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    """``ganforge project RUN --image FILE|FOLDER --out DIR``: each image inverted into the run's
+    W (or W+ with --w-plus): DIR/NAME.safetensors (its ws), NAME.png (the image | its
+    reconstruction) and NAME.gif (the optimisation). Every image is checked before any is
+    projected, and the files are written under a temporary folder renamed at the end."""
+    import shutil
+
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from ganforge.observe import plots
+    from ganforge.observe.animate import write_gif
+    from ganforge.observe.sampling import sampling_mode
+    from ganforge.plugins.image.image_folder import EXTENSIONS
+    from ganforge.run.trained import w_space
+
+    nets, system, recipe, meta = _load_for_sampling(args.checkpoint, not args.no_ema)
+    project = w_space(system, recipe.objective.name, "project")
+    source, out = Path(args.image), Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise GanforgeError(f"--out {out} exists and is not an empty folder; choose a new folder")
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.suffix.lower() in EXTENSIONS) \
+        if source.is_dir() else []
+    if not files:
+        raise GanforgeError(f"--image {source}: no image there (a file or a folder of {', '.join(EXTENSIONS)})")
+    shape = tuple(meta["sample_shape"])
+    images = []
+    for path in files:  # all checked first: one line for the first that does not fit
+        try:
+            picture = Image.open(path)
+            picture.load()
+        except OSError as err:
+            raise GanforgeError(f"--image {path} cannot be read as an image: {err}") from None
+        channels = {"L": 1, "RGB": 3}.get(picture.mode)
+        if picture.size != (shape[2], shape[1]) or channels != shape[0]:
+            raise GanforgeError(f"--image {path} is {picture.size[0]}x{picture.size[1]} {picture.mode}, but this run "
+                                f"makes {shape[2]}x{shape[1]} {'L (grey)' if shape[0] == 1 else 'RGB'} images; "
+                                f"resize or convert it first")
+        x = torch.frombuffer(bytearray(picture.tobytes()), dtype=torch.uint8).reshape(shape[1], shape[2], shape[0])
+        images.append(x.permute(2, 0, 1).float() / 127.5 - 1.0)
+    with sampling_mode(system, nets):
+        ws, recon, film, distances = project(nets, torch.stack(images), args.steps, args.w_plus, args.distance,
+                                             args.label, args.seed)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for i, path in enumerate(files):
+            name = path.stem
+            save_file({"ws": ws[i].float().cpu().contiguous()}, str(tmp / f"{name}.safetensors"),
+                      metadata={"space": "W+" if args.w_plus else "W", "distance": args.distance,
+                                "steps": str(args.steps), "checkpoint": Path(meta["folder"]).name})
+            plots.save_grid(torch.stack([images[i], recon[i].float().cpu()]), tmp / f"{name}.png", 2)
+            frames = []
+            for k, frame in enumerate(film):
+                plots.save_grid(torch.stack([images[i], frame[i].float()]), tmp / "frame.png", 2)
+                frames.append((f"{k}", Image.open(tmp / "frame.png").convert("RGB")))
+            write_gif(frames, tmp / f"{name}.gif", ms=100)
+        (tmp / "frame.png").unlink(missing_ok=True)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise GanforgeError(f"cannot write {out}: {err.strerror or err}") from None
+    mean = sum(distances) / len(distances)
+    print(f"projected {len(files)} image(s) into {'W+' if args.w_plus else 'W'} ({args.distance} distance, "
+          f"{args.steps} steps; mean final distance {mean:.4g}) to {out}: NAME.safetensors, NAME.png, NAME.gif")
     return 0
 
 
@@ -381,6 +454,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", type=int, help="conditional runs: the class (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
     p.set_defaults(func=cmd_directions)
+    p = sub.add_parser("project", help="runs with a W space (stylegan2): invert images into W by optimisation")
+    p.add_argument("checkpoint", help="a checkpoint folder (or a run folder: its newest)")
+    p.add_argument("--image", required=True, help="an image, or a folder of them, of the run's size and channels")
+    p.add_argument("--out", required=True, help="a new folder: NAME.safetensors (ws), NAME.png, NAME.gif per image")
+    p.add_argument("--steps", type=int, default=1000, help="optimisation steps (default 1000, as StyleGAN2's)")
+    p.add_argument("--w-plus", action="store_true", help="one w per layer (W+) instead of one w")
+    p.add_argument("--distance", default="discriminator", help="discriminator (default: the run's D's features "
+                   "+ pixels), mnist (the MNIST classifier's features + pixels) or pixels")
+    p.add_argument("--label", type=int, help="conditional runs: the class to project into (default 0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
+    p.set_defaults(func=cmd_project)
     p = sub.add_parser("export", help="a run's sampling networks as a folder in the Hugging Face Hub's convention")
     p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
     p.add_argument("--out", required=True, help="a new folder: model.safetensors, config.json, README.md")

@@ -173,14 +173,19 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.register_buffer("f", _filter(), persistent=False)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``noise``: this layer's noise map for each image (N, 1, R, R), instead of ``noise_mode``'s
+        (projection optimises them)."""
         with _fp32(x.device):
             styles = self.affine(w.float())
         if self.up:
             x = upsample(x, self.f)
         x = modulated_conv2d(x, self.weight, styles, demodulate=True, padding=1, fused=self.fused)
         with _fp32(x.device):
-            if noise_mode == "random":
+            if noise is not None:
+                x = x.float() + noise.float() * self.noise_strength
+            elif noise_mode == "random":
                 noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device)
                 x = x.float() + noise * self.noise_strength
             elif noise_mode == "const":
@@ -228,14 +233,16 @@ class SynthesisBlock(nn.Module):
         self.register_buffer("f", _filter(), persistent=False)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
-                noise_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+                noise_mode: str, noise: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``noise``: an iterator over the noise maps of the layers, in order, or ``None``."""
+        take = (lambda: next(noise)) if noise is not None else (lambda: None)
         if self.conv0 is None:
             x = self.const[None].repeat(ws.shape[0], 1, 1, 1).to(ws.dtype)
-            x = self.conv1(x, ws[:, 0], noise_mode)
+            x = self.conv1(x, ws[:, 0], noise_mode, take())
             rgb_w = ws[:, 1]
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode)
-            x = self.conv1(x, ws[:, 1], noise_mode)
+            x = self.conv0(x, ws[:, 0], noise_mode, take())
+            x = self.conv1(x, ws[:, 1], noise_mode, take())
             rgb_w = ws[:, 2]
         y = self.torgb(x, rgb_w)
         img = y if img is None else upsample(img, self.f) + y
@@ -264,11 +271,15 @@ class Synthesis(nn.Module):
             prev = ch
         self.num_ws = 2 * len(self.blocks)  # conv1 + torgb at 4x4, conv0 + conv1 above (torgb's w shared)
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random", noise: list[torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """``noise``: a noise map per synthesis layer (low resolutions first), each (N, 1, R, R),
+        instead of ``noise_mode``'s (projection optimises them)."""
         x = img = None
         at = 0
+        maps = iter(noise) if noise is not None else None
         for block in self.blocks:
-            x, img = block(x, img, ws[:, at:at + block.num_ws], noise_mode)
+            x, img = block(x, img, ws[:, at:at + block.num_ws], noise_mode, maps)
             at += block.num_ws - 1
         return img
 
@@ -600,6 +611,19 @@ class StyleGAN2(Unconditional):
                 mixed = torch.where(take, rows[r:r + 1].expand_as(cols), cols)
                 tiles += [row_imgs[r:r + 1], *G.synthesis(mixed, "const")]
         return torch.cat([t if t.dim() == 4 else t[None] for t in tiles]), n + 1
+
+    def project(self, nets, images: torch.Tensor, steps: int = 1000, w_plus: bool = False,
+                distance: str = "discriminator", label: int | None = None, seed: int = 0):
+        """GAN inversion of ``images`` (N, C, R, R) in [-1, 1] into W (or W+): see
+        :mod:`ganforge.plugins.image.projection`. Returns ``(ws, reconstructions, frames, distances)``."""
+        from ganforge.plugins.image.projection import project
+
+        shape = tuple(images.shape[1:])
+        if shape != self.sample_shape:
+            raise ValueError(f"images of shape {list(shape)}, but this run makes {list(self.sample_shape)}")
+        c = torch.full((len(images),), label or 0, device=images.device) if self.num_classes else None
+        return project(nets["G"], images, steps=steps, w_plus=w_plus, distance=distance, D=nets.get("D"), c=c,
+                       seed=seed)
 
     # --- the phases
     def _batch(self, batch):
