@@ -240,18 +240,24 @@ def test_the_readmes_stylegan2_commands_run_as_written(tmp_path):
     block = text[text.index("## StyleGAN2\n"):]
     code = block[block.index("```bash") + 7:]
     commands = [line.split("#")[0].strip() for line in code[:code.index("```")].strip().splitlines()]
-    assert [c.split()[1] for c in commands] == ["train", "sample"]
+    assert [c.split()[1] for c in commands] == ["train", "sample", "sample", "directions", "project"]
     make_mnist_like(make_mnist_like(tmp_path / "shared" / "data" / "mnist", n=64), n=64, split="test")
     work = tmp_path / "work"
     work.mkdir()
+    from PIL import Image
+
+    Image.new("L", (32, 32)).save(work / "my_digit.png")
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     for command in commands:
         command = re.sub(r"^\.venv/bin/", f"{os.path.dirname(sys.executable)}/", command)
         if " train " in f" {command} ":
             command += " train.steps=2 metrics=[] " + " ".join(f"'{o}'" for o in [*TINY, *QUICK])
+        if " project " in f" {command} ":
+            command += " --steps 5"  # (1,000 by default)
         proc = subprocess.run(command, shell=True, cwd=work, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (command, proc.stderr[-3000:])
-    assert (work / "truncated.png").is_file()
+    assert all((work / f).is_file() for f in ("truncated.png", "mixing.png", "directions.png",
+                                              "projected/my_digit.safetensors"))
 
 
 def test_sefa_directions_are_the_top_eigenvectors_of_the_stacked_style_affines(tmp_path, mnist_dir, run_cli):
