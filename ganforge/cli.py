@@ -174,14 +174,13 @@ def cmd_project(args: argparse.Namespace) -> int:
     W (or W+ with --w-plus): DIR/NAME.safetensors (its ws), NAME.png (the image | its
     reconstruction) and NAME.gif (the optimisation). Every image is checked before any is
     projected, and the files are written under a temporary folder renamed at the end."""
-    import shutil
-
     import torch
     from PIL import Image
     from safetensors.torch import save_file
 
     from ganforge.observe import plots
     from ganforge.observe.animate import write_gif
+    from ganforge.observe.files import atomic_folder
     from ganforge.observe.sampling import sampling_mode
     from ganforge.plugins.image.image_folder import EXTENSIONS
     from ganforge.run.trained import w_space
@@ -213,10 +212,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     with sampling_mode(system, nets):
         ws, recon, film, distances = project(nets, torch.stack(images), args.steps, args.w_plus, args.distance,
                                              args.label, args.seed)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(out) as tmp:
         for i, path in enumerate(files):
             name = path.stem
             save_file({"ws": ws[i].float().cpu().contiguous()}, str(tmp / f"{name}.safetensors"),
@@ -229,12 +225,6 @@ def cmd_project(args: argparse.Namespace) -> int:
                 frames.append((f"{k}", Image.open(tmp / "frame.png").convert("RGB")))
             write_gif(frames, tmp / f"{name}.gif", ms=100)
         (tmp / "frame.png").unlink(missing_ok=True)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise GanforgeError(f"cannot write {out}: {err.strerror or err}") from None
     mean = sum(distances) / len(distances)
     print(f"projected {len(files)} image(s) into {'W+' if args.w_plus else 'W'} ({args.distance} distance, "
           f"{args.steps} steps; mean final distance {mean:.4g}) to {out}: NAME.safetensors, NAME.png, NAME.gif")

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_text"]
+__all__ = ["atomic_folder", "atomic_path", "write_text"]
 
 
 @contextlib.contextmanager
@@ -31,3 +31,29 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
+    """A folder written in full under a temporary name beside ``out`` (yielded), then renamed to
+    ``out`` (new, or an empty folder): a failure leaves nothing behind, and an OS error is one
+    line naming the folder."""
+    import shutil
+
+    from ganforge.errors import GanforgeError
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise GanforgeError(f"cannot write {out}: {err.strerror or err}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -39,6 +39,7 @@ def export_run(run_path: str | Path, out: str | Path, *, ema: bool = True) -> Pa
     from ganforge.training.build import network_parts
     from ganforge.run.loading import data_facts, needs_dataset
     from ganforge.contract.manager import get_plugin_manager
+    from ganforge.observe.files import atomic_folder
 
     out = Path(out)
     if out.suffix.lower() in (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".json", ".zip"):
@@ -68,10 +69,7 @@ def export_run(run_path: str | Path, out: str | Path, *, ema: bool = True) -> Pa
     if needs_dataset(run.recipe, get_plugin_manager().registry):  # (its data stays behind)
         config["data_facts"] = _scrubbed(data_facts(run.system.dataset))
     run_folder = run.checkpoint.parent.parent
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_folder(out) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=1, default=str) + "\n")
         grid = run_folder / "samples-final.png"
@@ -79,12 +77,6 @@ def export_run(run_path: str | Path, out: str | Path, *, ema: bool = True) -> Pa
             shutil.copyfile(grid, tmp / "samples.png")
         (tmp / "README.md").write_text(_model_card(config, _last_metrics(run_folder), grid.is_file(), out.name,
                                                    _usage(run.system, config)))
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise GanforgeError(f"cannot write {out}: {err.strerror or err}") from None
     return out
 
 
