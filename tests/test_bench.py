@@ -125,3 +125,11 @@ def test_flops_are_counted_for_a_step_whose_penalty_differentiates_d():
                           torch.device("cpu"))
     without = count_flops(load_recipe("toy_grid", ["penalties=[]", "train.n_critic=2"]), torch.device("cpu"))
     assert with_r1 > without > 0  # R1's double backward is counted too
+
+
+def test_bench_refuses_a_system_its_bare_loop_does_not_reproduce_in_one_line(tmp_path, run_cli, mnist_dir):
+    """The bare loop is the classic G(z)/D(x) step: a stylegan2 run (style mixing, path length on
+    w) would be compared with less work. Refused before anything trains."""
+    code, out, err = run_cli("bench", "mnist_stylegan2", f"data.root={mnist_dir}", "--steps", "4", "--rounds", "2")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "objective 'stylegan2' does other work per step" in err and "samples-final" not in out

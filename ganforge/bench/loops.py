@@ -35,6 +35,10 @@ def _setup(recipe: Recipe, device: torch.device):
     if set(system.networks) != {"G", "D"}:
         raise GanforgeError(f"ganforge bench's bare loop is written for the two-network G/D systems; "
                             f"objective '{recipe.objective.name}' has networks {', '.join(system.networks)}")
+    if type(system).__name__ != "Unconditional":  # (the bare loop is the classic step: G(z), D(x))
+        raise GanforgeError(f"ganforge bench's bare loop runs the classic unconditional step (G(z) against D(x)); "
+                            f"objective '{recipe.objective.name}' does other work per step, so the two would not "
+                            f"compare: bench a recipe with objective unconditional")
     nets = build_networks(recipe, registry, system)
     channels_last = use_channels_last(recipe.train.channels_last, nets, device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
