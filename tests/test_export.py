@@ -191,6 +191,12 @@ CARD_SYSTEMS = {  # each built-in system kind of the image family, tiny
     "conditional": ("mnist_cgan", ["generator.args={ngf: 4, fc: 16, cond: cbn}",
                                    "discriminator.args={ndf: 4, fc: 16, norm: none, cond: projection}"] + INF[2:],
                     ["samples", "threes"]),
+    "acgan": ("mnist_cgan", ["objective=acgan", "generator.args={ngf: 4, fc: 16, cond: cbn}",
+                             "discriminator={name: infogan, args: {ndf: 4, fc: 16, norm: none}}"] + INF[2:],
+              ["samples", "threes"]),
+    "stylegan2": ("mnist_stylegan2", ["generator.args={w_dim: 16, map: 2, fmaps: 0.0078125, channel_max: 8}",
+                                      "discriminator.args={fmaps: 0.0078125, channel_max: 8}", "train.z_dim=16",
+                                      "data.batch_size=8"], ["samples"]),
     "cyclegan": ("mnist_thick_cyclegan", ["generator.args={ngf: 4, blocks: 1, norm: instance}",
                                           "discriminator.args={ndf: 4, n_layers: 1, norm: instance}",
                                           "data.batch_size=4"], ["translated"]),
@@ -230,7 +236,8 @@ def test_the_model_card_of_each_system_kind_runs_and_names_no_local_path(kind, t
     assert config["recipe"]["data"]["root"] is None
     uses = {spec.kind for spec in loaded.system.networks.values() if not spec.default}
     assert ("generator" in config["recipe"]) == ("generator" in uses)
-    assert ("z_dim" in config["recipe"]["train"]) == (kind in ("unconditional", "infogan", "conditional"))
+    assert ("z_dim" in config["recipe"]["train"]) == (kind in ("unconditional", "infogan", "conditional", "acgan",
+                                                               "stylegan2"))
     _no_local_path_in(folder, tmp_path, run, digits)
     snippet = _card_code(folder)
     monkeypatch.chdir(folder.parent)
