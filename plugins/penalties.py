@@ -89,7 +89,9 @@ class PathLength:
 
     def __call__(self, G: nn.Module, real, fake) -> torch.Tensor:
         z = _inputs(fake)[0]
-        z = z[: max(1, z.shape[0] // self.shrink)].detach().float().requires_grad_(True)
+        z = z[: max(1, z.shape[0] // self.shrink)]
+        if not z.requires_grad:  # z, a leaf; a system's w (stylegan2) keeps its graph, so that the
+            z = z.detach().float().requires_grad_(True)  # penalty also trains the mapping, as StyleGAN2's
         out = G(z).float()
         pixels = out[0].numel() // out.shape[1] if out.dim() == 4 else out[0].numel()  # (images: H x W)
         y = torch.randn_like(out) / pixels ** 0.5
@@ -99,8 +101,9 @@ class PathLength:
         lengths = grad.square().sum(2).mean(1).sqrt() if grad.dim() == 3 else grad.flatten(1).square().sum(1).sqrt()
         if self.mean.device != lengths.device:
             self.mean = self.mean.to(lengths.device)
-        self.mean.copy_(self.mean.lerp(lengths.mean().detach(), self.decay))  # (in place: a captured step holds it)
-        return (lengths - self.mean).square().mean()
+        mean = self.mean.lerp(lengths.mean(), self.decay)  # (with its gradient in the penalty, as StyleGAN2's)
+        self.mean.copy_(mean.detach())  # (in place: a captured step holds it)
+        return (lengths - mean).square().mean()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"mean": self.mean}

@@ -357,3 +357,13 @@ def test_ganforge_project_writes_latents_pictures_and_films_and_refuses_bad_imag
     ganforge.train("toy_grid", ["train.steps=1", f"out_dir={tmp_path / 'toy'}", *QUICK])
     code, _, err = run_cli("project", tmp_path / "toy", "--image", tmp_path / "rgb.png", "--out", tmp_path / "p4")
     assert code == 2 and "project needs a run with a W space (objective stylegan2)" in err
+
+
+def test_path_length_on_w_trains_the_mapping_network_too():
+    """StyleGAN2 differentiates the penalty through w into the mapping network (a review found
+    ours detached w: the mapping got no gradient from it)."""
+    torch.manual_seed(6)
+    G = stylegan2_generator(z_dim=8, out_shape=(1, 8, 8), w_dim=8, map=2, fmaps=0.001, channel_max=4)
+    ws = G.mapping(torch.randn(4, 8))
+    PathLength()(lambda w: G(ws=w), (), (ws,)).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in G.mapping.fcs.parameters())

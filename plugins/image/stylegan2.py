@@ -57,8 +57,7 @@ def _act(x: torch.Tensor, activation: str, clamp: float | None = None) -> torch.
     """StyleGAN2's ``bias_act`` after the bias: lrelu(0.2) with gain sqrt(2), or linear; then the clamp."""
     if activation == "lrelu":
         x = F.leaky_relu(x, 0.2) * SQRT2
-        clamp = None if clamp is None else clamp * SQRT2
-    if clamp is not None:
+    if clamp is not None:  # (after the activation's gain, as StyleGAN2's bias_act)
         x = x.clamp(-clamp, clamp)
     return x
 
@@ -486,7 +485,8 @@ class StyleGAN2(Unconditional):
       ``d_reg_interval`` (16) D steps, each optimizer's learning rate is multiplied by
       interval / (interval + 1) and its betas raised to that power, as StyleGAN2 does (0: off);
       the recipe's penalties must use the same ``every``;
-    - ``w_avg`` moves in D's phase (StyleGAN2-ADA's ``update_emas``), beta 0.995 per step.
+    - ``w_avg`` moves with every training batch's mapping, in D's and G's phases (not the mixing
+      draw), as stylegan2-ada-pytorch; beta 0.995 per call.
 
     Samples use the EMA generator with noise_mode const; ``truncation`` psi (``ganforge sample
     --truncation``, ``run.generate(truncation=)``) pulls w towards ``w_avg``, for a conditional
@@ -649,12 +649,14 @@ class StyleGAN2(Unconditional):
     def g_loss(self, batch) -> Terms:
         real, y_real = self._batch(batch)
         z, c = self._zc(self.noise(real.shape[0], real.device))
-        fake, ws = self.G(z, c, mix=torch.randn_like(z), mix_prob=self.style_mixing, return_ws=True)
+        fake, ws = self.G(z, c, mix=torch.randn_like(z), mix_prob=self.style_mixing, update_w_avg=True,
+                          return_ws=True)
         D, G = self.D, self.G
         fake_logits = D(fake, c) if c is not None else D(fake)
         loss, logs = g_adversarial(self.loss, fake_logits, (lambda: D(real, y_real)) if c is not None else
                                    (lambda: D(real)))
-        return Terms(loss, logs, judged={"G": Judged(fake=(ws.detach(),), forward=lambda w: G(ws=w))})
+        # path length on w, with w's graph: the penalty trains the mapping network too
+        return Terms(loss, logs, judged={"G": Judged(fake=(ws,), forward=lambda w: G(ws=w))})
 
 
 def stylegan2(*, loss, z_dim, sample_shape, n_critic, optim, dataset=None, num_classes=None,
