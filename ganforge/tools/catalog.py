@@ -178,7 +178,8 @@ def _print_part(e: Any, row: dict) -> None:
     print("  optimizers (optimizers.<name>: {lr, betas, weight_decay}; Adam):")
     for n, o in opts.items():
         decay = f", weight_decay {o['weight_decay']:g}" if o["weight_decay"] else ""
-        print(f"    {n:<{width}}  over {', '.join(o['networks'])}; lr {o['lr']:g}, betas {tuple(o['betas'])}{decay}")
+        betas = "(" + ", ".join(f"{b:.4g}" if isinstance(b, float) else str(b) for b in o["betas"]) + ")"
+        print(f"    {n:<{width}}  over {', '.join(o['networks'])}; lr {o['lr']:.4g}, betas {betas}{decay}")
     print("  phases, in order each step (phases.<name>: {start, stop}):")
     for p in phases:
         when = "" if not p["start"] and p["stop"] is None else \
