@@ -367,3 +367,39 @@ def test_path_length_on_w_trains_the_mapping_network_too():
     ws = G.mapping(torch.randn(4, 8))
     PathLength()(lambda w: G(ws=w), (), (ws,)).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in G.mapping.fcs.parameters())
+
+
+DDP_SCRIPT = '''
+import sys
+import torch
+from safetensors.torch import save_file
+import ganforge
+
+state = ganforge.train("mnist_stylegan2", sys.argv[1:])
+out = {f"{n}.{k}": v for n in ("G", "D") for k, v in state.system.network(n).named_parameters()}
+save_file({k: v.detach().contiguous() for k, v in out.items()},
+          f"{state.output_dir}/rank{state.accelerator.process_index}.safetensors")
+'''
+
+
+@pytest.mark.slow
+def test_stylegan2_trains_on_two_processes_with_style_mixing_and_path_length_on_w(tmp_path, mnist_dir):
+    """2-process DDP (gloo on the CPU): G's forward in G's phase and the path-length penalty's
+    second forward through G(ws=...) before one backward; both ranks end with the same weights."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(DDP_SCRIPT)
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), *_mnist32(mnist_dir), "train.steps=4", f"out_dir={out}", "log.eval_every=0",
+                           "penalties=[{name: r1, weight: 0.01, every: 2}, {name: path_length, weight: 2, every: 2}]"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
+    assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("penalty_path_length" in r for r in rows)
