@@ -281,6 +281,8 @@ def test_sefa_directions_are_the_top_eigenvectors_of_the_stacked_style_affines(t
     assert code == 0 and (tmp_path / "dirs.png").is_file(), err
     code, _, err = run_cli("directions", tmp_path / "run", "--out", tmp_path / "x.png", "--k", "99")
     assert code == 2 and "k is a number of directions in 1..16 (w_dim), got 99" in err
+    code, _, err = run_cli("directions", tmp_path / "run", "--out", tmp_path / "x.png", "--label", "3")
+    assert code == 2 and "a label needs a class-conditional run; this one has no classes" in err
 
 
 def test_the_style_mixing_grid_takes_coarse_middle_and_fine_styles_from_the_rows(tmp_path, mnist_dir, run_cli):

@@ -84,6 +84,8 @@ def test_the_network_accessor_reaches_a_layer_through_ddps_wrapper():
     assert system.network("G") is nets["G"]
     with pytest.raises(KeyError, match="networks: E, Q, G, D"):
         system.network("F")
+    system.setup({**nets, "G": torch.compile(nets["G"])})  # (torch.compile's wrapper: compiled lazily, not here)
+    assert system.network("G") is nets["G"]
 
 
 def test_vqgan_trains_with_its_discriminator_from_disc_start_and_resumes_bitwise(tmp_path, mnist_dir):

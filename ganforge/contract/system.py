@@ -276,7 +276,7 @@ def unwrapped(module: nn.Module) -> nn.Module:
     ``extract_model_from_parallel``, which knows every wrapper Accelerate applies)."""
     from accelerate.utils import extract_model_from_parallel
 
-    return extract_model_from_parallel(module, keep_fp32_wrapper=True)
+    return extract_model_from_parallel(module, keep_fp32_wrapper=True, keep_torch_compile=False)
 
 
 # ----------------------------------------------------------------------- the loss helpers

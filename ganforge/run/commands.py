@@ -168,7 +168,8 @@ def cmd_project(args: argparse.Namespace) -> int:
                                              args.label, args.seed)
     with atomic_folder(out) as tmp:
         for i, path in enumerate(files):
-            name = path.stem
+            name = path.relative_to(source).with_suffix("") if source.is_dir() else Path(path.stem)  # (a/1, b/1 apart)
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             save_file({"ws": ws[i].float().cpu().contiguous()}, str(tmp / f"{name}.safetensors"),
                       metadata={"space": "W+" if args.w_plus else "W", "distance": args.distance,
                                 "steps": str(args.steps), "checkpoint": Path(meta["folder"]).name})

@@ -88,14 +88,14 @@ def public_recipe(recipe: Any, system: Any, parts: dict) -> dict:
     import inspect
 
     from ganforge.contract.manager import get_plugin_manager
+    from ganforge.training.build import section_used
 
     out = recipe.to_dict()
     for key in ("out_dir", "resume"):
         out.pop(key, None)
     out["data"]["root"] = None
     for kind in ("generator", "discriminator"):
-        if not any(spec.kind == kind and parts[n] == getattr(recipe, kind) and not spec.default
-                   for n, spec in system.networks.items()):
+        if not section_used(recipe, system, kind):
             out.pop(kind, None)
     factory = get_plugin_manager().registry.get("objective", recipe.objective.name).factory
     if "z_dim" not in inspect.signature(factory).parameters and not any(
@@ -139,22 +139,22 @@ def _calls(run: Any) -> dict[str, dict]:
             calls.setdefault(name, {"inputs": [describe(a) for a in args], "output": describe(output)})
         return record
 
+    from ganforge.observe.sampling import sampling_mode
+
     handles = [m.register_forward_hook(hook(n)) for n, m in run.nets.items()]
     try:
-        from ganforge.observe.sampling import sampling_mode
-
         with torch.no_grad(), sampling_mode(run.system, run.nets):
-            run.system.generate(run.nets, run.system.noise(2, "cpu", torch.Generator().manual_seed(0)))
-    except Exception:  # noqa: BLE001 - sampling that needs the run's data, gone: no calls recorded
-        calls.clear()
-    try:  # a network sampling does not call (an encoder) on what its system says it takes
-        with torch.no_grad(), sampling_mode(run.system, run.nets):
-            for n, spec in run.system.networks.items():
-                shape = spec.context.get("in_shape")
+            try:
+                run.system.generate(run.nets, run.system.noise(2, "cpu", torch.Generator().manual_seed(0)))
+            except Exception:  # noqa: BLE001 - sampling that needs the run's data, gone: no calls recorded
+                calls.clear()
+            for n, spec in run.system.networks.items():  # a network sampling does not call (an encoder),
+                shape = spec.context.get("in_shape")  # on what its system says it takes
                 if n in run.nets and n not in calls and spec.kind != "discriminator" and shape:
-                    run.nets[n](torch.zeros(2, *shape))
-    except Exception:  # noqa: BLE001 - a network that takes more than that: described without a call
-        pass
+                    try:
+                        run.nets[n](torch.zeros(2, *shape))
+                    except Exception:  # noqa: BLE001 - it takes more than that: described without a call
+                        calls.pop(n, None)
     finally:
         for h in handles:
             h.remove()

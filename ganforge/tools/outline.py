@@ -12,25 +12,17 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-__all__ = ["StandIn", "network_users", "system_outline"]
+__all__ = ["network_users", "system_outline"]
 
 
-class StandIn:
-    """A dataset with no items, only the facts systems read from their data."""
+def _stand_ins(name: str) -> list:
+    """Data stand-ins with only the facts systems read (an export's kind: no items): an image,
+    then a speech segment."""
+    from ganforge.run.loading import ExportedData
 
-    def __init__(self, sample_shape: tuple[int, ...], **facts: Any):
-        self.sample_shape, self.input_shape = sample_shape, sample_shape
-        self.paired, self.num_classes = True, 10
-        self.__dict__.update(facts)
-
-    def evaluation(self) -> Any:
-        raise RuntimeError("a stand-in for the data has no held-out split")
-
-    def __len__(self) -> int:
-        return 0
-
-
-STAND_INS = (lambda: StandIn((1, 32, 32)), lambda: StandIn((1, 8192), sample_rate=22050, hop=256))
+    image = {"sample_shape": (1, 32, 32), "input_shape": (1, 32, 32), "paired": True, "num_classes": 10}
+    speech = {**image, "sample_shape": (1, 8192), "input_shape": (1, 8192), "sample_rate": 22050, "hop": 256}
+    return [ExportedData(facts, name) for facts in (image, speech)]
 
 
 def system_outline(registry: Any, name: str) -> dict[str, Any] | None:
@@ -41,9 +33,8 @@ def system_outline(registry: Any, name: str) -> dict[str, Any] | None:
     from ganforge.recipe.types import Part, Recipe
     from ganforge.training.build import build_system
 
-    for stand_in in STAND_INS:
+    for data in _stand_ins(name):
         recipe = Recipe(objective=Part(name))
-        data = stand_in()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -83,9 +83,7 @@ def _check_system(name: str, system: GANSystem, recipe: Recipe, registry: Regist
     _unknown("network", recipe.networks, nets, "the recipe's 'networks' section")
     for kind in ("generator", "discriminator"):  # a section no network is built from: refused, never ignored
         section = getattr(recipe, kind)
-        own = recipe.networks
-        if section == Part("mlp") or any(spec.kind == kind and not spec.default and not (n in own and own[n].name)
-                                         for n, spec in nets.items()):
+        if section == getattr(Recipe(), kind) or section_used(recipe, system, kind):
             continue
         those = [n for n, spec in nets.items() if spec.kind == kind]
         detail = (f"its {kind}s ({', '.join(those)}) are each set under networks.<name>, e.g. networks: "
@@ -117,6 +115,14 @@ def _check_system(name: str, system: GANSystem, recipe: Recipe, registry: Regist
         _unknown("network", p.networks, penalized or ["(no phase penalises one)"], f"penalties.{i}.networks")
     if recipe.penalties and not penalized:
         raise ConfigError(f"the recipe has penalties, but {where} penalises no discriminator in any phase")
+
+
+def section_used(recipe: Recipe, system: GANSystem, kind: str) -> bool:
+    """Whether the recipe's ``generator:`` / ``discriminator:`` section (``kind``) builds a network
+    of ``system``: one of that kind with no default part that ``networks.<name>`` does not name."""
+    own = recipe.networks
+    return any(spec.kind == kind and not spec.default and not (n in own and own[n].name)
+               for n, spec in system.networks.items())
 
 
 def network_parts(recipe: Recipe, system: GANSystem) -> dict[str, Part]:

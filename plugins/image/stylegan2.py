@@ -562,11 +562,20 @@ class StyleGAN2(Unconditional):
         return self._class_w[key][c]
 
     # --- latent controls: the W space
+    def _class(self, label: int | None, n: int, device: Any) -> torch.Tensor | None:
+        """The class tensor for ``n`` samples of ``label`` (conditional runs; default class 0)."""
+        if not self.num_classes:
+            if label is not None:
+                raise ValueError(f"a label needs a class-conditional run; this one has no classes, got {label}")
+            return None
+        if label is not None and not 0 <= label < self.num_classes:
+            raise ValueError(f"label must be a class 0 to {self.num_classes - 1} of this run, got {label}")
+        return torch.full((n,), label or 0, device=device)
+
     def _ws(self, G: nn.Module, n: int, seed: int, label: int | None) -> torch.Tensor:
         device = next(G.parameters()).device
         z = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-        c = torch.full((n,), label or 0, device=device) if self.num_classes else None
-        return G.mapping(z, c)
+        return G.mapping(z, self._class(label, n, device))
 
     def directions(self, nets, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
         """SeFa (Shen & Zhou 2021, closed-form factorisation): the ``k`` unit directions in W that
@@ -621,7 +630,7 @@ class StyleGAN2(Unconditional):
         shape = tuple(images.shape[1:])
         if shape != self.sample_shape:
             raise ValueError(f"images of shape {list(shape)}, but this run makes {list(self.sample_shape)}")
-        c = torch.full((len(images),), label or 0, device=images.device) if self.num_classes else None
+        c = self._class(label, len(images), images.device)
         return project(nets["G"], images, steps=steps, w_plus=w_plus, distance=distance, D=nets.get("D"), c=c,
                        seed=seed)
 
@@ -633,12 +642,16 @@ class StyleGAN2(Unconditional):
             return batch[0], batch[1]
         return self._real(batch), None
 
+    def _mix(self, z: torch.Tensor) -> torch.Tensor | None:
+        """The second z of style mixing (none drawn when mixing is off)."""
+        return torch.randn_like(z) if self.style_mixing else None
+
     def d_loss(self, batch) -> Terms:
         real, y_real = self._batch(batch)
         noise = self.noise(real.shape[0], real.device)
         z, c = self._zc(noise)
         with torch.no_grad():
-            fake = self.G(z, c, mix=torch.randn_like(z), mix_prob=self.style_mixing, update_w_avg=True)
+            fake = self.G(z, c, mix=self._mix(z), mix_prob=self.style_mixing, update_w_avg=True)
         real_logits = self.D(real, y_real) if c is not None else self.D(real)
         fake_logits = self.D(fake, c) if c is not None else self.D(fake)
         loss, logs = d_adversarial(self.loss, real_logits, fake_logits)
@@ -649,8 +662,7 @@ class StyleGAN2(Unconditional):
     def g_loss(self, batch) -> Terms:
         real, y_real = self._batch(batch)
         z, c = self._zc(self.noise(real.shape[0], real.device))
-        fake, ws = self.G(z, c, mix=torch.randn_like(z), mix_prob=self.style_mixing, update_w_avg=True,
-                          return_ws=True)
+        fake, ws = self.G(z, c, mix=self._mix(z), mix_prob=self.style_mixing, update_w_avg=True, return_ws=True)
         D, G = self.D, self.G
         fake_logits = D(fake, c) if c is not None else D(fake)
         loss, logs = g_adversarial(self.loss, fake_logits, (lambda: D(real, y_real)) if c is not None else

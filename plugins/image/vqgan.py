@@ -47,6 +47,7 @@ from torch import nn
 
 from ganforge import hookimpl
 from ganforge.data import held_out_images
+from ganforge.plugins.objectives import Unconditional
 from ganforge.system import GANSystem, Judged, Network, Optimizer, Phase, Terms, d_adversarial, g_adversarial
 
 __all__ = ["Quantized", "VQDecoder", "VQEncoder", "VQGAN", "VectorQuantizer"]
@@ -233,26 +234,31 @@ class VQGAN(GANSystem):
     def adaptive_weight(self, rec: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
         """VQGAN's lambda: |grad rec| / (|grad adv| + 1e-4) at G's ``adaptive_layer``, clamped to
         [0, 1e4], detached, times ``disc_weight``; the norms in fp32."""
-        last = self.network("G").get_parameter(self.adaptive_layer)  # (the layer itself, DDP or not)
+        last = self._adaptive  # (the layer itself, DDP or not: found once, in setup)
         g_rec, = torch.autograd.grad(rec, last, retain_graph=True)
         g_adv, = torch.autograd.grad(adv, last, retain_graph=True)
         weight = g_rec.float().norm() / (g_adv.float().norm() + 1e-4)
         return weight.clamp(0.0, 1e4).detach() * self.disc_weight
 
+    def setup(self, nets: dict[str, nn.Module]) -> None:
+        super().setup(nets)
+        self._adaptive = self.network("G").get_parameter(self.adaptive_layer)  # (checked in check())
+
     # --- the phases
-    @staticmethod
-    def _real(batch: Any) -> torch.Tensor:
-        return batch[0] if isinstance(batch, (tuple, list)) else batch
+    _real = staticmethod(Unconditional._real)
 
     def g_loss(self, batch: Any) -> Terms:
         x = self._real(batch)
         recon, q = self.reconstruct(self.nets, x)
         rec = self.l1_weight * (x.float() - recon.float()).abs().mean()
         loss = rec + q.loss
-        p = torch.bincount(q.indices.flatten()).float()
-        p = p / p.sum()  # (how many codes are in use: exp of the entropy of their frequencies)
-        logs = {"rec_l1": rec.detach() / self.l1_weight if self.l1_weight else rec.detach(),
-                "codebook": q.loss.detach(), "perplexity": torch.exp(-(p * p.clamp_min(1e-10).log()).sum())}
+        logs = {"rec_l1": rec.detach() / self.l1_weight if self.l1_weight else rec.detach(), "codebook": q.loss.detach()}
+        book = getattr(self.network("Q"), "codebook", None)
+        if book is not None:  # how many codes are in use: exp of the entropy of their frequencies (the
+            idx = q.indices.flatten()  # counts by index_add, into a tensor of fixed size: no host sync)
+            p = idx.new_zeros(book.num_embeddings, dtype=torch.float32).index_add_(0, idx, torch.ones_like(idx, dtype=torch.float32))
+            p = p / p.sum()
+            logs["perplexity"] = torch.exp(-(p * p.clamp_min(1e-10).log()).sum())
         if self.runs("D"):  # (before disc_start: reconstruction only)
             adv, adv_logs = g_adversarial(self.loss, self.nets["D"](recon), lambda: self.nets["D"](x))
             weight = self.adaptive_weight(rec, adv.float())
