@@ -2,6 +2,8 @@
 
     python benchmarks/data_limited.py --limit 1000 --steps 6000          # the three runs, two at a time
     python benchmarks/data_limited.py --limit 300 --steps 6000 --recipe mnist_fc_r1
+    python benchmarks/data_limited.py --limit 300 --recipe mnist_dcgan_r1 --only none ada --tag stylegan2_d \
+        --set data.args.pad=2 "discriminator={name: stylegan2, args: {fmaps: 0.0625, channel_max: 64}}" ...
 
 Each run trains ``--recipe`` (default ``mnist_dcgan_r1``: narrow DCGAN, unnormalised D, lazy R1,
 EMA; ``mnist_fc_r1``: InfoGAN's networks with a 512-wide FC layer in D) on the first
@@ -98,6 +100,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=list(RUNS))
     ap.add_argument("--recipe", default="mnist_dcgan_r1", help="the recipe trained in every run")
     ap.add_argument("--no-r1", action="store_true", help="train without the recipe's R1 (penalties=[]): D free to overfit")
+    ap.add_argument("--set", nargs="*", default=[], help="more recipe overrides for every run (KEY=VALUE)")
+    ap.add_argument("--tag", default="", help="a name for these overrides in the output files")
     ap.add_argument("--train", nargs="*", help=argparse.SUPPRESS)  # a child process: the overrides
     args = ap.parse_args()
     if args.train is not None:
@@ -105,16 +109,17 @@ def main() -> None:
     base = [f"data.root={args.root}", f"data.args.limit={args.limit}", f"train.steps={args.steps}",
             f"log.eval_every={args.steps // 2}", "log.eval_samples=10000", f"log.every={max(args.steps // 60, 4)}",
             f"log.sample_every={args.steps}", f"log.checkpoint_every={args.steps}", "log.progress=false",
-            "train.threads=1", *(["penalties=[]"] if args.no_r1 else [])]
+            "train.threads=1", *(["penalties=[]"] if args.no_r1 else []), *args.set]
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONPATH=str(ROOT))
     pending, running, results = list(args.only), {}, {}
     while pending or running:
         while pending and len(running) < 2:
             name = pending.pop(0)
-            out = Path(args.out) / f"{args.recipe}-limit{args.limit}-{name}"
+            label = args.recipe + (f"-{args.tag}" if args.tag else "")
+            out = Path(args.out) / f"{label}-limit{args.limit}-{name}"
             cmd = [sys.executable, __file__, "--limit", str(args.limit), "--recipe", args.recipe, "--train", f"out_dir={out}", *base, RUNS[name]]
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            log = open(Path(args.out) / f"{args.recipe}-limit{args.limit}-{name}.log", "w")  # noqa: SIM115 - the child's
+            log = open(Path(args.out) / f"{label}-limit{args.limit}-{name}.log", "w")  # noqa: SIM115 - the child's
             running[name] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), out, time.time())
         time.sleep(5)
         for name, (proc, out, start) in list(running.items()):
@@ -128,7 +133,7 @@ def main() -> None:
                              "final": evals[-1] if evals else None, "evals": evals, "rt": rt,
                              "ada_p": [(r["step"], r["ada_p"]) for r in rows if "ada_p" in r]}
     fields = ["classifier_score", "frechet_distance", "class_kl", "precision", "recall"]
-    print(f"data-limited MNIST, {args.recipe}, {args.limit} training digits, {args.steps} steps, R1 {'off' if args.no_r1 else 'on'}, "
+    print(f"data-limited MNIST, {args.recipe} {' '.join(args.set)}, {args.limit} training digits, {args.steps} steps, R1 {'off' if args.no_r1 else 'on'}, "
           f"{platform.processor() or platform.machine()}, one thread per run, two runs at a time")
     print("| augment | " + " | ".join(fields) + " | r_t at the end | seconds |")
     print("|---" * (len(fields) + 3) + "|")
@@ -138,9 +143,9 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{v:.4g}" if v is not None else "-" for v in values)
               + f" | {r['rt'][-1][1] if r['rt'] else '-'} | {r['seconds']} |")
     stamp = datetime.date.today().isoformat()
-    recipe = "" if args.recipe == "mnist_dcgan_r1" else f"-{args.recipe}"
+    recipe = ("" if args.recipe == "mnist_dcgan_r1" else f"-{args.recipe}") + (f"-{args.tag}" if args.tag else "")
     path = ROOT / "benchmarks" / "results" / f"data_limited{recipe}-{args.limit}{'-no_r1' * args.no_r1}-{stamp}.json"
-    path.write_text(json.dumps({"recipe": args.recipe, "limit": args.limit, "steps": args.steps, "r1": not args.no_r1, "machine": platform.processor(),
+    path.write_text(json.dumps({"recipe": args.recipe, "overrides": args.set, "limit": args.limit, "steps": args.steps, "r1": not args.no_r1, "machine": platform.processor(),
                                 "runs": results}, indent=1))
     print(f"written: {path}")
 

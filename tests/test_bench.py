@@ -128,8 +128,33 @@ def test_flops_are_counted_for_a_step_whose_penalty_differentiates_d():
 
 
 def test_bench_refuses_a_system_its_bare_loop_does_not_reproduce_in_one_line(tmp_path, run_cli, mnist_dir):
-    """The bare loop is the classic G(z)/D(x) step: a stylegan2 run (style mixing, path length on
-    w) would be compared with less work. Refused before anything trains."""
-    code, out, err = run_cli("bench", "mnist_stylegan2", f"data.root={mnist_dir}", "--steps", "4", "--rounds", "2")
+    """The bare loop writes out the classic G(z)/D(x) step and StyleGAN2's: a conditional
+    stylegan2 run (labels to G's mapping and D's projection) would be compared with other work.
+    Refused before anything trains."""
+    code, out, err = run_cli("bench", "mnist_stylegan2_cond", f"data.root={mnist_dir}", "--steps", "4", "--rounds", "2")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "objective 'stylegan2' does other work per step" in err and "samples-final" not in out
+
+
+def test_the_bare_loop_writes_out_stylegan2s_step(mnist_dir):
+    """`ganforge bench mnist_stylegan2` compares the engine with a bare loop doing StyleGAN2's
+    work: style mixing and w_avg in both phases, R1 and path length on w when due (their FLOPs
+    counted: a step with them due costs more than one without), in the recipe's precision."""
+    import torch
+
+    from ganforge.bench.loops import eager_loop
+    from ganforge.bench.timing import count_flops
+    from ganforge.contract.recipes import load_recipe
+
+    small = [f"data.root={mnist_dir}", "data.batch_size=8", "generator.args.channel_max=8",
+             "discriminator.args.channel_max=8", "generator.args.w_dim=16", "train.z_dim=16"]
+    lazy = ["penalties=[{name: r1, weight: 0.01, every: 1}, {name: path_length, weight: 2, every: 1}]",
+            "objective.args.g_reg_interval=1", "objective.args.d_reg_interval=1"]
+    none = ["penalties=[]", "objective.args.g_reg_interval=0", "objective.args.d_reg_interval=0"]
+    cpu = torch.device("cpu")
+    info: dict = {}
+    step = eager_loop(load_recipe("mnist_stylegan2", small + lazy), cpu, info)
+    step()
+    assert "penalties fp32" in info["work"]
+    assert count_flops(load_recipe("mnist_stylegan2", small + lazy), cpu) > \
+        1.5 * count_flops(load_recipe("mnist_stylegan2", small + none), cpu)  # R1 and path length: double backwards

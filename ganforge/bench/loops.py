@@ -1,5 +1,6 @@
 """The plain PyTorch loops ``ganforge bench`` compares the engine with: the bare eager loop
-that does exactly the engine's work, and the MNIST loop as users write it."""
+that does exactly the engine's work (the classic G(z)/D(x) step, or StyleGAN2's: style mixing,
+``w_avg``, R1 and path length on w, lazily), and the MNIST loop as users write it."""
 from __future__ import annotations
 
 import gzip
@@ -16,10 +17,14 @@ from ganforge.recipe.ramps import initial
 __all__ = ["eager_loop", "reference_loop"]
 
 
+#: The systems the bare loop writes out: the classic step, and StyleGAN2's (unconditional).
+BARE_STEPS = ("Unconditional", "StyleGAN2")
+
+
 def _setup(recipe: Recipe, device: torch.device):
-    """The recipe's dataset, G, D, loss, penalties and optimizers, built by the engine's own
-    code (so the same models, memory format and Adam implementation) for the classic
-    two-network system; also a description of what was built, for the table."""
+    """The recipe's dataset, system, G, D, penalties and optimizers, built by the engine's own
+    code (so the same models, memory format and Adam implementation) for a system the bare loop
+    writes out (:data:`BARE_STEPS`); also a description of what was built, for the table."""
     from accelerate.utils import set_seed
 
     from ganforge.training.build import build_networks, build_system, use_channels_last
@@ -35,10 +40,11 @@ def _setup(recipe: Recipe, device: torch.device):
     if set(system.networks) != {"G", "D"}:
         raise GanforgeError(f"ganforge bench's bare loop is written for the two-network G/D systems; "
                             f"objective '{recipe.objective.name}' has networks {', '.join(system.networks)}")
-    if type(system).__name__ != "Unconditional":  # (the bare loop is the classic step: G(z), D(x))
-        raise GanforgeError(f"ganforge bench's bare loop runs the classic unconditional step (G(z) against D(x)); "
-                            f"objective '{recipe.objective.name}' does other work per step, so the two would not "
-                            f"compare: bench a recipe with objective unconditional")
+    if type(system).__name__ not in BARE_STEPS or getattr(system, "num_classes", None):
+        raise GanforgeError(f"ganforge bench's bare loop writes out the classic unconditional step (G(z) against "
+                            f"D(x)) and StyleGAN2's; objective '{recipe.objective.name}' does other work per step, so "
+                            f"the two would not compare: bench a recipe with objective unconditional or stylegan2 "
+                            f"(unconditional)")
     nets = build_networks(recipe, registry, system)
     channels_last = use_channels_last(recipe.train.channels_last, nets, device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -49,14 +55,15 @@ def _setup(recipe: Recipe, device: torch.device):
     penalties = [(p, registry.build("penalty", p.name, p.args)) for p in recipe.penalties]
     adam = "fused" if fused else ("foreach" if device.type == "cuda" else "for-loop")
     work = f"Adam {adam}, penalties fp32, {'channels_last' if channels_last else 'contiguous'}"
-    return dataset, nets["G"], nets["D"], system.loss, penalties, opts["G"], opts["D"], work
+    return dataset, system, nets["G"], nets["D"], penalties, opts["G"], opts["D"], work
 
 
 def eager_loop(recipe: Recipe, device: torch.device, info: dict | None = None, cache: bool = True):
     """A bare PyTorch loop on the recipe's models: returns ``step()`` (one generator step).
     ``info["work"]`` receives a description of what it runs; ``cache``: autocast's weight-cast
     cache (torch's default, on)."""
-    dataset, G, D, loss, penalties, opt_g, opt_d, work = _setup(recipe, device)
+    dataset, system, G, D, penalties, opt_g, opt_d, work = _setup(recipe, device)
+    loss = system.loss
     data, normalize = getattr(dataset, "data", None), getattr(dataset, "normalize", None)
     if not isinstance(data, torch.Tensor):  # read from files: up to 2048 samples, decoded once
         items = [dataset[i] for i in range(min(len(dataset), 2048))]
@@ -78,6 +85,10 @@ def eager_loop(recipe: Recipe, device: torch.device, info: dict | None = None, c
 
     def autocast():
         return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=cache)
+
+    if type(system).__name__ == "StyleGAN2":
+        return _stylegan2_step(G, D, loss, penalties, opt_g, opt_d, data, normalize, b, z_dim, system.style_mixing,
+                               autocast, ema)
 
     def step():
         for _ in range(t.n_critic):
@@ -114,6 +125,52 @@ def eager_loop(recipe: Recipe, device: torch.device, info: dict | None = None, c
     return step
 
 
+def _stylegan2_step(G, D, loss, penalties, opt_g, opt_d, data, normalize, b, z_dim, mixing, autocast, ema):
+    """StyleGAN2's step written out (phases D then G, as the ``stylegan2`` system): each fake
+    takes a second z's styles with probability ``mixing`` and moves ``w_avg``; R1 on D every
+    ``every`` D steps, path length on w (G's synthesis, half the batch) every ``every`` G steps,
+    both in fp32 and weighted ``weight * every``; EMA."""
+    n, device = len(data), data.device
+    d_pens = [(p, fn) for p, fn in penalties if getattr(fn, "network_kind", "discriminator") != "generator"]
+    g_pens = [(p, fn) for p, fn in penalties if getattr(fn, "network_kind", "discriminator") == "generator"]
+    steps = [0]
+
+    def step():
+        steps[0] += 1
+        real = data[torch.randint(n, (b,), device=device)]
+        real = normalize(real) if normalize else real
+        z = torch.randn(b, z_dim, device=device)
+        with autocast():
+            with torch.no_grad():
+                fake = G(z, mix=torch.randn_like(z) if mixing else None, mix_prob=mixing, update_w_avg=True)
+            loss_d = loss.d_loss(D(real), D(fake))
+        for p, fn in d_pens:
+            if steps[0] % p.every == 0:
+                with torch.autocast(device.type, enabled=False):  # fp32, as the engine
+                    loss_d = loss_d + initial(p.weight) * p.every * fn(D, real, fake)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        z = torch.randn(b, z_dim, device=device)
+        with autocast():
+            fake, ws = G(z, mix=torch.randn_like(z) if mixing else None, mix_prob=mixing, update_w_avg=True,
+                         return_ws=True)
+            loss_g = loss.g_loss(D(fake))
+        for p, fn in g_pens:  # path length on w, through the synthesis network
+            if steps[0] % p.every == 0:
+                with torch.autocast(device.type, enabled=False):
+                    loss_g = loss_g + initial(p.weight) * p.every * fn(lambda w: G(ws=w), None, ws)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+        if ema is not None:
+            ema.update_parameters(G)
+
+    return step
+
+
 def reference_loop(recipe: Recipe, device: torch.device, workdir: Path):
     """The MNIST loop as users write it (torchvision dataset + DataLoader, fp32, BCELoss)."""
     from torchvision import datasets, transforms
@@ -133,7 +190,7 @@ def reference_loop(recipe: Recipe, device: torch.device, workdir: Path):
     loader = torch.utils.data.DataLoader(datasets.MNIST(str(workdir), train=True, transform=tf),
                                          batch_size=recipe.data.batch_size, shuffle=True, num_workers=0)
     reference = recipe_from_dict(apply_overrides(recipe.to_dict(), ["optim.fused=false", "train.channels_last=false"]))
-    _, G, D, _, _, opt_g, opt_d, _ = _setup(reference, device)  # as users write it: plain Adam
+    _, _, G, D, _, opt_g, opt_d, _ = _setup(reference, device)  # as users write it: plain Adam
     criterion, z_dim = torch.nn.BCELoss(), recipe.train.z_dim
     it = iter(loader)
 
