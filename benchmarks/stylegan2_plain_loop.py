@@ -146,7 +146,7 @@ def main() -> None:
             m = metric(samples)
             row = {"step": step, "kimg": step * b / 1000, "minutes": round((time.time() - start) / 60, 2),
                    "classifier_score": m["classifier_score"], "frechet_distance": m["frechet_distance"],
-                   "recall": m["recall"], "loss_d": float(loss_d), "loss_g": float(loss_g),
+                   "recall": m["recall"], "loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
                    "image_std_over_z": float(samples.std(0).mean())}
             print(json.dumps(row), flush=True)
             log.write(json.dumps(row) + "\n")
