@@ -26,16 +26,24 @@ def test_every_block_starts_as_the_identity_with_msr_gains():
 
 
 def test_bilinear_resampling_by_hand():
+    """R3GAN's resamplers use [1, 2, 1] convolved with [1, 1]: [1, 3, 3, 1]. Upsampling is
+    bilinear (3/4 of the nearer input, 1/4 of the farther, per axis), symmetric at the borders;
+    downsampling is its transpose. (A [1, 2, 1] filter made a period-2 pattern of lines.)"""
     x = torch.tensor([[1.0, 3.0], [5.0, 7.0]])[None, None]
     up = upsample(x)[0, 0]
-    # [1, 2, 1] with zeros between: originals kept at odd positions, their means between (the
-    # first row/column leans on the zero padding, as upfirdn2d's)
-    assert up.shape == (4, 4)
-    assert torch.allclose(up[1], torch.tensor([0.5, 1.0, 2.0, 3.0])) and torch.allclose(up[3], torch.tensor([2.5, 5.0, 6.0, 7.0]))
-    assert torch.allclose(up[2], (up[1] + up[3]) / 2)
+    K = torch.tensor([[0.75, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 0.75]])  # per axis, zero beyond
+    assert up.shape == (4, 4) and torch.allclose(up, K @ x[0, 0] @ K.t())
+    assert torch.allclose(up[1:3, 1:3], torch.tensor([[2.5, 3.5], [4.5, 5.5]]))  # interior: bilinear
+    noise = upsample(torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0)))[0, 0, 2:-2, 2:-2]
+    even, odd = noise[::2].var().item(), noise[1::2].var().item()
+    assert even == pytest.approx(odd, rel=0.05)  # no row pattern
     flat = torch.ones(1, 1, 8, 8)
     down = downsample(flat)[0, 0]
-    assert down.shape == (4, 4) and torch.allclose(down[1:, 1:], torch.ones(3, 3))  # interior: weights sum to 1
+    assert down.shape == (4, 4) and torch.allclose(down[1:-1, 1:-1], torch.ones(2, 2))  # weights sum to 1
+    assert torch.allclose(down, down.flip(0)) and torch.allclose(down, down.flip(1))  # symmetric borders
+    y = torch.randn(1, 1, 8, 8)
+    assert torch.allclose((downsample(y) * x.repeat(1, 1, 2, 2)).sum(), (y * upsample(x.repeat(1, 1, 2, 2))).sum() / 4,
+                          atol=1e-5)  # the transpose, up to the gain 4
 
 
 def test_shapes_conditioning_and_fp32_outputs_under_bf16(precision):

@@ -9,7 +9,8 @@ and D with no normalisation layers.
 - Fix-up initialisation: weights N(0, gain / sqrt(fan-in)) with gain = sqrt(2 / (1 + 0.2^2)) x
   L^(-1/4) (L: the number of blocks, 3 linear layers per block), and the block's last layer zero,
   so that every block starts as the identity.
-- Resampling between stages is bilinear ([1, 2, 1] filtering); a 1x1 convolution changes the width.
+- Resampling between stages is bilinear: R3GAN's [1, 2, 1] made even-length, [1, 3, 3, 1], in a
+  stride-2 (transposed) convolution with padding 1; a 1x1 convolution changes the width.
 - G starts from a learned 4x4 basis scaled per channel by a linear map of z (with classes: of z
   and the class's embedding), and ends with a 1x1 convolution to the image's channels; D starts
   with a 1x1 convolution and ends with a depthwise 4x4 convolution and a linear layer (with
@@ -89,25 +90,28 @@ class ResidualBlock(nn.Module):
 
 
 def _filter(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    f = torch.tensor([1.0, 2.0, 1.0], device=device, dtype=dtype)
+    """R3GAN's resampling filter: its [1, 2, 1] made a low-pass of even length by convolving with
+    [1, 1] (the reference's ``CreateLowpassKernel``), i.e. [1, 3, 3, 1], outer product, sum 1."""
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0], device=device, dtype=dtype)
     f = f[:, None] * f[None, :]
     return f / f.sum()
 
 
 def upsample(x: torch.Tensor) -> torch.Tensor:
-    """2x, bilinear: zeros inserted, then [1, 2, 1] filtering with gain 4 (upfirdn2d's padding)."""
-    n, c, h, w = x.shape
-    up = x.new_zeros(n, c, 2 * h, 2 * w)
-    up[:, :, ::2, ::2] = x
+    """2x, bilinear: a transposed convolution with the [1, 3, 3, 1] filter (gain 4), stride 2,
+    padding 1, per channel: each output pixel is 3/4 of its nearer and 1/4 of its farther input
+    neighbour along each axis; zero beyond the border, on every side alike."""
+    c = x.shape[1]
     f = (_filter(x.device, x.dtype) * 4)[None, None].repeat(c, 1, 1, 1)
-    return F.conv2d(F.pad(up, (2, 0, 2, 0)), f, groups=c)
+    return F.conv_transpose2d(x, f, stride=2, padding=1, groups=c)
 
 
 def downsample(x: torch.Tensor) -> torch.Tensor:
-    """1/2, bilinear: [1, 2, 1] filtering, then every other pixel (upfirdn2d's padding)."""
+    """1/2: the [1, 3, 3, 1] filter, stride 2, padding 1, per channel (the transpose of
+    :func:`upsample`, up to its gain)."""
     c = x.shape[1]
     f = _filter(x.device, x.dtype)[None, None].repeat(c, 1, 1, 1)
-    return F.conv2d(F.pad(x, (1, 0, 1, 0)), f, groups=c, stride=2)
+    return F.conv2d(x, f, stride=2, padding=1, groups=c)
 
 
 def _stages(resolution: int, widths: Sequence[int] | None, width: int) -> list[int]:
