@@ -108,21 +108,29 @@ def eager_loop(recipe: Recipe, device: torch.device, info: dict | None = None, c
             opt_d.step()
         D.requires_grad_(False)
         with autocast():
-            fake_logits = D(G(torch.randn(b, z_dim, device=device)))
-            if getattr(loss, "uses_real_logits", False):  # relativistic: D's real logits, D frozen
-                with torch.no_grad():
-                    real_logits = D(real)
-                loss_g = loss.g_loss(fake_logits, real_logits)
-            else:
-                loss_g = loss.g_loss(fake_logits)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        D.requires_grad_(True)
-        if ema is not None:
-            ema.update_parameters(G)
+            loss_g = _g_loss(loss, D(G(torch.randn(b, z_dim, device=device))), D, real)
+        _g_update(opt_g, loss_g, D, G, ema)
 
     return step
+
+
+def _g_loss(loss, fake_logits, D, real):
+    """G's loss; a relativistic loss also takes D's real logits (D frozen, no graph)."""
+    if not getattr(loss, "uses_real_logits", False):
+        return loss.g_loss(fake_logits)
+    with torch.no_grad():
+        real_logits = D(real)
+    return loss.g_loss(fake_logits, real_logits)
+
+
+def _g_update(opt_g, loss_g, D, G, ema) -> None:
+    """G's optimizer step, D trainable again, the EMA."""
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    D.requires_grad_(True)
+    if ema is not None:
+        ema.update_parameters(G)
 
 
 def _stylegan2_step(G, D, loss, penalties, opt_g, opt_d, data, normalize, b, z_dim, mixing, autocast, ema):
@@ -156,17 +164,12 @@ def _stylegan2_step(G, D, loss, penalties, opt_g, opt_d, data, normalize, b, z_d
         with autocast():
             fake, ws = G(z, mix=torch.randn_like(z) if mixing else None, mix_prob=mixing, update_w_avg=True,
                          return_ws=True)
-            loss_g = loss.g_loss(D(fake))
+            loss_g = _g_loss(loss, D(fake), D, real)
         for p, fn in g_pens:  # path length on w, through the synthesis network
             if steps[0] % p.every == 0:
                 with torch.autocast(device.type, enabled=False):
                     loss_g = loss_g + initial(p.weight) * p.every * fn(lambda w: G(ws=w), None, ws)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        D.requires_grad_(True)
-        if ema is not None:
-            ema.update_parameters(G)
+        _g_update(opt_g, loss_g, D, G, ema)
 
     return step
 
