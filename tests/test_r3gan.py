@@ -44,6 +44,11 @@ def test_bilinear_resampling_by_hand():
     y = torch.randn(1, 1, 8, 8)
     assert torch.allclose((downsample(y) * x.repeat(1, 1, 2, 2)).sum(), (y * upsample(x.repeat(1, 1, 2, 2))).sum() / 4,
                           atol=1e-5)  # the transpose, up to the gain 4
+    # in bf16 (G and D run their convolutions in the autocast dtype): the filter's taps (k/64) are
+    # exact, so the same bilinear values, in bf16
+    up16 = upsample(x.bfloat16())[0, 0]
+    assert up16.dtype == torch.bfloat16 and torch.equal(up16.float(), K @ x[0, 0] @ K.t())
+    assert torch.equal(downsample(flat.bfloat16())[0, 0].float(), down)
 
 
 def test_shapes_conditioning_and_fp32_outputs_under_bf16(precision):
