@@ -104,8 +104,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     noise = system.noise(args.n, "cpu", gen)  # the same on every process: rank-independent results
     moved = tuple(x.to(device) for x in noise) if isinstance(noise, (tuple, list)) else noise.to(device)
     samples = sharded_generate(system, nets, moved, batch, state)
-    if state is not None and not state.is_main_process:
-        return 0
+    if state is not None:  # no collective follows: every process leaves the group together
+        from ganforge.training.launch import leave_process_group
+
+        leave_process_group(state)
+        if not state.is_main_process:
+            return 0
     results = evaluate_samples(samples, dataset, metrics, system.labels_of(noise), noise)
     print(json.dumps({"checkpoint": meta["folder"], "step": meta["step"],
                       "processes": state.num_processes if state is not None else 1, **results}, indent=1))

@@ -123,6 +123,15 @@ def command_processes():
     return state
 
 
+def leave_process_group(state) -> None:
+    """End a command's process group once its last collective is done: every process waits
+    for the others, then destroys the group. A process that exits with the group still up
+    (gloo's threads running) can abort with "terminate called without an active exception"
+    while the others finish, and the launcher then reports the whole command failed."""
+    state.wait_for_everyone()
+    state.destroy_process_group()
+
+
 def single_process_trap(world: int) -> ConfigError:
     """The error for WORLD_SIZE > 1 in a process that Accelerate sees alone."""
     return ConfigError(_TRAP.format(world=world))
