@@ -55,6 +55,8 @@ def main() -> None:
     p.add_argument("--map", type=int, default=2)
     p.add_argument("--w-dim", type=int, default=128)
     p.add_argument("--mbstd", type=int, default=4)
+    p.add_argument("--d-arch", choices=("resnet", "orig"), default="resnet",
+                   help="D's blocks (the cifar config uses orig, with no path length and no mixing)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     torch.manual_seed(a.seed)
@@ -70,7 +72,8 @@ def main() -> None:
     else:
         G = Generator(z_dim, (1, 32, 32), None, w_dim=a.w_dim, map=a.map, fmaps=a.fmaps,
                       channel_max=a.g_channel_max or a.channel_max)
-    D = Discriminator((1, 32, 32), None, fmaps=a.fmaps, channel_max=a.channel_max, mbstd_group=a.mbstd)
+    D = Discriminator((1, 32, 32), None, fmaps=a.fmaps, channel_max=a.channel_max, mbstd_group=a.mbstd,
+                      architecture=a.d_arch)
     G_ema = copy.deepcopy(G).eval()
 
     def adam(module, interval, lr):

@@ -99,6 +99,17 @@ def test_image_folder(tmp_path):
         build("image_folder", _empty(tmp_path))
 
 
+def test_image_files_are_the_images_under_a_folder_sorted(tmp_path):
+    """The one list of image files the image_folder dataset, the translation folders and the
+    project / translate commands all read: recursive, by suffix in any case, files only."""
+    from ganforge.data import image_files
+
+    (tmp_path / "b" / "dir.png").mkdir(parents=True)  # a folder named like an image: not a file
+    for name in ("b/z.PNG", "a.jpg", "notes.txt", "b/y.webp"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.relative_to(tmp_path).as_posix() for p in image_files(tmp_path)] == ["a.jpg", "b/y.webp", "b/z.PNG"]
+
+
 def _empty(tmp_path):
     p = tmp_path / "empty"
     p.mkdir()

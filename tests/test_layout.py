@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: Each sub-package's floor: a module imports from its own package, from lower floors and from
 #: ganforge.errors only. The top level (the public API, the CLI and the documented re-exports)
-#: is above every floor; the built-in plugins import the contract and are imported by name only.
+#: is above every floor; the built-in plugins import the contract and are reached by name only.
 FLOORS = {"errors": 0, "recipe": 1, "contract": 2, "observe": 3, "training": 4, "run": 5, "bench": 6, "tools": 6}
 TOP = 7
 
@@ -100,12 +100,29 @@ def test_every_sub_package_imports_only_downwards():
         if floor is None or floor == TOP:
             continue
         for d in deps:
-            if d == "ganforge" or d.startswith("ganforge.plugins"):  # (the root: __version__; plugins by name)
+            if d == "ganforge":  # (the root: __version__)
                 continue
             df = _floor(d)
             if df is not None and df > floor:
                 upward.append(f"{m} -> {d}")
     assert not upward, upward
+
+
+def test_the_core_imports_no_plugin():
+    """The built-in plugins register exactly as a third-party package does: the core (every
+    floor and the top level) reaches them through the plugin manager by name, never by import.
+    What both read (image files, IDX files) is in ``ganforge.contract.formats``."""
+    graph = _graph()
+    reaching = sorted(f"{m} -> {d}" for m, deps in graph.items() if not m.startswith("ganforge.plugins")
+                      for d in deps if d.startswith("ganforge.plugins"))
+    assert not reaching, reaching
+    assert "ganforge.data" in graph["ganforge.plugins.image.idx"] & graph["ganforge.plugins.image.image_folder"]
+    # the helpers' older, documented paths still give the same objects
+    import ganforge.data as data
+    from ganforge.plugins.image import idx, image_folder
+
+    assert idx.read_idx is data.read_idx and idx.find_idx_files is data.find_idx_files
+    assert image_folder.open_image is data.open_image and image_folder.EXTENSIONS is data.IMAGE_EXTENSIONS
 
 
 def test_the_recipe_types_are_a_leaf():
@@ -151,7 +168,8 @@ def test_the_documented_imports_are_thin_re_exports(shim, home):
     shim_module, home_module = importlib.import_module(shim), importlib.import_module(home)
     assert shim_module.__all__
     for name in shim_module.__all__:
-        source = home_module if hasattr(home_module, name) else importlib.import_module("ganforge.contract.recipes")
+        homes = [home_module] + [importlib.import_module(m) for m in ("ganforge.contract.recipes", "ganforge.contract.formats")]
+        source = next(h for h in homes if hasattr(h, name))
         assert getattr(shim_module, name) is getattr(source, name), name
     tree = ast.parse(Path(shim_module.__file__).read_text())
     assert all(isinstance(n, (ast.ImportFrom, ast.Assign)) or isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)

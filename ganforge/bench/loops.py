@@ -178,7 +178,7 @@ def reference_loop(recipe: Recipe, device: torch.device, workdir: Path):
     """The MNIST loop as users write it (torchvision dataset + DataLoader, fp32, BCELoss)."""
     from torchvision import datasets, transforms
 
-    from ganforge.plugins.image.idx import find_idx_files
+    from ganforge.contract.formats import find_idx_files
 
     # torchvision's MNIST reads uncompressed files under <root>/MNIST/raw: lay them out once
     raw = workdir / "MNIST" / "raw"

@@ -136,7 +136,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     from ganforge.observe.animate import write_gif
     from ganforge.observe.files import atomic_folder
     from ganforge.observe.sampling import sampling_mode
-    from ganforge.plugins.image.image_folder import EXTENSIONS
+    from ganforge.contract.formats import IMAGE_EXTENSIONS, image_files
     from ganforge.run.trained import w_space
 
     nets, system, recipe, meta = _load_for_sampling(args.checkpoint, not args.no_ema)
@@ -144,10 +144,9 @@ def cmd_project(args: argparse.Namespace) -> int:
     source, out = Path(args.image), Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise GanforgeError(f"--out {out} exists and is not an empty folder; choose a new folder")
-    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.suffix.lower() in EXTENSIONS) \
-        if source.is_dir() else []
+    files = [source] if source.is_file() else image_files(source) if source.is_dir() else []
     if not files:
-        raise GanforgeError(f"--image {source}: no image there (a file or a folder of {', '.join(EXTENSIONS)})")
+        raise GanforgeError(f"--image {source}: no image there (a file or a folder of {', '.join(IMAGE_EXTENSIONS)})")
     shape = tuple(meta["sample_shape"])
     images = []
     for path in files:  # all checked first: one line for the first that does not fit

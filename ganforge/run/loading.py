@@ -142,13 +142,13 @@ def input_images(folder: Path, shape, direction):
     import torch
     from torchvision.transforms.v2 import functional as TF
 
-    from ganforge.plugins.image.image_folder import EXTENSIONS, open_image
+    from ganforge.contract.formats import IMAGE_EXTENSIONS, image_files, open_image
 
     if not folder.is_dir():
         raise GanforgeError(f"--input {folder} is not a folder of images")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS)
+    files = image_files(folder)
     if not files:
-        raise GanforgeError(f"no images in --input {folder} (looked for {', '.join(EXTENSIONS)})")
+        raise GanforgeError(f"no images in --input {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     mode, size, images = ("L" if shape[0] == 1 else "RGB"), shape[1], []
     for path in files:
         img = open_image(path, mode)  # an unreadable file: one line naming it

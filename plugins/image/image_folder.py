@@ -12,25 +12,15 @@ import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
 from ganforge import hookimpl
+from ganforge.data import IMAGE_EXTENSIONS, image_files, open_image
 from ganforge.errors import DatasetError
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+EXTENSIONS = IMAGE_EXTENSIONS  # (the name this module has always exported)
 MAX_SKIPS = 10  # unreadable images in a row before a folder is judged broken
-
-
-def open_image(path: Path | str, mode: str) -> Image.Image:
-    """The image at ``path`` in ``mode`` ("L" or "RGB"); an unreadable file (truncated, not an
-    image) is a :class:`DatasetError` naming it."""
-    try:
-        with Image.open(path) as img:
-            return img.convert(mode)
-    except (OSError, SyntaxError, ValueError) as err:  # PIL: unidentified, truncated, broken
-        raise DatasetError(f"{path}: cannot read this image ({err})") from None
 
 
 def load_skipping(count: int, index: int, load, path_of) -> object:
@@ -49,11 +39,11 @@ def load_skipping(count: int, index: int, load, path_of) -> object:
 
 class ImageFolder(Dataset):
     def __init__(self, root: Path, size: int, channels: int):
-        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS)
+        self.files = image_files(root)
         if not self.files:
             raise DatasetError(
                 f"no images found under {root} (looked recursively for "
-                f"{', '.join(EXTENSIONS)}); set data.root to a folder of images"
+                f"{', '.join(IMAGE_EXTENSIONS)}); set data.root to a folder of images"
             )
         self.mode = "L" if channels == 1 else "RGB"
         self.sample_shape = (channels, size, size)

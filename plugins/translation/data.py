@@ -34,7 +34,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from ganforge import hookimpl
 from ganforge.errors import DatasetError
-from ganforge.plugins.image.image_folder import EXTENSIONS, load_skipping, open_image as _open
+from ganforge.data import IMAGE_EXTENSIONS, image_files, open_image as _open
+from ganforge.plugins.image.image_folder import load_skipping
 from ganforge.plugins.translation import Inputs
 
 __all__ = ["PairedFolder", "PairedTensors", "UnpairedFolder", "dilate", "edges"]
@@ -123,10 +124,6 @@ def mnist_thick(*, root: str | None, limit: int | None = None, eval_limit: int =
 
 
 # ------------------------------------------------------------------ folders
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS)
-
-
 class _Jitter:
     """pix2pix/CycleGAN preprocessing: resize to ``load_size``, a random ``size`` crop and a
     random horizontal flip (the same for every image of one item); held-out: resize to ``size``."""
@@ -172,7 +169,7 @@ class PairedFolder(Dataset):
         self.root, self.mode, self.direction, self.eval_limit = root, _mode(channels), direction, eval_limit
         self.args = (size, load_size, channels, direction, flip)
         folder = root / split
-        self.files = _images(folder) if folder.is_dir() else []
+        self.files = image_files(folder) if folder.is_dir() else []
         if not self.files:
             raise DatasetError(f"no images in {folder}: paired_folder reads pix2pix's layout, A|B images "
                                f"(two halves side by side) in {root}/train, and val or test")
@@ -205,7 +202,7 @@ class PairedFolder(Dataset):
     def evaluation(self) -> Inputs:
         """The first ``eval_limit`` pairs of ``val`` (else ``test``, else this split), unjittered."""
         for split in ("val", "test"):
-            if _images(self.root / split):
+            if image_files(self.root / split):
                 break
         else:
             warnings.warn(f"{self.root} has no val or test folder: pictures and metrics use training images")
@@ -227,9 +224,9 @@ class UnpairedFolder(Dataset):
             if not folder.is_dir():
                 raise DatasetError(f"{folder} is missing: unpaired_folder reads CycleGAN's layout, "
                                    f"{root}/trainA and {root}/trainB (and testA, testB)")
-            self.files[d] = _images(folder)
+            self.files[d] = image_files(folder)
             if not self.files[d]:
-                raise DatasetError(f"no images in {folder} (looked for {', '.join(EXTENSIONS)})")
+                raise DatasetError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
         self.jitter = _Jitter(size, load_size, flip, train=True)
         self.still = _Jitter(size, None, False, train=False)
         order = torch.randperm(len(self.files["B"]), generator=torch.Generator().manual_seed(0)).tolist()
@@ -249,7 +246,7 @@ class UnpairedFolder(Dataset):
 
     def evaluation(self) -> Inputs:
         """The first ``eval_limit`` images of testA and testB (else of trainA and trainB)."""
-        found = {d: _images(self.root / f"test{d}") for d in ("A", "B")}
+        found = {d: image_files(self.root / f"test{d}") for d in ("A", "B")}
         if not (found["A"] and found["B"]):
             warnings.warn(f"{self.root} has no testA/testB images: pictures and metrics use training images")
             found = self.files
