@@ -22,7 +22,8 @@ def pip_install(source: Path, target: Path) -> None:
     import shutil
 
     copy = target.parent / f"src-{source.name}"
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__",
+                                                                ".git", ".venv", ".ci-venv"))
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
                            "--no-build-isolation", "--target", str(target), str(copy)],
                           capture_output=True, text=True)
@@ -161,6 +162,10 @@ def test_a_wheel_install_finds_the_shipped_recipes(tmp_path):
     pip_install(REPO, target)
     assert (target / "ganforge" / "recipes" / "toy_grid.yaml").is_file()
     assert (target / "ganforge" / "recipes" / "accelerate" / "cpu_2proc.yaml").is_file()
+    # the other data folders: the scaffold's templates and the shipped MNIST classifier
+    templates = {p.name for p in (target / "ganforge" / "tools" / "templates").iterdir()}
+    assert {"pyproject.toml.txt", "README.md.txt", "objective.py", "plugin_test.py"} <= templates
+    assert (target / "ganforge" / "plugins" / "image" / "assets" / "mnist_classifier.safetensors").is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     proc = ganforge_cli(target, "train", "toy_grid", f"out_dir={tmp_path / 'run'}", "train.steps=2",
