@@ -30,9 +30,26 @@ import torchvision
 from ganforge.plugins.image.dcgan import dcgan_generator
 from ganforge.plugins.image.idx import mnist
 from ganforge.plugins.image.mnist_metrics import mnist_metric
-from ganforge.plugins.image.stylegan2 import Discriminator, Generator
+from ganforge.plugins.image.stylegan2 import Discriminator, FullyConnected, Generator, SynthesisBlock
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class LatentInputBlock(SynthesisBlock):
+    """The 4x4 block with a per-sample input: its constant plus a fully connected projection of
+    the block's first w (equalized lr, weights N(0, 1)), so that the spatial layout depends on z
+    directly, as a DCGAN generator's does."""
+
+    def forward(self, x, img, ws, noise_mode, noise=None):
+        take = (lambda: next(noise)) if noise is not None else (lambda: None)
+        x = self.const[None].to(ws.dtype) + self.from_w(ws[:, 0]).view(-1, *self.const.shape)
+        x = self.conv1(x, ws[:, 0], noise_mode, take())
+        return x, self.torgb(x, ws[:, 1])
+
+
+def latent_input(block: SynthesisBlock, w_dim: int) -> None:
+    block.from_w = FullyConnected(w_dim, block.const.numel())
+    block.__class__ = LatentInputBlock
 
 
 def main() -> None:
@@ -55,6 +72,9 @@ def main() -> None:
     p.add_argument("--map", type=int, default=2)
     p.add_argument("--w-dim", type=int, default=128)
     p.add_argument("--mbstd", type=int, default=4)
+    p.add_argument("--input", choices=("const", "latent"), default="const",
+                   help="G's 4x4 input: StyleGAN2's learned constant, or (a diagnosis, not StyleGAN2) "
+                        "the constant plus a projection of the first w, as lucidrains' no_const")
     p.add_argument("--d-arch", choices=("resnet", "orig"), default="resnet",
                    help="D's blocks (the cifar config uses orig, with no path length and no mixing)")
     p.add_argument("--seed", type=int, default=0)
@@ -72,6 +92,8 @@ def main() -> None:
     else:
         G = Generator(z_dim, (1, 32, 32), None, w_dim=a.w_dim, map=a.map, fmaps=a.fmaps,
                       channel_max=a.g_channel_max or a.channel_max)
+        if a.input == "latent":
+            latent_input(G.synthesis.blocks[0], a.w_dim)
     D = Discriminator((1, 32, 32), None, fmaps=a.fmaps, channel_max=a.channel_max, mbstd_group=a.mbstd,
                       architecture=a.d_arch)
     G_ema = copy.deepcopy(G).eval()

@@ -52,6 +52,35 @@ def test_fused_and_non_fused_modulated_convolutions_agree_in_fp32():
         assert (a - by_hand).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_up_layer_is_the_references_transposed_convolution_border_included(precision, fused):
+    """stylegan2-ada-pytorch's up layer (conv2d_resample, up=2, flip_weight=False): a stride-2
+    transposed convolution by the weight, then the [1,3,3,1] filter with gain 4 and padding 1.
+    So the kernel acts as a true convolution (flipped against F.conv2d), and the border pixels
+    read the filter's spill, not zero padding: the layer is shift-invariant over the whole
+    plane (a zero-padded input gives the same image, cropped)."""
+    from ganforge.plugins.image.stylegan2 import SynthesisLayer, _filter, blur
+
+    torch.manual_seed(3)
+    layer = SynthesisLayer(6, 5, 8, 16, up=True, fused=fused)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x, w = torch.randn(2, 6, 8, 8), torch.randn(2, 8)
+    with torch.no_grad():
+        styles = layer.affine(w)
+        t = F.conv_transpose2d(x * styles[:, :, None, None], layer.weight.transpose(0, 1), stride=2)  # 2H+1
+        y = blur(t, _filter(), (1, 1, 1, 1), gain=4.0)  # 2H
+        d = (layer.weight[None] * styles[:, None, :, None, None]).square().sum([2, 3, 4]).add(1e-8).rsqrt()
+        by_hand = F.leaky_relu(y * d[:, :, None, None] + layer.bias[None, :, None, None], 0.2) * math.sqrt(2)
+        with precision.autocast():
+            out = layer(x, w, noise_mode="none").float()
+            wider = layer(F.pad(x, (2, 2, 2, 2)), w, noise_mode="none").float()[:, :, 4:-4, 4:-4]
+    tol = 0.1 if precision.name == "bf16" else 1e-5
+    assert out.shape == (2, 5, 16, 16)
+    assert (out - by_hand).abs().max() < tol
+    assert (out - wider).abs().max() < tol
+
+
 def test_equalized_learning_rate_gains():
     fc = FullyConnected(50, 7, lr_mult=0.01, bias_init=1.0)
     x = torch.randn(3, 50)

@@ -13,9 +13,12 @@ projection of the label's embedding at its output.
 
 Every weight uses the equalized learning rate (stored N(0, 1), scaled by 1/sqrt(fan-in) when
 used; the mapping's by 0.01 more, and its learning rate with it). Up- and downsampling filter
-with [1, 3, 3, 1] (StyleGAN2's ``upfirdn2d``): upsampling inserts zeros, filters (gain 4) and
-then convolves, which equals StyleGAN2's transposed convolution followed by the filter up to
-the border (convolutions commute); downsampling filters and then convolves with stride 2.
+with [1, 3, 3, 1] (StyleGAN2's ``upfirdn2d``): upsampling inserts zeros, filters (gain 4),
+keeping the filter's one-pixel spill around the image, and then convolves with the kernel
+flipped and no padding, which equals StyleGAN2's transposed convolution followed by the filter
+(convolutions commute), border included, with the reference's weight layout (the synthesis
+network matches stylegan2-ada-pytorch's to 2e-6 given its weights); downsampling filters and
+then convolves with stride 2.
 
 Widths as StyleGAN2-ADA's configs set them: ``min(channel_base / resolution, channel_max)``
 channels at each resolution, ``channel_base = fmaps * 32768`` (``cifar``: fmaps 1, channel_max
@@ -75,12 +78,14 @@ def blur(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, int], gain:
     return F.conv2d(F.pad(x, pad), weight, groups=c)
 
 
-def upsample(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """2x: zeros inserted, then the low-pass filter with gain 4 (``upfirdn2d`` with up=2)."""
+def upsample(x: torch.Tensor, f: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """2x: zeros inserted, then the low-pass filter with gain 4 (``upfirdn2d`` with up=2).
+    ``border``: also keep that many pixels of the filter's spill outside the 2H x 2W image on
+    each side (the up-convolution reads them, as stylegan2-ada-pytorch's does)."""
     n, c, h, w = x.shape
     up = x.new_zeros(n, c, h * 2, w * 2)
     up[:, :, ::2, ::2] = x
-    return blur(up, f, (2, 1, 2, 1), gain=4.0)
+    return blur(up, f, (2 + border, 1 + border) * 2, gain=4.0)
 
 
 class FullyConnected(nn.Module):
@@ -178,9 +183,12 @@ class SynthesisLayer(nn.Module):
         (projection optimises them)."""
         with _fp32(x.device):
             styles = self.affine(w.float())
-        if self.up:
-            x = upsample(x, self.f)
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, padding=1, fused=self.fused)
+        weight, padding = self.weight, 1
+        if self.up:  # as the reference's transposed convolution: the upsampled image with its
+            # one-pixel spill (no zero padding at the border), and a true convolution (the kernel
+            # flipped), so that its weights are stylegan2-ada-pytorch's, layout included
+            x, weight, padding = upsample(x, self.f, border=1), weight.flip([2, 3]), 0
+        x = modulated_conv2d(x, weight, styles, demodulate=True, padding=padding, fused=self.fused)
         with _fp32(x.device):
             if noise is not None:
                 x = x.float() + noise.float() * self.noise_strength
