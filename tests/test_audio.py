@@ -3,7 +3,6 @@ vocoder's losses against hand-computed values, the speech data and its bad input
 metrics and the espeak-ng corpus."""
 import math
 import shutil
-import warnings
 
 import numpy as np
 import pytest

@@ -97,7 +97,6 @@ def test_ada_with_p_zero_changes_nothing_and_with_p_one_changes_every_image(prec
             moved = ADA(p=1.0)(x)
         assert moved.dtype == x.dtype and ((moved.float() - x.float()).abs().flatten(1).amax(1) > 1e-2).all()
         # the identity map resampled in fp32 returns the input to rounding, in either precision
-        ada = ADA(p=0.0)
         with precision.autocast():
             identity = F.grid_sample(x.float(), F.affine_grid(torch.eye(2, 3).expand(32, 2, 3), list(x.shape),
                                                               align_corners=False), align_corners=False)

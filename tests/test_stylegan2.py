@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import ganforge
-from ganforge.errors import ConfigError
 from ganforge.plugins.image.stylegan2 import (Conv2dLayer, FullyConnected, Mapping, minibatch_stddev,
                                               modulated_conv2d, style_mix, stylegan2_discriminator,
                                               stylegan2_generator, truncate)
@@ -434,3 +433,29 @@ def test_stylegan2_trains_on_two_processes_with_style_mixing_and_path_length_on_
     assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("penalty_path_length" in r for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [[], ["--generator", "dcgan"], ["--input", "latent", "--d-arch", "orig"]])
+def test_the_plain_loop_diagnosis_script_runs_each_mode_and_reports_its_scores(tmp_path, options):
+    """benchmarks/stylegan2_plain_loop.py (RESULTS "StyleGAN2 and R3GAN"), on generated IDX files:
+    it trains, scores the EMA generator and writes a JSON line and a grid per evaluation."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import make_mnist_like
+
+    root = make_mnist_like(tmp_path / "mnist")
+    make_mnist_like(root, split="test")
+    out = tmp_path / "plain" / "a.jsonl"
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "stylegan2_plain_loop.py"
+    proc = subprocess.run([sys.executable, str(script), "--root", str(root), "--out", str(out), "--steps", "2",
+                           "--every", "1", "--batch", "8", *options], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["frechet_distance"]) and 1 <= r["classifier_score"] <= 10 for r in rows)
+    assert (tmp_path / "plain" / "a-2.png").is_file()
