@@ -11,13 +11,17 @@ main and its regularisation phase (gain = the interval), learning rate and betas
 interval / (interval + 1); style mixing; EMA with the 10 kimg half-life and the 0.05 ramp-up. No
 ganforge engine code runs: a collapse here is not the engine's. ``--generator dcgan`` swaps in
 ganforge's DCGAN generator (BatchNorm, tanh; no mixing, no path length) against the same
-discriminator and loop. Every ``--every`` steps it scores 2,000 EMA samples with the ``mnist``
+discriminator and loop (``dcgan_nobn``: without its BatchNorm layers). The session-17 diagnoses
+change one part of the StyleGAN2 generator each: ``--input latent`` (a per-sample 4x4 input),
+``--styles const`` (no style modulation), ``--g-arch orig`` (no skip outputs), ``--demod off``,
+``--noise none``; ``--d-arch orig`` is D's. Every ``--every`` steps it scores 2,000 EMA samples with the ``mnist``
 metric (classifier score, FD) and writes a JSON line and a sample grid beside ``--out``.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import time
@@ -30,6 +34,7 @@ import torchvision
 from ganforge.plugins.image.dcgan import dcgan_generator
 from ganforge.plugins.image.idx import mnist
 from ganforge.plugins.image.mnist_metrics import mnist_metric
+import ganforge.plugins.image.stylegan2 as sg2_module
 from ganforge.plugins.image.stylegan2 import Discriminator, FullyConnected, Generator, SynthesisBlock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +52,28 @@ class LatentInputBlock(SynthesisBlock):
         return x, self.torgb(x, ws[:, 1])
 
 
+class ConstStyle(torch.nn.Module):
+    """A style that ignores w: a learned vector (initialised to 1, as the affine layers' bias)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.ones(n))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.bias.to(w.dtype).expand(w.shape[0], -1)
+
+
+def no_demodulation(modulated_conv2d, x, weight, styles, demodulate=True, padding=1, fused=True):
+    return modulated_conv2d(x, weight, styles, False, padding, fused)
+
+
+class ZeroRGB(torch.nn.Module):
+    """A ToRGB that adds nothing: with it below the last resolution, the image is the last's."""
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], 1, *x.shape[2:])
+
+
 def latent_input(block: SynthesisBlock, w_dim: int) -> None:
     block.from_w = FullyConnected(w_dim, block.const.numel())
     block.__class__ = LatentInputBlock
@@ -59,7 +86,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--every", type=int, default=250)
     p.add_argument("--precision", choices=("bf16", "no"), default="bf16")
-    p.add_argument("--generator", choices=("stylegan2", "dcgan"), default="stylegan2")
+    p.add_argument("--generator", choices=("stylegan2", "dcgan", "dcgan_nobn"), default="stylegan2",
+                   help="dcgan_nobn: the DCGAN generator with its BatchNorm layers removed")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.0025)
     p.add_argument("--lr-d", type=float, default=None, help="D's learning rate (default: --lr)")
@@ -75,6 +103,15 @@ def main() -> None:
     p.add_argument("--input", choices=("const", "latent"), default="const",
                    help="G's 4x4 input: StyleGAN2's learned constant, or (a diagnosis, not StyleGAN2) "
                         "the constant plus a projection of the first w, as lucidrains' no_const")
+    p.add_argument("--styles", choices=("w", "const"), default="w",
+                   help="const: every layer's style a learned vector, the same for all samples (a "
+                        "diagnosis: with --input latent, z enters only at the 4x4 input)")
+    p.add_argument("--g-arch", choices=("skip", "orig"), default="skip",
+                   help="orig: the image from the last resolution's ToRGB alone (the reference's "
+                        "architecture='orig'), not the sum of every resolution's")
+    p.add_argument("--demod", choices=("on", "off"), default="on",
+                   help="off: the synthesis layers' convolutions without demodulation")
+    p.add_argument("--noise", choices=("random", "const", "none"), default="random", help="G's per-layer noise")
     p.add_argument("--d-arch", choices=("resnet", "orig"), default="resnet",
                    help="D's blocks (the cifar config uses orig, with no path length and no mixing)")
     p.add_argument("--seed", type=int, default=0)
@@ -86,14 +123,28 @@ def main() -> None:
     data = ds.data.float().div(127.5).sub(1)
     metric = mnist_metric(dataset=ds, n_real=2000)
     z_dim, b = 128, a.batch
-    if a.generator == "dcgan":
+    if a.generator.startswith("dcgan"):
         G = dcgan_generator(z_dim=z_dim, out_shape=(1, 32, 32), ngf=32)
         a.pl, a.mix = 0.0, 0.0
+        if a.generator == "dcgan_nobn":
+            for module in G.modules():
+                for name, child in module.named_children():
+                    if isinstance(child, torch.nn.BatchNorm2d):
+                        setattr(module, name, torch.nn.Identity())
     else:
         G = Generator(z_dim, (1, 32, 32), None, w_dim=a.w_dim, map=a.map, fmaps=a.fmaps,
-                      channel_max=a.g_channel_max or a.channel_max)
+                      channel_max=a.g_channel_max or a.channel_max, noise_mode=a.noise)
         if a.input == "latent":
             latent_input(G.synthesis.blocks[0], a.w_dim)
+        if a.demod == "off":
+            sg2_module.modulated_conv2d = functools.partial(no_demodulation, sg2_module.modulated_conv2d)
+        if a.g_arch == "orig":
+            for block in G.synthesis.blocks[:-1]:
+                block.torgb = ZeroRGB()
+        if a.styles == "const":
+            for module in G.synthesis.modules():
+                if hasattr(module, "affine"):
+                    module.affine = ConstStyle(module.affine.bias.numel())
     D = Discriminator((1, 32, 32), None, fmaps=a.fmaps, channel_max=a.channel_max, mbstd_group=a.mbstd,
                       architecture=a.d_arch)
     G_ema = copy.deepcopy(G).eval()
@@ -107,7 +158,7 @@ def main() -> None:
     autocast = lambda: torch.autocast("cpu", torch.bfloat16, enabled=a.precision == "bf16")  # noqa: E731
 
     def run_g(z):
-        if a.generator == "dcgan":
+        if a.generator.startswith("dcgan"):
             return G(z), None
         ws = G.mapping(z, None, update_w_avg=True)
         if a.mix > 0:  # StyleGAN2Loss.run_G's mixing
@@ -115,7 +166,7 @@ def main() -> None:
             cutoff = torch.where(torch.rand([]) < a.mix, cutoff, torch.full_like(cutoff, ws.shape[1]))
             ws = ws.clone()
             ws[:, cutoff:] = G.mapping(torch.randn_like(z), None)[:, cutoff:]
-        return G.synthesis(ws), ws
+        return G.synthesis(ws, a.noise), ws
 
     log = out_path.open("w")
     start = time.time()

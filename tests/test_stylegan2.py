@@ -436,7 +436,9 @@ def test_stylegan2_trains_on_two_processes_with_style_mixing_and_path_length_on_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [[], ["--generator", "dcgan"], ["--input", "latent", "--d-arch", "orig"]])
+@pytest.mark.parametrize("options", [["--demod", "off"], ["--generator", "dcgan_nobn"],
+                                     ["--input", "latent", "--styles", "const", "--g-arch", "orig", "--noise", "none",
+                                      "--d-arch", "orig"]])
 def test_the_plain_loop_diagnosis_script_runs_each_mode_and_reports_its_scores(tmp_path, options):
     """benchmarks/stylegan2_plain_loop.py (RESULTS "StyleGAN2 and R3GAN"), on generated IDX files:
     it trains, scores the EMA generator and writes a JSON line and a grid per evaluation."""
