@@ -116,6 +116,8 @@ def main() -> None:
                    help="D's blocks (the cifar config uses orig, with no path length and no mixing)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    if a.styles == "const" and a.input != "latent":
+        p.error("--styles const needs --input latent: with constant styles and a constant input, z reaches nothing")
     torch.manual_seed(a.seed)
     out_path = Path(a.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)

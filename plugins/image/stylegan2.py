@@ -16,8 +16,9 @@ used; the mapping's by 0.01 more, and its learning rate with it). Up- and downsa
 with [1, 3, 3, 1] (StyleGAN2's ``upfirdn2d``): upsampling inserts zeros, filters (gain 4),
 keeping the filter's one-pixel spill around the image, and then convolves with the kernel
 flipped and no padding, which equals StyleGAN2's transposed convolution followed by the filter
-(convolutions commute), border included, with the reference's weight layout (the synthesis
-network matches stylegan2-ada-pytorch's to 2e-6 given its weights); downsampling filters and
+(convolutions commute), border included, with the reference's weight layout (checked by hand:
+the synthesis network matched stylegan2-ada-pytorch's to 2e-6 given its weights; the test checks
+the up layer against the reference's formula); downsampling filters and
 then convolves with stride 2.
 
 Widths as StyleGAN2-ADA's configs set them: ``min(channel_base / resolution, channel_max)``
