@@ -58,7 +58,8 @@ def test_the_up_layer_is_the_references_transposed_convolution_border_included(p
     So the kernel acts as a true convolution (flipped against F.conv2d), and the border pixels
     read the filter's spill, not zero padding: the layer is shift-invariant over the whole
     plane (a zero-padded input gives the same image, cropped)."""
-    from ganforge.plugins.image.stylegan2 import SynthesisLayer, _filter, blur
+    from ganforge.layers import lowpass_2x
+    from ganforge.plugins.image.stylegan2 import SynthesisLayer, blur
 
     torch.manual_seed(3)
     layer = SynthesisLayer(6, 5, 8, 16, up=True, fused=fused)
@@ -68,7 +69,7 @@ def test_the_up_layer_is_the_references_transposed_convolution_border_included(p
     with torch.no_grad():
         styles = layer.affine(w)
         t = F.conv_transpose2d(x * styles[:, :, None, None], layer.weight.transpose(0, 1), stride=2)  # 2H+1
-        y = blur(t, _filter(), (1, 1, 1, 1), gain=4.0)  # 2H
+        y = blur(t, lowpass_2x(), (1, 1, 1, 1), gain=4.0)  # 2H
         d = (layer.weight[None] * styles[:, None, :, None, None]).square().sum([2, 3, 4]).add(1e-8).rsqrt()
         by_hand = F.leaky_relu(y * d[:, :, None, None] + layer.bias[None, :, None, None], 0.2) * math.sqrt(2)
         with precision.autocast():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["forward_with_code_head"]
@@ -100,3 +101,32 @@ def discriminator_forward(d: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
     h = d.net[:-1](x)
     logits = d.net[-1](h).view(-1) + projection(d.embed, y, h)
     return (logits, d.q(h).flatten(1)) if codes and d.q is not None else logits
+
+
+def lowpass_2x(device: torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The 4x4 low-pass filter StyleGAN2 and R3GAN resample with: [1, 3, 3, 1] (R3GAN's [1, 2, 1]
+    made even-length), outer product, sum 1."""
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0], device=device, dtype=dtype)
+    return (f[:, None] * f[None, :]) / 64
+
+
+def upsample_2x(x: torch.Tensor, f: torch.Tensor | None = None, border: int = 0) -> torch.Tensor:
+    """2x, bilinear: zeros inserted, then :func:`lowpass_2x` with gain 4 (StyleGAN2's
+    ``upfirdn2d`` with up=2), as one transposed convolution per channel: each output pixel is 3/4
+    of its nearer and 1/4 of its farther input neighbour along each axis, zero beyond the border
+    on every side alike. ``border``: also keep that many pixels of the filter's spill around the
+    2H x 2W image (StyleGAN2's up-convolution reads one). ``f``: :func:`lowpass_2x` kept by
+    the calling module as a (non-persistent) buffer, so that a training step copies nothing
+    from the host; None makes it here."""
+    c = x.shape[1]
+    f = lowpass_2x(x.device) if f is None else f
+    return F.conv_transpose2d(x, (f * 4).to(x.dtype)[None, None].expand(c, 1, 4, 4), stride=2, padding=1 - border,
+                              groups=c)
+
+
+def downsample_2x(x: torch.Tensor, f: torch.Tensor | None = None) -> torch.Tensor:
+    """1/2: :func:`lowpass_2x`, stride 2, padding 1, per channel (the transpose of
+    :func:`upsample_2x`, up to its gain); ``f`` as there."""
+    c = x.shape[1]
+    f = lowpass_2x(x.device) if f is None else f
+    return F.conv2d(x, f.to(x.dtype)[None, None].expand(c, 1, 4, 4), stride=2, padding=1, groups=c)

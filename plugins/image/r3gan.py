@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganforge import hookimpl
+from ganforge.layers import downsample_2x as downsample, lowpass_2x, upsample_2x as upsample
 
 __all__ = ["R3GANDiscriminator", "R3GANGenerator", "ResidualBlock"]
 
@@ -89,31 +90,6 @@ class ResidualBlock(nn.Module):
         return x + y
 
 
-def _filter(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """R3GAN's resampling filter: its [1, 2, 1] made a low-pass of even length by convolving with
-    [1, 1] (the reference's ``CreateLowpassKernel``), i.e. [1, 3, 3, 1], outer product, sum 1."""
-    f = torch.tensor([1.0, 3.0, 3.0, 1.0], device=device, dtype=dtype)
-    f = f[:, None] * f[None, :]
-    return f / f.sum()
-
-
-def upsample(x: torch.Tensor) -> torch.Tensor:
-    """2x, bilinear: a transposed convolution with the [1, 3, 3, 1] filter (gain 4), stride 2,
-    padding 1, per channel: each output pixel is 3/4 of its nearer and 1/4 of its farther input
-    neighbour along each axis; zero beyond the border, on every side alike."""
-    c = x.shape[1]
-    f = (_filter(x.device, x.dtype) * 4)[None, None].repeat(c, 1, 1, 1)
-    return F.conv_transpose2d(x, f, stride=2, padding=1, groups=c)
-
-
-def downsample(x: torch.Tensor) -> torch.Tensor:
-    """1/2: the [1, 3, 3, 1] filter, stride 2, padding 1, per channel (the transpose of
-    :func:`upsample`, up to its gain)."""
-    c = x.shape[1]
-    f = _filter(x.device, x.dtype)[None, None].repeat(c, 1, 1, 1)
-    return F.conv2d(x, f, stride=2, padding=1, groups=c)
-
-
 def _stages(resolution: int, widths: Sequence[int] | None, width: int) -> list[int]:
     if resolution < 8 or resolution & (resolution - 1):
         raise ValueError(f"r3gan needs a power-of-two image size >= 8, got {resolution} (MNIST: data.args.pad=2)")
@@ -138,6 +114,7 @@ class R3GANGenerator(nn.Module):
                  widths: Sequence[int] | None = None, cardinality: int | Sequence[int] = 8,
                  blocks: int | Sequence[int] = 2, expansion: int = 2, embed: int | None = None):
         super().__init__()
+        self.register_buffer("f", lowpass_2x(), persistent=False)  # the resampling filter
         if len(out_shape) != 3 or out_shape[1] != out_shape[2]:
             raise ValueError(f"r3gan makes square images (C, R, R), got samples of shape {tuple(out_shape)}")
         widths = _stages(out_shape[1], widths, width)
@@ -164,7 +141,7 @@ class R3GANGenerator(nn.Module):
         x = self.basis[None] * self.basis_scale(z)[:, :, None, None]
         for i, stage in enumerate(self.stages):
             if i:
-                x = upsample(self.transitions[i - 1](x))
+                x = upsample(self.transitions[i - 1](x), self.f)
             x = stage(x)
         return self.to_image(x).float()
 
@@ -177,6 +154,7 @@ class R3GANDiscriminator(nn.Module):
                  widths: Sequence[int] | None = None, cardinality: int | Sequence[int] = 8,
                  blocks: int | Sequence[int] = 2, expansion: int = 2, embed: int | None = None):
         super().__init__()
+        self.register_buffer("f", lowpass_2x(), persistent=False)  # the resampling filter
         if len(in_shape) != 3 or in_shape[1] != in_shape[2]:
             raise ValueError(f"r3gan judges square images (C, R, R), got samples of shape {tuple(in_shape)}")
         widths = _stages(in_shape[1], widths, width)[::-1]  # resolution ... 4x4
@@ -203,7 +181,7 @@ class R3GANDiscriminator(nn.Module):
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i + 1 < len(self.stages):
-                x = self.transitions[i](downsample(x))
+                x = self.transitions[i](downsample(x, self.f))
         x = F.conv2d(x, self.basis.weight.to(x.dtype), groups=self.basis.groups).flatten(1)  # 4x4 -> 1x1
         with torch.autocast(x.device.type, enabled=False):
             x = self.out(x.float())

@@ -45,6 +45,7 @@ from torch import nn
 
 from ganforge import hookimpl
 from ganforge.plugins.objectives import Unconditional, one_logit_each
+from ganforge.layers import lowpass_2x, upsample_2x
 from ganforge.system import Judged, Terms, d_adversarial, g_adversarial
 
 __all__ = ["Discriminator", "FullyConnected", "Generator", "Mapping", "StyleGAN2", "Synthesis", "modulated_conv2d",
@@ -66,27 +67,11 @@ def _act(x: torch.Tensor, activation: str, clamp: float | None = None) -> torch.
     return x
 
 
-def _filter() -> torch.Tensor:
-    f = torch.tensor([1.0, 3.0, 3.0, 1.0])
-    f = f[:, None] * f[None, :]
-    return f / f.sum()
-
-
 def blur(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, int], gain: float = 1.0) -> torch.Tensor:
     """Depthwise filtering with the 4x4 ``f`` after padding ``pad`` (left, right, top, bottom)."""
     c = x.shape[1]
     weight = (f * gain).to(x.dtype)[None, None].repeat(c, 1, 1, 1)
     return F.conv2d(F.pad(x, pad), weight, groups=c)
-
-
-def upsample(x: torch.Tensor, f: torch.Tensor, border: int = 0) -> torch.Tensor:
-    """2x: zeros inserted, then the low-pass filter with gain 4 (``upfirdn2d`` with up=2).
-    ``border``: also keep that many pixels of the filter's spill outside the 2H x 2W image on
-    each side (the up-convolution reads them, as stylegan2-ada-pytorch's does)."""
-    n, c, h, w = x.shape
-    up = x.new_zeros(n, c, h * 2, w * 2)
-    up[:, :, ::2, ::2] = x
-    return blur(up, f, (2 + border, 1 + border) * 2, gain=4.0)
 
 
 class FullyConnected(nn.Module):
@@ -176,7 +161,7 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
-        self.register_buffer("f", _filter(), persistent=False)
+        self.register_buffer("f", lowpass_2x(), persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
                 noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -188,7 +173,7 @@ class SynthesisLayer(nn.Module):
         if self.up:  # as the reference's transposed convolution: the upsampled image with its
             # one-pixel spill (no zero padding at the border), and a true convolution (the kernel
             # flipped), so that its weights are stylegan2-ada-pytorch's, layout included
-            x, weight, padding = upsample(x, self.f, border=1), weight.flip([2, 3]), 0
+            x, weight, padding = upsample_2x(x, self.f, border=1), weight.flip([2, 3]), 0
         x = modulated_conv2d(x, weight, styles, demodulate=True, padding=padding, fused=self.fused)
         with _fp32(x.device):
             if noise is not None:
@@ -238,7 +223,7 @@ class SynthesisBlock(nn.Module):
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp, fused=fused)
         self.torgb = ToRGB(out_channels, img_channels, w_dim, conv_clamp, fused)
         self.num_ws = 2 if resolution == 4 else 3  # (conv1 + torgb at 4x4; the torgb's w is shared with the next)
-        self.register_buffer("f", _filter(), persistent=False)
+        self.register_buffer("f", lowpass_2x(), persistent=False)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
                 noise_mode: str, noise: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,7 +238,7 @@ class SynthesisBlock(nn.Module):
             x = self.conv1(x, ws[:, 1], noise_mode, take())
             rgb_w = ws[:, 2]
         y = self.torgb(x, rgb_w)
-        img = y if img is None else upsample(img, self.f) + y
+        img = y if img is None else upsample_2x(img, self.f) + y
         return x, img
 
 
@@ -368,7 +353,7 @@ class Conv2dLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel * kernel)
         self.kernel, self.down, self.activation, self.conv_clamp = kernel, down, activation, conv_clamp
-        self.register_buffer("f", _filter(), persistent=False)
+        self.register_buffer("f", lowpass_2x(), persistent=False)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         w = self.weight.to(x.dtype) * self.weight_gain
